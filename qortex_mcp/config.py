@@ -1,0 +1,176 @@
+"""Settings from the environment (mirrored by CLI flags) and the optional TOML file.
+
+Environment: ``QORTEX_STORE`` (sqlite | json | memory | postgres), ``QORTEX_STATE_DIR``
+(absolute; default a per-user data directory, never the working directory),
+``DATABASE_URL``, ``QORTEX_SECRET``, ``QORTEX_LOG_LEVEL``, ``QORTEX_TOOLS``,
+``QORTEX_CONFIG``, ``QORTEX_TOOL_PREFIX``, ``QORTEX_HTTP_TOKEN``, ``QORTEX_SQLITE_SYNCHRONOUS``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from qortex_mcp.errors import ConfigError, preview
+
+__all__ = ["STORE_KINDS", "Settings", "default_state_dir", "mask_dsn"]
+
+STORE_KINDS: Final = ("sqlite", "json", "memory", "postgres")
+StoreKind = Literal["sqlite", "json", "memory", "postgres"]
+_LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+
+
+def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The per-user data directory: XDG on Linux, Application Support on macOS."""
+    env = os.environ if env is None else env
+    home = Path(env.get("HOME") or Path.home())
+    if sys.platform == "darwin":
+        return home / "Library" / "Application Support" / "qortex-mcp"
+    if sys.platform == "win32":
+        return Path(env.get("APPDATA") or home / "AppData" / "Roaming") / "qortex-mcp"
+    xdg = env.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else home / ".local" / "share"
+    return base / "qortex-mcp"
+
+
+def mask_dsn(dsn: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
+    masked = re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", dsn)
+    return re.sub(r"(password=)[^&\s]*", r"\1***", masked, flags=re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable about a server or a default learner."""
+
+    store: StoreKind = "sqlite"
+    state_dir: Path = field(default_factory=default_state_dir)
+    database_url: str | None = field(default=None, repr=False)
+    secret: str | None = field(default=None, repr=False)
+    log_level: str = "info"
+    tools: tuple[str, ...] | None = None
+    config_file: Path | None = None
+    tool_prefix: str = "qortex_"
+    http_token: str | None = field(default=None, repr=False)
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    learners: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Per-learner settings from the TOML file (``[learners.NAME]``), ``"*"`` for defaults."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read the environment; keyword overrides (from CLI flags) win when not None.
+
+        Raises:
+            ConfigError: a value is invalid (named in the message).
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        if store := env.get("QORTEX_STORE"):
+            values["store"] = store.strip().lower()
+        if state_dir := env.get("QORTEX_STATE_DIR"):
+            values["state_dir"] = state_dir
+        else:
+            values["state_dir"] = default_state_dir(env)
+        values["database_url"] = env.get("DATABASE_URL") or None
+        values["secret"] = env.get("QORTEX_SECRET") or None
+        if level := env.get("QORTEX_LOG_LEVEL"):
+            values["log_level"] = level
+        if tools := env.get("QORTEX_TOOLS"):
+            values["tools"] = tools
+        if config := env.get("QORTEX_CONFIG"):
+            values["config_file"] = config
+        if prefix := env.get("QORTEX_TOOL_PREFIX"):
+            values["tool_prefix"] = prefix
+        values["http_token"] = env.get("QORTEX_HTTP_TOKEN") or None
+        if sync := env.get("QORTEX_SQLITE_SYNCHRONOUS"):
+            values["sqlite_synchronous"] = sync.strip().upper()
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.build(**values)
+
+    @classmethod
+    def build(cls, **values: Any) -> Settings:
+        """Validate and normalise raw values (strings from env or flags are fine)."""
+        store = str(values.pop("store", "sqlite")).lower()
+        if store not in STORE_KINDS:
+            raise ConfigError(f"QORTEX_STORE must be one of {', '.join(STORE_KINDS)}, "
+                              f"got {preview(store)}")
+        state_dir = Path(values.pop("state_dir", default_state_dir())).expanduser()
+        if not state_dir.is_absolute():
+            raise ConfigError("QORTEX_STATE_DIR must be an absolute path")
+        level = str(values.pop("log_level", "info")).lower()
+        if level not in _LOG_LEVELS:
+            raise ConfigError(f"QORTEX_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}")
+        tools = values.pop("tools", None)
+        if isinstance(tools, str):
+            tools = tuple(t.strip() for t in tools.split(",") if t.strip())
+        sync = str(values.pop("sqlite_synchronous", "FULL")).upper()
+        if sync not in ("FULL", "NORMAL"):
+            raise ConfigError("QORTEX_SQLITE_SYNCHRONOUS must be FULL or NORMAL")
+        prefix = str(values.pop("tool_prefix", "qortex_"))
+        if not re.fullmatch(r"[A-Za-z0-9_]{0,32}", prefix):
+            raise ConfigError("QORTEX_TOOL_PREFIX may use letters, digits and _ (32 at most)")
+        config_file = values.pop("config_file", None)
+        learners: Mapping[str, Mapping[str, Any]] = values.pop("learners", {})
+        if config_file is not None:
+            config_file = Path(config_file).expanduser()
+            learners = _read_toml(config_file)
+        if store == "postgres" and not values.get("database_url"):
+            raise ConfigError("QORTEX_STORE=postgres needs DATABASE_URL")
+        return cls(store=store, state_dir=state_dir, log_level=level, tools=tools,  # type: ignore[arg-type]
+                   sqlite_synchronous=sync, tool_prefix=prefix,  # type: ignore[arg-type]
+                   config_file=config_file, learners=learners, **values)
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    def learner_options(self, name: str) -> dict[str, Any]:
+        """TOML options for one learner: the ``"*"`` defaults overlaid by its own table."""
+        merged = dict(self.learners.get("*", {}))
+        merged.update(self.learners.get(name, {}))
+        return merged
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.state_dir / "qortex.db"
+
+    @property
+    def json_path(self) -> Path:
+        return self.state_dir / "qortex.json"
+
+    def location(self) -> str:
+        """Where state lives, safe to show (passwords masked)."""
+        if self.store == "sqlite":
+            return str(self.sqlite_path)
+        if self.store == "json":
+            return str(self.json_path)
+        if self.store == "postgres":
+            return mask_dsn(self.database_url or "")
+        return "process memory (not persisted)"
+
+
+def _read_toml(path: Path) -> dict[str, dict[str, Any]]:
+    """``[defaults]`` and ``[learners.NAME]`` tables; anything else is refused."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read QORTEX_CONFIG {path.name}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"QORTEX_CONFIG {path.name} is not valid TOML: {exc}") from None
+    unknown = set(data) - {"defaults", "learners"}
+    if unknown:
+        raise ConfigError(f"QORTEX_CONFIG has unknown tables: {', '.join(sorted(unknown))}")
+    out: dict[str, dict[str, Any]] = {"*": dict(data.get("defaults", {}))}
+    learners = data.get("learners", {})
+    if not isinstance(learners, dict):
+        raise ConfigError("QORTEX_CONFIG [learners] must be a table of tables")
+    for name, table in learners.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"QORTEX_CONFIG [learners.{name}] must be a table")
+        out[name] = dict(table)
+    return out

@@ -1,0 +1,66 @@
+"""The learning library: async Beta-Bernoulli bandit learners. Never imports ``mcp``.
+
+``PostgresLearningStore`` lives in ``qortex_mcp.learning.postgres`` (the ``postgres``
+extra).
+"""
+
+from qortex_mcp.learning.config import LearnerConfig
+from qortex_mcp.learning.learner import Learner
+from qortex_mcp.learning.registry import LearnerRegistry
+from qortex_mcp.learning.rewards import (
+    BinaryReward,
+    RewardModel,
+    TernaryReward,
+    ToolOutcomeReward,
+)
+from qortex_mcp.learning.stores import (
+    JsonLearningStore,
+    LearningStore,
+    MemoryLearningStore,
+    SqliteLearningStore,
+)
+from qortex_mcp.learning.strategies import LearningStrategy, PosteriorMean, ThompsonSampling
+from qortex_mcp.learning.tokens import SelectionClaims, SelectionSigner
+from qortex_mcp.learning.types import (
+    Arm,
+    ArmMetrics,
+    ArmOutcome,
+    FeedbackResult,
+    LearnerMetrics,
+    Posterior,
+    ReplayReport,
+    ResetReport,
+    ScoredArm,
+    SelectionResult,
+    ToolExecution,
+)
+
+__all__ = [
+    "Arm",
+    "ArmMetrics",
+    "ArmOutcome",
+    "BinaryReward",
+    "FeedbackResult",
+    "JsonLearningStore",
+    "Learner",
+    "LearnerConfig",
+    "LearnerMetrics",
+    "LearnerRegistry",
+    "LearningStore",
+    "LearningStrategy",
+    "MemoryLearningStore",
+    "Posterior",
+    "PosteriorMean",
+    "ReplayReport",
+    "ResetReport",
+    "RewardModel",
+    "ScoredArm",
+    "SelectionClaims",
+    "SelectionResult",
+    "SelectionSigner",
+    "SqliteLearningStore",
+    "TernaryReward",
+    "ThompsonSampling",
+    "ToolExecution",
+    "ToolOutcomeReward",
+]

@@ -1,0 +1,111 @@
+"""``LearnerConfig``: how one named learner behaves."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from qortex_mcp.errors import ConfigError, QortexError, preview
+from qortex_mcp.learning.rewards import RewardModel, reward_model_by_name
+from qortex_mcp.learning.strategies import LearningStrategy, strategy_by_name
+from qortex_mcp.learning.validation import check_name, check_prior
+
+__all__ = ["LearnerConfig"]
+
+_OPTION_NAMES: Final = frozenset({
+    "strategy", "reward_model", "prior", "arm_priors", "half_life_s", "context_backoff",
+    "selection_ttl_s", "seed", "max_arms", "max_candidates",
+})
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """Settings of one learner.
+
+    Args:
+        name: the learner's name (same rule as arm ids).
+        strategy: ``"thompson"`` (default), ``"mean"`` or a ``LearningStrategy``.
+        reward_model: ``"binary"`` (default), ``"ternary"``, ``"tool"`` or a ``RewardModel``.
+        prior: the default Beta prior ``(alpha, beta)`` of every arm.
+        arm_priors: seeded priors for named arms, e.g. ``{"concise-v1": (8, 2)}``.
+        half_life_s: evidence older than this counts half (applied lazily per arm); None
+            keeps evidence forever.
+        context_backoff: ``m`` of the back-off rule (``qortex_mcp.learning.context``).
+        selection_ttl_s: selection ids older than this are refused; 0 means never.
+        seed: seeds the learner's random generator (reproducible selections).
+        max_arms: the most distinct arms the learner keeps (``LIMIT_EXCEEDED`` beyond).
+        max_candidates: the most candidates one ``select`` may offer.
+    """
+
+    name: str = "default"
+    strategy: str | LearningStrategy = "thompson"
+    reward_model: str | RewardModel = "binary"
+    prior: tuple[float, float] = (1.0, 1.0)
+    arm_priors: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    half_life_s: float | None = None
+    context_backoff: float = 4.0
+    selection_ttl_s: float = 30 * 86400
+    seed: int | None = None
+    max_arms: int = 100_000
+    max_candidates: int = 10_000
+
+    def __post_init__(self) -> None:
+        try:
+            check_name(self.name, "learner name")
+            check_prior(self.prior)
+            for arm, prior in self.arm_priors.items():
+                check_name(arm, "arm id")
+                check_prior(prior)
+        except QortexError as exc:
+            raise ConfigError(exc.message) from None
+        if self.half_life_s is not None and not (
+            math.isfinite(self.half_life_s) and self.half_life_s > 0
+        ):
+            raise ConfigError("half_life_s must be a positive number of seconds or None")
+        if not (math.isfinite(self.context_backoff) and self.context_backoff >= 0):
+            raise ConfigError("context_backoff must be a number >= 0")
+        if not (math.isfinite(self.selection_ttl_s) and self.selection_ttl_s >= 0):
+            raise ConfigError("selection_ttl_s must be a number of seconds >= 0")
+        if self.max_arms < 1 or self.max_candidates < 1:
+            raise ConfigError("max_arms and max_candidates must be at least 1")
+
+    def build_strategy(self) -> LearningStrategy:
+        s = self.strategy
+        return strategy_by_name(s) if isinstance(s, str) else s
+
+    def build_reward_model(self) -> RewardModel:
+        r = self.reward_model
+        return reward_model_by_name(r) if isinstance(r, str) else r
+
+    @classmethod
+    def from_options(cls, name: str, options: Mapping[str, Any]) -> LearnerConfig:
+        """Build from TOML-style options (``prior = [8, 2]``, ``arm_priors = {a = [8, 2]}``)."""
+        unknown = set(options) - _OPTION_NAMES
+        if unknown:
+            raise ConfigError(
+                f"unknown learner option(s) for {preview(name)}: {', '.join(sorted(unknown))}"
+            )
+        values = dict(options)
+        if "prior" in values:
+            values["prior"] = tuple(values["prior"])
+        if "arm_priors" in values:
+            if not isinstance(values["arm_priors"], Mapping):
+                raise ConfigError("arm_priors must be a table of [alpha, beta] pairs")
+            values["arm_priors"] = {str(k): tuple(v) for k, v in values["arm_priors"].items()}
+        try:
+            return cls(name=name, **values)
+        except TypeError as exc:
+            raise ConfigError(f"bad learner option for {preview(name)}: {exc}") from None
+
+    def describe(self) -> str:
+        """The config as stored with the learner (JSON)."""
+        return json.dumps({
+            "strategy": self.build_strategy().name,
+            "reward_model": self.build_reward_model().name,
+            "prior": list(self.prior),
+            "half_life_s": self.half_life_s,
+            "context_backoff": self.context_backoff,
+        }, sort_keys=True)

@@ -1,0 +1,850 @@
+"""``Learner``: the async facade over a strategy, a reward model and a store.
+
+This module is long on purpose: it owns the in-memory posterior cache and every path that
+reads or writes it (select, observe, refresh, decay, reset), and keeping those in one place
+is what keeps the cache consistent with the store.
+
+Design:
+
+* ``select`` never awaits the store. Posteriors live in numpy arrays (one slot per arm),
+  loaded at ``create`` and written through by ``observe``. Selection counters are
+  write-behind statistics, flushed every second and at ``close``.
+* ``observe`` returns only after the store committed the event and the evidence increment
+  in one transaction; the cache is then updated from the committed rows (never from values
+  computed here), guarded by per-row versions so an older read never overwrites a newer one.
+* When the store is shared with other processes, a background task pulls rows they wrote
+  (``store.changes``); inspection calls pull before answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any, Final, Self
+
+import numpy as np
+import numpy.typing as npt
+
+from qortex_mcp.errors import (
+    ArmNotInSelection,
+    BudgetTooSmall,
+    ClosedError,
+    InvalidCandidates,
+    InvalidInput,
+    InvalidOutcome,
+    LimitExceeded,
+    QortexError,
+    SelectionConflict,
+    UnknownArm,
+    preview,
+)
+from qortex_mcp.learning.config import LearnerConfig
+from qortex_mcp.learning.context import CanonicalContext, backoff_weight, canonical_context
+from qortex_mcp.learning.replay import replay_events
+from qortex_mcp.learning.stats import beta_interval
+from qortex_mcp.learning.stores.base import LearningStore
+from qortex_mcp.learning.tokens import SelectionClaims, SelectionSigner
+from qortex_mcp.learning.types import (
+    GLOBAL_CONTEXT,
+    Arm,
+    ArmMetrics,
+    ArmOutcome,
+    ArmRow,
+    EvidenceRow,
+    FeedbackResult,
+    FeedbackRow,
+    LearnerMetrics,
+    Posterior,
+    ReplayReport,
+    ResetReport,
+    ScoredArm,
+    SelectionResult,
+    ToolExecution,
+)
+from qortex_mcp.learning.validation import check_name, check_prior, check_reward, check_weight
+from qortex_mcp.logging import get_logger
+
+__all__ = ["Learner"]
+
+log = get_logger(__name__)
+_debug_on = logging.getLogger(__name__).isEnabledFor
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+_CACHE_SIZE: Final = 64
+_get_id = attrgetter("id")
+_get_prior = attrgetter("prior")
+_get_cost = attrgetter("token_cost")
+MAX_K: Final = 1000
+
+
+@dataclass(slots=True)
+class _Candidates:
+    ids: Sequence[str]
+    slots: IntArray
+    arms: Sequence[Arm | str]
+
+
+class Learner:
+    """A named bandit learner. Create with ``await Learner.create(config)``.
+
+    Use as ``async with await Learner.create(...) as learner`` or call ``close()``.
+    """
+
+    def __init__(
+        self,
+        config: LearnerConfig,
+        store: LearningStore,
+        signer: SelectionSigner,
+        rng: np.random.Generator,
+        owns_store: bool,
+        refresh_interval_s: float,
+        flush_interval_s: float,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.store = store
+        self._signer = signer
+        self._rng = rng
+        self._owns_store = owns_store
+        self._strategy = config.build_strategy()
+        self._reward_model = config.build_reward_model()
+        self._half_life = config.half_life_s
+        self._refresh_interval = refresh_interval_s
+        self._flush_interval = flush_interval_s
+        self._closed = False
+        self._tasks: list[asyncio.Task[None]] = []
+        # Slots: arm id -> index into the arrays below.
+        self._index: dict[str, int] = {}
+        self._ids: list[str] = []
+        cap = 64
+        self._a0: FloatArray = np.full(cap, config.prior[0])
+        self._b0: FloatArray = np.full(cap, config.prior[1])
+        self._s: FloatArray = np.zeros(cap)
+        self._f: FloatArray = np.zeros(cap)
+        self._t: FloatArray = np.zeros(cap)
+        self._rsum: FloatArray = np.zeros(cap)
+        self._n: IntArray = np.zeros(cap, dtype=np.int64)
+        self._v: IntArray = np.full(cap, -1, dtype=np.int64)
+        self._sel: IntArray = np.zeros(cap, dtype=np.int64)
+        self._last_sel: FloatArray = np.full(cap, np.nan)
+        self._custom_prior: set[int] = set()
+        # Per context: slot -> [s, f, n, rsum, t, v]
+        self._ctx: dict[str, dict[int, list[float]]] = {}
+        self._cursor = -1
+        self._selections = 0
+        self._explored = 0
+        self._pending: dict[int, int] = {}
+        self._pending_priors: dict[int, tuple[float, float]] = {}
+        self._pending_selections = 0
+        self._pending_explored = 0
+        self._candidates: OrderedDict[tuple[Any, ...], IntArray] = OrderedDict()
+        self._sync_lock = asyncio.Lock()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    async def create(
+        cls,
+        config: LearnerConfig | None = None,
+        store: LearningStore | None = None,
+        *,
+        signer: SelectionSigner | None = None,
+        rng: np.random.Generator | None = None,
+        refresh_interval_s: float = 0.5,
+        flush_interval_s: float = 1.0,
+    ) -> Self:
+        """Open (or create) a learner and load its posteriors.
+
+        Args:
+            config: the learner's settings (default: ``LearnerConfig()``, named "default").
+            store: where state lives; default from the environment (SQLite in the state
+                directory). A store passed in is initialized but not closed by the learner.
+            signer: signs selection ids; default: the key from ``QORTEX_SECRET`` or the
+                state directory (a random one for a memory store).
+            rng: the random generator (default: seeded from ``config.seed``).
+
+        Raises:
+            StoreError: the store cannot be opened.
+            ConfigError: the configuration is invalid.
+        """
+        config = config or LearnerConfig()
+        owns = store is None
+        if store is None or signer is None:
+            from qortex_mcp.config import Settings
+            from qortex_mcp.learning.stores.factory import default_signer, open_store
+
+            settings = Settings.from_env()
+            if store is None:
+                store = open_store(settings)
+            if signer is None:
+                signer = default_signer(settings, store, config.selection_ttl_s)
+        learner = cls(config, store, signer, rng or np.random.default_rng(config.seed), owns,
+                      refresh_interval_s, flush_interval_s)
+        try:
+            await store.initialize()
+            await store.ensure_learner(config.name, config.describe())
+            for arm, prior in config.arm_priors.items():
+                learner._set_prior(learner._slot(arm), prior, persist=False)
+            await learner._sync()
+        except BaseException:
+            if owns:
+                await store.close()
+            raise
+        learner._tasks.append(asyncio.create_task(learner._flush_loop()))
+        if store.shared:
+            learner._tasks.append(asyncio.create_task(learner._refresh_loop()))
+        return learner
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Flush selection statistics and stop background work (and the store, if owned)."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        try:
+            await self._flush()
+        except QortexError as exc:
+            log.warning("learner_flush_failed", learner=self.name, code=exc.code)
+        finally:
+            if self._owns_store:
+                await self.store.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"learner {self.name!r} is closed")
+
+    # --- slots -----------------------------------------------------------------------------
+
+    def _grow(self, need: int) -> None:
+        cap = self._s.shape[0]
+        if need <= cap:
+            return
+        new = max(need, cap * 2)
+
+        def grow(arr: Any, fill: float) -> Any:
+            out = np.full(new, fill, dtype=arr.dtype)
+            out[:cap] = arr
+            return out
+
+        self._a0 = grow(self._a0, self.config.prior[0])
+        self._b0 = grow(self._b0, self.config.prior[1])
+        self._s, self._f = grow(self._s, 0.0), grow(self._f, 0.0)
+        self._t, self._rsum = grow(self._t, 0.0), grow(self._rsum, 0.0)
+        self._n, self._v = grow(self._n, 0), grow(self._v, -1)
+        self._sel, self._last_sel = grow(self._sel, 0), grow(self._last_sel, np.nan)
+
+    def _slot(self, arm: str) -> int:
+        slot = self._index.get(arm)
+        if slot is None:
+            if len(self._ids) >= self.config.max_arms:
+                raise LimitExceeded(
+                    f"learner {self.name!r} already has {self.config.max_arms} arms"
+                )
+            slot = len(self._ids)
+            self._grow(slot + 1)
+            self._index[arm] = slot
+            self._ids.append(arm)
+        return slot
+
+    def _set_prior(self, slot: int, prior: tuple[float, float], persist: bool = True) -> None:
+        if self._a0[slot] == prior[0] and self._b0[slot] == prior[1]:
+            return
+        self._a0[slot], self._b0[slot] = prior
+        self._custom_prior.add(slot)
+        if persist:
+            self._pending_priors[slot] = prior
+
+    # --- select ----------------------------------------------------------------------------
+
+    def _resolve(self, arms: Sequence[Arm | str]) -> _Candidates:
+        if not isinstance(arms, Sequence) or isinstance(arms, str) or not arms:
+            raise InvalidCandidates("candidates must be a non-empty list of arm ids or Arms")
+        if len(arms) > self.config.max_candidates:
+            raise InvalidCandidates(
+                f"at most {self.config.max_candidates} candidates per call, got {len(arms)}"
+            )
+        if type(arms[0]) is str:
+            # Fast path: a list of ids seen before resolves with one tuple hash.
+            key: tuple[Any, ...] = tuple(arms)
+            hit = self._candidates.get(key)
+            if hit is not None:
+                self._candidates.move_to_end(key)
+                return _Candidates(key, hit, arms)
+            ids: Sequence[str] = key
+        else:
+            ids = ()
+        if not ids or not all(type(a) is str for a in ids):
+            try:
+                ids = [a if type(a) is str else _get_id(a) for a in arms]
+            except AttributeError:
+                raise InvalidCandidates("candidates must be arm ids (strings) or Arms") from None
+            key = tuple(ids)
+            hit = self._candidates.get(key)
+            if hit is not None:
+                self._candidates.move_to_end(key)
+                self._apply_arm_priors(arms, hit)
+                return _Candidates(ids, hit, arms)
+        if len(set(ids)) != len(ids):
+            raise InvalidCandidates("candidate ids must be distinct")
+        for arm_id in ids:
+            if arm_id not in self._index:
+                check_name(arm_id, "arm id")
+        for arm in arms:
+            if type(arm) is not str:
+                if not isinstance(arm, Arm):
+                    raise InvalidCandidates("candidates must be arm ids (strings) or Arms")
+                if arm.token_cost is not None and (
+                    isinstance(arm.token_cost, bool) or not isinstance(arm.token_cost, int | float)
+                    or not math.isfinite(arm.token_cost) or arm.token_cost < 0
+                ):
+                    raise InvalidCandidates(f"token_cost of {preview(arm.id)} must be >= 0")
+                if arm.prior is not None:
+                    check_prior(arm.prior)
+        if len(self._ids) + sum(1 for i in ids if i not in self._index) > self.config.max_arms:
+            raise LimitExceeded(f"learner {self.name!r} would exceed {self.config.max_arms} arms")
+        slots = np.fromiter((self._slot(i) for i in ids), dtype=np.int64, count=len(ids))
+        self._candidates[key] = slots
+        if len(self._candidates) > _CACHE_SIZE:
+            self._candidates.popitem(last=False)
+        if type(arms[0]) is not str or not all(type(a) is str for a in arms):
+            self._apply_arm_priors(arms, slots)
+        return _Candidates(ids, slots, arms)
+
+    def _apply_arm_priors(self, arms: Sequence[Arm | str], slots: IntArray) -> None:
+        if not any(map(_get_prior, (a for a in arms if type(a) is not str))):
+            return
+        for pos, arm in enumerate(arms):
+            if type(arm) is not str and arm.prior is not None:
+                self._set_prior(int(slots[pos]), check_prior(arm.prior))
+
+    def _decayed(self, s: FloatArray, f: FloatArray, t: FloatArray, now: float) -> tuple[
+        FloatArray, FloatArray
+    ]:
+        if self._half_life is None:
+            return s, f
+        d = np.power(0.5, np.maximum(now - t, 0.0) / self._half_life)
+        return s * d, f * d
+
+    def _evidence(
+        self, slots: IntArray, ctx: CanonicalContext | None, now: float
+    ) -> tuple[FloatArray, FloatArray]:
+        """Effective (decayed, backed-off) successes and failures for the slots."""
+        s, f = self._decayed(self._s[slots], self._f[slots], self._t[slots], now)
+        if ctx is None:
+            return s, f
+        m = self.config.context_backoff
+        table = self._ctx.get(ctx.key)
+        n_g = s + f
+        with np.errstate(divide="ignore", invalid="ignore"):
+            w = np.where(n_g > 0, np.minimum(1.0, m / n_g), 0.0) if m > 0 else np.zeros_like(s)
+        s_out, f_out = w * s, w * f
+        if table:
+            keys = np.fromiter(table.keys(), dtype=np.int64, count=len(table))
+            for pos in np.nonzero(np.isin(slots, keys))[0].tolist():
+                row = table[int(slots[pos])]
+                sc, fc = row[0], row[1]
+                if self._half_life is not None:
+                    d = math.pow(0.5, max(now - row[4], 0.0) / self._half_life)
+                    sc, fc = sc * d, fc * d
+                so, fo = max(s[pos] - sc, 0.0), max(f[pos] - fc, 0.0)
+                wc = backoff_weight(m, sc + fc, so + fo)
+                s_out[pos] = sc + wc * so
+                f_out[pos] = fc + wc * fo
+        return s_out, f_out
+
+    async def select(
+        self,
+        arms: Sequence[Arm | str],
+        context: dict[str, Any] | None = None,
+        k: int = 1,
+        token_budget: float | None = None,
+    ) -> SelectionResult:
+        """Choose up to ``k`` distinct arms among ``arms`` by the learner's strategy.
+
+        Unknown arms start at their prior. With ``token_budget``, the best arms (in score
+        order) whose ``token_cost`` sum fits are chosen. Never waits on the store.
+
+        Raises:
+            InvalidCandidates, InvalidName, InvalidContext, InvalidInput, BudgetTooSmall,
+            LimitExceeded.
+        """
+        started = time.perf_counter()
+        self._check_open()
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise InvalidInput(f"k must be an integer from 1 to {MAX_K}, got {preview(k)}")
+        ctx = canonical_context(context)
+        cands = self._resolve(arms)
+        slots = cands.slots
+        now = time.time()
+        s, f = self._evidence(slots, ctx, now)
+        alpha = self._a0[slots] + s
+        beta = self._b0[slots] + f
+        scores = self._strategy.scores(alpha, beta, self._rng)
+        count = slots.shape[0]
+        if token_budget is not None:
+            order = self._fit_budget(cands, scores, k, token_budget)
+        elif k >= count:
+            order = np.argsort(-scores, kind="stable")
+        elif k == 1:
+            order = np.array([int(np.argmax(scores))])
+        else:
+            part = np.argpartition(-scores, k - 1)[:k]
+            order = part[np.argsort(-scores[part], kind="stable")]
+        means = alpha / (alpha + beta)
+        explored = int(order[0]) != int(np.argmax(means))
+        chosen = [int(p) for p in order]
+        ids = cands.ids
+        token, _ = self._signer.issue(self.name, ctx.body if ctx else None,
+                                      [ids[p] for p in chosen])
+        selected = []
+        for rank, pos in enumerate(chosen, 1):
+            arm = cands.arms[pos]
+            selected.append(ScoredArm(
+                id=ids[pos], score=float(scores[pos]), mean=float(means[pos]),
+                alpha=float(alpha[pos]), beta=float(beta[pos]), rank=rank,
+                token_cost=None if type(arm) is str else arm.token_cost,
+                metadata=None if type(arm) is str else arm.metadata,
+            ))
+            slot = int(slots[pos])
+            self._pending[slot] = self._pending.get(slot, 0) + 1
+            self._sel[slot] += 1
+            self._last_sel[slot] = now
+        self._selections += 1
+        self._pending_selections += 1
+        if explored:
+            self._explored += 1
+            self._pending_explored += 1
+        if _debug_on(logging.DEBUG):
+            log.debug("select", learner=self.name, candidates=count, arms=[a.id for a in selected],
+                      explored=explored,
+                      latency_ms=round((time.perf_counter() - started) * 1e3, 3))
+        return SelectionResult(
+            selected=tuple(selected), selection_id=token, learner=self.name,
+            context_key=ctx.key if ctx else GLOBAL_CONTEXT, strategy=self._strategy.name,
+            explored=explored, candidates=count,
+        )
+
+    @staticmethod
+    def _fit_budget(
+        cands: _Candidates, scores: FloatArray, k: int, budget: float
+    ) -> IntArray:
+        if isinstance(budget, bool) or not isinstance(budget, int | float) or not (
+            math.isfinite(budget) and budget >= 0
+        ):
+            raise InvalidInput(f"token_budget must be a number >= 0, got {preview(budget)}")
+        costs = [0.0 if type(a) is str or a.token_cost is None else float(a.token_cost)
+                 for a in cands.arms]
+        picked: list[int] = []
+        spent = 0.0
+        for pos in np.argsort(-scores, kind="stable"):
+            cost = costs[int(pos)]
+            if spent + cost <= budget:
+                picked.append(int(pos))
+                spent += cost
+                if len(picked) == k:
+                    break
+        if not picked:
+            raise BudgetTooSmall(f"no candidate fits token_budget {budget}")
+        return np.asarray(picked, dtype=np.int64)
+
+    # --- feedback --------------------------------------------------------------------------
+
+    def verify_selection(self, selection_id: str) -> SelectionClaims:
+        """The claims of a selection id this learner issued (raises ``InvalidSelection``)."""
+        return self._signer.verify(selection_id, self.name)
+
+    def issue_selection(
+        self, arm_ids: Sequence[str], context: dict[str, Any] | None, kind: str = "rerank"
+    ) -> tuple[str, SelectionClaims]:
+        """Sign a selection of ``arm_ids`` (display order) made outside ``select``."""
+        ctx = canonical_context(context)
+        for arm_id in arm_ids:
+            if arm_id not in self._index:
+                check_name(arm_id, "arm id")
+        return self._signer.issue(self.name, ctx.body if ctx else None, list(arm_ids),
+                                  "rerank" if kind == "rerank" else "select")
+
+    def _reward(self, outcome: ArmOutcome) -> tuple[float, str | None]:
+        raw = outcome.outcome
+        text: str | None
+        if raw is None:
+            text = None
+        elif isinstance(raw, str):
+            text = raw
+        elif isinstance(raw, ToolExecution):
+            text = json.dumps({"success": raw.success, "latency_ms": raw.latency_ms,
+                               "rating": raw.rating}, separators=(",", ":"))
+        else:
+            raise InvalidOutcome(f"outcome must be a word or a ToolExecution: {preview(raw)}")
+        if outcome.reward is not None:
+            if raw is not None:
+                self._reward_model(raw)  # still refuse unknown words
+            return check_reward(outcome.reward), text
+        if raw is None:
+            raise InvalidOutcome("give an outcome word or a reward in [0, 1]")
+        return check_reward(self._reward_model(raw)), text
+
+    def _prepare(self, outcome: ArmOutcome, now: float) -> FeedbackRow:
+        if not isinstance(outcome, ArmOutcome):
+            raise InvalidInput("feedback must be an ArmOutcome")
+        arm = check_name(outcome.arm_id, "arm id")
+        reward, text = self._reward(outcome)
+        weight = check_weight(outcome.weight)
+        if outcome.selection_id is not None:
+            claims = self.verify_selection(outcome.selection_id)
+            if arm not in claims.arms:
+                raise ArmNotInSelection(
+                    f"arm {preview(arm)} was not part of this selection; feedback applies only "
+                    "to the arms it returned"
+                )
+            ctx = canonical_context(json.loads(claims.context)) if claims.context else None
+            key = claims.nonce
+        else:
+            ctx = canonical_context(outcome.context)
+            if outcome.idempotency_key is not None:
+                key = "key:" + check_name(outcome.idempotency_key, "idempotency_key")
+            else:
+                key = "bare:" + secrets.token_urlsafe(16)
+        slot = self._index.get(arm)
+        a0 = b0 = None
+        if slot is not None and slot in self._custom_prior:
+            a0, b0 = float(self._a0[slot]), float(self._b0[slot])
+        return FeedbackRow(
+            key=key, arm=arm, ctx=ctx.key if ctx else GLOBAL_CONTEXT,
+            ctx_body=ctx.body if ctx else None, reward=reward, weight=weight, outcome=text,
+            at=now, a0=a0, b0=b0,
+        )
+
+    async def observe(self, outcome: ArmOutcome) -> FeedbackResult:
+        """Apply one feedback; returns after it is durable.
+
+        Raises:
+            InvalidReward, InvalidOutcome, InvalidName, InvalidContext: bad input.
+            InvalidSelection, SelectionExpired, ArmNotInSelection: a bad selection id.
+            SelectionConflict: this arm of this selection was answered with another reward.
+            StoreError: the store failed (retryable codes are safe to retry).
+        """
+        return (await self.batch_observe([outcome]))[0]
+
+    async def batch_observe(self, outcomes: Sequence[ArmOutcome]) -> list[FeedbackResult]:
+        """Apply many feedbacks in one transaction: all are checked first, and if any is
+        invalid or conflicts, nothing is applied. Order does not matter."""
+        started = time.perf_counter()
+        self._check_open()
+        if isinstance(outcomes, ArmOutcome) or not isinstance(outcomes, Sequence):
+            raise InvalidInput("batch_observe takes a list of ArmOutcome")
+        if not outcomes:
+            return []
+        now = time.time()
+        rows = [self._prepare(o, now) for o in outcomes]
+        result = await self.store.apply(self.name, rows, self._half_life)
+        for status, row, standing in zip(result.statuses, rows, result.standing, strict=True):
+            if status == "conflict":
+                raise SelectionConflict(
+                    f"arm {preview(row.arm)} of this selection was already answered with reward "
+                    f"{standing}; the first answer stands"
+                )
+        self._absorb(result.rows)
+        out = []
+        for status, row in zip(result.statuses, rows, strict=True):
+            slot = self._slot(row.arm)
+            ctx = None if row.ctx == GLOBAL_CONTEXT else CanonicalContext(row.ctx, "")
+            s, f = self._evidence(np.array([slot]), ctx, now)
+            alpha, beta = float(self._a0[slot] + s[0]), float(self._b0[slot] + f[0])
+            pulls = int(self._n[slot]) if ctx is None else int(
+                self._ctx.get(row.ctx, {}).get(slot, [0, 0, 0])[2])
+            out.append(FeedbackResult(
+                arm_id=row.arm, status="applied" if status == "applied" else "duplicate",
+                reward=row.reward, alpha=alpha, beta=beta, mean=alpha / (alpha + beta),
+                pulls=pulls, selection_id=None if row.key.startswith(("key:", "bare:")) else
+                row.key, context_key=row.ctx,
+            ))
+        if _debug_on(logging.DEBUG):
+            log.debug("observe", learner=self.name, arms=[r.arm for r in rows],
+                      rewards=[r.reward for r in rows], statuses=list(result.statuses),
+                      latency_ms=round((time.perf_counter() - started) * 1e3, 3))
+        return out
+
+    # --- cache maintenance -----------------------------------------------------------------
+
+    def _absorb(self, rows: Sequence[EvidenceRow]) -> None:
+        for row in rows:
+            slot = self._slot(row.arm)
+            if row.ctx == GLOBAL_CONTEXT:
+                if row.v < self._v[slot]:
+                    continue
+                self._s[slot], self._f[slot], self._t[slot] = row.s, row.f, row.t
+                self._n[slot], self._rsum[slot], self._v[slot] = row.n, row.rsum, row.v
+            else:
+                table = self._ctx.setdefault(row.ctx, {})
+                cur = table.get(slot)
+                if cur is not None and row.v < cur[5]:
+                    continue
+                table[slot] = [row.s, row.f, row.n, row.rsum, row.t, row.v]
+
+    def _absorb_arms(self, rows: Sequence[ArmRow]) -> None:
+        for row in rows:
+            slot = self._slot(row.arm)
+            if row.a0 is not None and row.b0 is not None and slot not in self._pending_priors:
+                self._a0[slot], self._b0[slot] = row.a0, row.b0
+                self._custom_prior.add(slot)
+            self._sel[slot] = row.selections + self._pending.get(slot, 0)
+            if row.last_selected is not None:
+                self._last_sel[slot] = max(row.last_selected,
+                                           np.nan_to_num(self._last_sel[slot]))
+
+    async def _sync(self) -> None:
+        """Pull rows written since the last pull (by this or any other process)."""
+        async with self._sync_lock:
+            if self._cursor < 0:
+                snap = await self.store.load(self.name)
+                self._selections = snap.selections + self._pending_selections
+                self._explored = snap.explored + self._pending_explored
+                cursor, ev, arms = snap.cursor, snap.evidence, snap.arms
+            else:
+                cursor, ev, arms = await self.store.changes(self.name, self._cursor)
+            self._absorb(ev)
+            self._absorb_arms(arms)
+            self._cursor = cursor
+
+    async def refresh(self) -> None:
+        """Pull changes made by other processes now (inspection calls do this themselves)."""
+        self._check_open()
+        await self._sync()
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await self.store.wait_for_change(self.name, self._refresh_interval)
+            try:
+                await self._sync()
+            except QortexError as exc:
+                log.warning("learner_refresh_failed", learner=self.name, code=exc.code)
+
+    async def _flush(self) -> None:
+        if not (self._pending or self._pending_priors or self._pending_selections):
+            return
+        pending, priors = self._pending, self._pending_priors
+        sels, expl = self._pending_selections, self._pending_explored
+        self._pending, self._pending_priors = {}, {}
+        self._pending_selections = self._pending_explored = 0
+        try:
+            await self.store.record_selections(
+                self.name,
+                {self._ids[s]: (n, float(self._last_sel[s])) for s, n in pending.items()},
+                {self._ids[s]: p for s, p in priors.items()}, sels, expl,
+            )
+        except BaseException:
+            # Keep the counts for the next flush (merged with what arrived meanwhile).
+            for slot, n in pending.items():
+                self._pending[slot] = self._pending.get(slot, 0) + n
+            for slot, p in priors.items():
+                self._pending_priors.setdefault(slot, p)
+            self._pending_selections += sels
+            self._pending_explored += expl
+            raise
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_interval)
+            try:
+                await self._flush()
+            except QortexError as exc:
+                log.warning("learner_flush_failed", learner=self.name, code=exc.code)
+
+    async def flush(self) -> None:
+        """Write pending selection statistics now."""
+        self._check_open()
+        await self._flush()
+
+    # --- inspection ------------------------------------------------------------------------
+
+    def _posterior(self, slot: int, ctx: CanonicalContext | None, now: float) -> Posterior:
+        s, f = self._evidence(np.array([slot]), ctx, now)
+        a, b = float(self._a0[slot] + s[0]), float(self._b0[slot] + f[0])
+        if ctx is None:
+            n, rsum, t = int(self._n[slot]), float(self._rsum[slot]), float(self._t[slot])
+        else:
+            row = self._ctx.get(ctx.key, {}).get(slot)
+            n, rsum, t = (int(row[2]), row[3], row[4]) if row else (0, 0.0, 0.0)
+        low, high = beta_interval(a, b)
+        return Posterior(
+            id=self._ids[slot], alpha=a, beta=b, mean=a / (a + b), ci_low=low, ci_high=high,
+            pulls=n, selections=int(self._sel[slot]), reward_rate=rsum / n if n else None,
+            last_update=t if n else None, context_key=ctx.key if ctx else GLOBAL_CONTEXT,
+        )
+
+    def _slots_for(self, arm_ids: Sequence[str] | None) -> list[int]:
+        if arm_ids is None:
+            return sorted(range(len(self._ids)), key=self._ids.__getitem__)
+        out = []
+        for arm in arm_ids:
+            slot = self._index.get(check_name(arm, "arm id"))
+            if slot is None:
+                raise UnknownArm(f"learner {self.name!r} has no arm {preview(arm)}")
+            out.append(slot)
+        return out
+
+    async def posteriors(
+        self,
+        arm_ids: Sequence[str] | None = None,
+        context: dict[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> list[Posterior]:
+        """Posteriors of the given arms (all known arms by id when None), in ``context``."""
+        self._check_open()
+        ctx = canonical_context(context)
+        await self._sync()
+        slots = self._slots_for(arm_ids)
+        if limit is not None:
+            slots = slots[:limit]
+        now = time.time()
+        return [self._posterior(slot, ctx, now) for slot in slots]
+
+    async def top_arms(self, k: int = 5, context: dict[str, Any] | None = None) -> list[Posterior]:
+        """The ``k`` arms with the highest posterior mean (in ``context``)."""
+        self._check_open()
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InvalidInput(f"k must be a positive integer, got {preview(k)}")
+        ctx = canonical_context(context)
+        await self._sync()
+        count = len(self._ids)
+        if not count:
+            return []
+        slots = np.arange(count, dtype=np.int64)
+        s, f = self._evidence(slots, ctx, time.time())
+        means = (self._a0[:count] + s) / (self._a0[:count] + s + self._b0[:count] + f)
+        order = np.lexsort((np.array(self._ids, dtype=object), -means))[:k]
+        now = time.time()
+        return [self._posterior(int(slot), ctx, now) for slot in order]
+
+    async def metrics(self) -> LearnerMetrics:
+        """Selections, feedback, reward rates, feedback rate and measured exploration."""
+        self._check_open()
+        await self._sync()
+        arms = []
+        feedback = 0
+        chosen = 0
+        last: float | None = None
+        for slot in sorted(range(len(self._ids)), key=self._ids.__getitem__):
+            n = int(self._n[slot])
+            feedback += n
+            chosen += int(self._sel[slot])
+            a = float(self._a0[slot] + self._s[slot])
+            b = float(self._b0[slot] + self._f[slot])
+            t = float(self._t[slot]) if n else None
+            if t is not None:
+                last = t if last is None else max(last, t)
+            ls = float(self._last_sel[slot])
+            arms.append(ArmMetrics(
+                id=self._ids[slot], selections=int(self._sel[slot]), feedback=n,
+                reward_rate=float(self._rsum[slot]) / n if n else None, mean=a / (a + b),
+                last_selected=None if math.isnan(ls) else ls, last_update=t,
+            ))
+        return LearnerMetrics(
+            learner=self.name, selections=self._selections, explored=self._explored,
+            feedback=feedback, feedback_rate=feedback / chosen if chosen else None,
+            exploration_rate=self._explored / self._selections if self._selections else None,
+            arms=tuple(arms), last_update=last,
+        )
+
+    async def evidence(
+        self, arm_ids: Sequence[str], context: dict[str, Any] | None = None
+    ) -> tuple[FloatArray, FloatArray]:
+        """Learned successes and failures (decayed, backed off) per id; unknown ids get 0.
+
+        For callers that bring their own prior (the reranker uses retrieval scores).
+        """
+        self._check_open()
+        ctx = canonical_context(context)
+        slots = np.fromiter((self._index.get(i, -1) for i in arm_ids), dtype=np.int64,
+                            count=len(arm_ids))
+        known = slots >= 0
+        s = np.zeros(len(arm_ids))
+        f = np.zeros(len(arm_ids))
+        if known.any():
+            ks, kf = self._evidence(slots[known], ctx, time.time())
+            s[known], f[known] = ks, kf
+        return s, f
+
+    # --- maintenance -----------------------------------------------------------------------
+
+    async def decay_arm(self, arm_id: str, factor: float) -> Posterior:
+        """Shrink an arm's learned evidence toward its prior: evidence *= ``factor``."""
+        self._check_open()
+        slot = self._slots_for([arm_id])[0]
+        await self._decay(arm_id, factor)
+        return self._posterior(slot, None, time.time())
+
+    async def decay(self, factor: float) -> None:
+        """Shrink every arm's learned evidence toward its prior."""
+        self._check_open()
+        await self._decay("", factor)
+
+    async def _decay(self, arm: str, factor: float) -> None:
+        if isinstance(factor, bool) or not isinstance(factor, int | float) or not (
+            math.isfinite(factor) and 0.0 <= factor <= 1.0
+        ):
+            raise InvalidInput(f"factor must be a number in [0, 1], got {preview(factor)}")
+        rows = await self.store.decay(self.name, arm, float(factor), time.time())
+        self._absorb(rows)
+        log.info("decay", learner=self.name, arm=arm or "*", factor=factor)
+
+    async def reset(
+        self,
+        arm_ids: Sequence[str] | None = None,
+        context: dict[str, Any] | None = None,
+        *,
+        dry_run: bool = False,
+    ) -> ResetReport:
+        """Forget learned evidence of the given arms (all when None), in ``context`` (every
+        context and the global posterior when None). ``dry_run`` only reports."""
+        self._check_open()
+        ctx = canonical_context(context)
+        arms = None if arm_ids is None else [self._ids[s] for s in self._slots_for(arm_ids)]
+        touched, rows, removed = await self.store.reset(
+            self.name, arms, None if ctx is None else ctx.key, time.time(), dry_run
+        )
+        if not dry_run:
+            await self._sync()
+            log.info("reset", learner=self.name, arms=len(touched), rows=rows)
+        return ResetReport(self.name, not dry_run, touched, rows, removed,
+                           None if ctx is None else ctx.key)
+
+    async def replay(self) -> ReplayReport:
+        """Rebuild every posterior from the event log and compare with the stored state."""
+        self._check_open()
+        events = []
+        after = 0
+        while True:
+            page = await self.store.events(self.name, after, 10_000)
+            events.extend(page)
+            if len(page) < 10_000:
+                break
+            after = page[-1].seq
+        stored = await self.store.evidence(self.name)
+        return replay_events(self.name, events, stored, self._half_life)

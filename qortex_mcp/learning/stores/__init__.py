@@ -1,0 +1,23 @@
+"""Stores: where learner state lives. See ``base.LearningStore`` for the contract."""
+
+from qortex_mcp.learning.stores.base import (
+    SCHEMA_VERSION,
+    LearnerSnapshot,
+    LearnerSummary,
+    LearningStore,
+    StoreInfo,
+)
+from qortex_mcp.learning.stores.json import JsonLearningStore
+from qortex_mcp.learning.stores.memory import MemoryLearningStore
+from qortex_mcp.learning.stores.sqlite import SqliteLearningStore
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "JsonLearningStore",
+    "LearnerSnapshot",
+    "LearnerSummary",
+    "LearningStore",
+    "MemoryLearningStore",
+    "SqliteLearningStore",
+    "StoreInfo",
+]

@@ -1,0 +1,153 @@
+"""The ``LearningStore`` protocol and what every store shares.
+
+A store keeps, per learner: evidence rows per (context, arm), arm rows (prior, selection
+counts), an append-only event log, and the learner's counters. Its one job on the write path
+is ``apply``: insert feedback events (unique on (learner, key, arm)) and increment evidence
+in the *same* transaction, returning statuses and the committed rows. Increments happen in
+the store (SQL ``s = s + ?``), never as values computed by the caller, so concurrent writers
+in other processes never lose an update.
+
+The evidence update (``fold``) is commutative, so replaying events in any order gives the
+same posterior: with a half-life ``h``, a row holds its evidence as of its latest event time
+``t``; an event at ``at >= t`` decays the row to ``at`` and adds, an older event adds its own
+decayed weight. Without a half-life it is plain addition.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from qortex_mcp.learning.types import ApplyResult, ArmRow, Event, EvidenceRow, FeedbackRow
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "LearnerSnapshot",
+    "LearnerSummary",
+    "LearningStore",
+    "StoreInfo",
+    "fold",
+]
+
+SCHEMA_VERSION = 1
+
+
+def fold(
+    s: float, f: float, t: float, at: float, ws: float, wf: float, half_life_s: float | None
+) -> tuple[float, float, float]:
+    """Add ``(ws, wf)`` observed at time ``at`` to evidence ``(s, f)`` held as of ``t``."""
+    if half_life_s is None:
+        return s + ws, f + wf, max(t, at)
+    if at >= t:
+        d = math.pow(0.5, (at - t) / half_life_s)
+        return s * d + ws, f * d + wf, at
+    d = math.pow(0.5, (t - at) / half_life_s)
+    return s + ws * d, f + wf * d, t
+
+
+@dataclass(frozen=True, slots=True)
+class LearnerSnapshot:
+    """Everything a learner loads at start, plus the cursor for ``changes``."""
+
+    name: str
+    evidence: tuple[EvidenceRow, ...]
+    arms: tuple[ArmRow, ...]
+    selections: int
+    explored: int
+    cursor: int
+
+
+@dataclass(frozen=True, slots=True)
+class LearnerSummary:
+    name: str
+    arms: int
+    selections: int
+    explored: int
+    feedback: int
+    last_update: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreInfo:
+    kind: str
+    location: str
+    """Where the state lives, with any password masked."""
+    schema_version: int
+
+
+@runtime_checkable
+class LearningStore(Protocol):
+    """Durable state for learners. Every method is safe to call concurrently."""
+
+    kind: str
+    shared: bool
+    """True when other processes may write the same state (the learner then refreshes)."""
+
+    async def initialize(self) -> None:
+        """Open connections and create or check the schema. Idempotent."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def info(self) -> StoreInfo: ...
+
+    async def ensure_learner(self, learner: str, config_json: str) -> None:
+        """Create the learner's record if it does not exist (first writer's config stays)."""
+        ...
+
+    async def load(self, learner: str) -> LearnerSnapshot: ...
+
+    async def changes(
+        self, learner: str, cursor: int
+    ) -> tuple[int, Sequence[EvidenceRow], Sequence[ArmRow]]:
+        """Rows written since ``cursor`` (by any process), and the new cursor."""
+        ...
+
+    async def apply(
+        self, learner: str, rows: Sequence[FeedbackRow], half_life_s: float | None
+    ) -> ApplyResult:
+        """Apply feedback atomically: all new rows are applied, or none (when any row
+        conflicts with a standing answer, or on error). Returns only after commit."""
+        ...
+
+    async def record_selections(
+        self,
+        learner: str,
+        counts: Mapping[str, tuple[int, float]],
+        priors: Mapping[str, tuple[float, float]],
+        selections: int,
+        explored: int,
+    ) -> None:
+        """Add selection counters (write-behind statistics) and stored arm priors."""
+        ...
+
+    async def decay(
+        self, learner: str, arm: str, factor: float, at: float
+    ) -> Sequence[EvidenceRow]:
+        """Multiply evidence of ``arm`` (every arm when empty) by ``factor``; log an event."""
+        ...
+
+    async def reset(
+        self, learner: str, arms: Sequence[str] | None, ctx: str | None, at: float,
+        dry_run: bool,
+    ) -> tuple[tuple[str, ...], int, float]:
+        """Zero evidence of the given arms (all when None) in ``ctx`` (all when None).
+        Returns the arms touched, rows touched and evidence removed."""
+        ...
+
+    async def events(self, learner: str, after_seq: int = 0, limit: int = 10_000) -> list[Event]:
+        ...
+
+    async def evidence(self, learner: str) -> list[EvidenceRow]: ...
+
+    async def learners(self) -> list[LearnerSummary]: ...
+
+    async def contexts(self, learner: str, keys: Sequence[str]) -> dict[str, str]:
+        """Canonical JSON bodies of the given context keys (those known)."""
+        ...
+
+    async def wait_for_change(self, learner: str, within_s: float) -> None:
+        """Return when the learner may have changed elsewhere, or after ``within_s``."""
+        ...

@@ -1,0 +1,246 @@
+"""JSON file store, for debugging and small deployments: one readable file.
+
+Every write rewrites the whole file the crash-safe way: write a temp file in the same
+directory, fsync it, ``os.replace`` it over the old one, fsync the directory. A sidecar
+``<file>.lock`` (``fcntl.flock``) is held across read-modify-write, so two processes never
+lose each other's updates; a process reloads the file whenever another one changed it.
+A file that does not parse stops the store from opening: silently starting empty would lose
+every posterior.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from qortex_mcp.errors import (
+    ClosedError,
+    CorruptState,
+    SchemaTooNew,
+    StoreFull,
+    StoreUnavailable,
+)
+from qortex_mcp.learning.stores.base import (
+    SCHEMA_VERSION,
+    LearnerSnapshot,
+    LearnerSummary,
+    StoreInfo,
+)
+from qortex_mcp.learning.stores.tables import Tables
+from qortex_mcp.learning.types import ApplyResult, ArmRow, Event, EvidenceRow, FeedbackRow
+
+__all__ = ["JsonLearningStore"]
+
+T = TypeVar("T")
+_Stamp = tuple[int, int, int]
+
+
+class JsonLearningStore:
+    """Learner state in one JSON file (``path``), safe for several processes."""
+
+    kind = "json"
+    shared = True
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock_path = self.path.with_name(self.path.name + ".lock")
+        self._tables = Tables()
+        self._stamp: _Stamp | None = None
+        self._mutex = threading.Lock()
+        self._open = False
+        self._closed = False
+
+    async def __aenter__(self) -> JsonLearningStore:
+        await self.initialize()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- file plumbing (runs in a worker thread) -------------------------------------------
+
+    @contextlib.contextmanager
+    def _flock(self) -> Iterator[None]:
+        with self._mutex:
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # closing releases the flock
+
+    def _current_stamp(self) -> _Stamp | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _reload_if_changed(self) -> None:
+        stamp = self._current_stamp()
+        if stamp is None:
+            self._tables, self._stamp = Tables(), None
+            return
+        if stamp == self._stamp:
+            return
+        raw = self.path.read_bytes()
+        try:
+            tables = Tables.parse(json.loads(raw))
+        except OverflowError as exc:
+            raise SchemaTooNew(f"{self.path.name}: {exc}; upgrade qortex-mcp") from None
+        except json.JSONDecodeError as exc:
+            raise CorruptState(
+                f"{self.path.name} is not valid JSON (line {exc.lineno}, column {exc.colno}); "
+                "restore it from a backup or move it away"
+            ) from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptState(f"{self.path.name} is not a qortex-mcp state file: {exc}") \
+                from None
+        self._tables, self._stamp = tables, stamp
+
+    def _write(self) -> None:
+        data = json.dumps(self._tables.dump(), allow_nan=False, separators=(",", ":"))
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(data.encode("utf-8"))
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+            dfd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as exc:
+            self._stamp = None  # our in-memory tables hold an unsaved change: reload next time
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                raise StoreFull(f"no space left to write {self.path.name}; free space, retry") \
+                    from None
+            raise StoreUnavailable(f"cannot write {self.path.name}: {exc.strerror}") from None
+        self._stamp = self._current_stamp()
+
+    def _locked(self, fn: Callable[[Tables], T], write: Callable[[T], bool]) -> T:
+        if self._closed:
+            raise ClosedError("the JSON store is closed")
+        try:
+            with self._flock():
+                self._reload_if_changed()
+                try:
+                    result = fn(self._tables)
+                except BaseException:
+                    self._stamp = None  # discard a half-applied change
+                    raise
+                if write(result):
+                    self._write()
+                return result
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot use {self.path.name}: {exc.strerror}") from None
+
+    async def _run(
+        self, fn: Callable[[Tables], T], write: bool | Callable[[T], bool] = False
+    ) -> T:
+        # The thread finishes even if the caller is cancelled: a write is all or nothing.
+        when = write if callable(write) else (lambda _: write)
+        return await asyncio.to_thread(self._locked, fn, when)
+
+    # --- protocol --------------------------------------------------------------------------
+
+    async def initialize(self) -> None:
+        if self._open:
+            return
+        if self._closed:
+            raise ClosedError("the JSON store is closed")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot create {self.path.parent}: {exc.strerror}") from None
+
+        def clean(_: Tables) -> None:
+            # Temp files left by a crash are never authoritative.
+            for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+
+        await self._run(clean)
+        self._open = True
+
+    async def close(self) -> None:
+        self._closed = True
+
+    async def info(self) -> StoreInfo:
+        return StoreInfo("json", str(self.path), SCHEMA_VERSION)
+
+    async def ensure_learner(self, learner: str, config_json: str) -> None:
+        await self._run(lambda t: t.ensure_learner(learner, config_json), write=bool)
+
+    async def load(self, learner: str) -> LearnerSnapshot:
+        return await self._run(lambda t: t.snapshot(learner))
+
+    async def changes(
+        self, learner: str, cursor: int
+    ) -> tuple[int, Sequence[EvidenceRow], Sequence[ArmRow]]:
+        return await self._run(lambda t: t.changes(learner, cursor))
+
+    async def apply(
+        self, learner: str, rows: Sequence[FeedbackRow], half_life_s: float | None
+    ) -> ApplyResult:
+        # Only write when something was applied: duplicates and conflicts change nothing.
+        return await self._run(
+            lambda t: t.apply(learner, rows, half_life_s),
+            write=lambda result: "applied" in result.statuses,
+        )
+
+    async def record_selections(
+        self,
+        learner: str,
+        counts: Mapping[str, tuple[int, float]],
+        priors: Mapping[str, tuple[float, float]],
+        selections: int,
+        explored: int,
+    ) -> None:
+        await self._run(
+            lambda t: t.record_selections(learner, counts, priors, selections, explored),
+            write=True,
+        )
+
+    async def decay(
+        self, learner: str, arm: str, factor: float, at: float
+    ) -> Sequence[EvidenceRow]:
+        return await self._run(lambda t: t.decay(learner, arm, factor, at), write=True)
+
+    async def reset(
+        self, learner: str, arms: Sequence[str] | None, ctx: str | None, at: float,
+        dry_run: bool,
+    ) -> tuple[tuple[str, ...], int, float]:
+        return await self._run(lambda t: t.reset(learner, arms, ctx, at, dry_run),
+                               write=not dry_run)
+
+    async def events(self, learner: str, after_seq: int = 0, limit: int = 10_000) -> list[Event]:
+        return await self._run(lambda t: t.event_page(learner, after_seq, limit))
+
+    async def evidence(self, learner: str) -> list[EvidenceRow]:
+        return await self._run(lambda t: t.evidence(learner))
+
+    async def learners(self) -> list[LearnerSummary]:
+        return await self._run(lambda t: t.summaries())
+
+    async def contexts(self, learner: str, keys: Sequence[str]) -> dict[str, str]:
+        return await self._run(lambda t: t.contexts(learner, keys))
+
+    async def wait_for_change(self, learner: str, within_s: float) -> None:
+        await asyncio.sleep(within_s)

@@ -1,0 +1,105 @@
+"""In-memory store: the reference behaviour, for tests and ephemeral learners."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+
+from qortex_mcp.errors import ClosedError
+from qortex_mcp.learning.stores.base import (
+    SCHEMA_VERSION,
+    LearnerSnapshot,
+    LearnerSummary,
+    StoreInfo,
+)
+from qortex_mcp.learning.stores.tables import Tables
+from qortex_mcp.learning.types import ApplyResult, ArmRow, Event, EvidenceRow, FeedbackRow
+
+__all__ = ["MemoryLearningStore"]
+
+
+class MemoryLearningStore:
+    """State in this process only; gone when the process ends.
+
+    Every method runs without awaiting in between, so each call is atomic on the event loop.
+    """
+
+    kind = "memory"
+    shared = False
+
+    def __init__(self) -> None:
+        self._tables = Tables()
+        self._closed = False
+
+    def _t(self) -> Tables:
+        if self._closed:
+            raise ClosedError("the memory store is closed")
+        return self._tables
+
+    async def __aenter__(self) -> MemoryLearningStore:
+        await self.initialize()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def initialize(self) -> None:
+        self._t()
+
+    async def close(self) -> None:
+        self._closed = True
+
+    async def info(self) -> StoreInfo:
+        return StoreInfo("memory", "process memory (not persisted)", SCHEMA_VERSION)
+
+    async def ensure_learner(self, learner: str, config_json: str) -> None:
+        self._t().ensure_learner(learner, config_json)
+
+    async def load(self, learner: str) -> LearnerSnapshot:
+        return self._t().snapshot(learner)
+
+    async def changes(
+        self, learner: str, cursor: int
+    ) -> tuple[int, Sequence[EvidenceRow], Sequence[ArmRow]]:
+        return self._t().changes(learner, cursor)
+
+    async def apply(
+        self, learner: str, rows: Sequence[FeedbackRow], half_life_s: float | None
+    ) -> ApplyResult:
+        return self._t().apply(learner, rows, half_life_s)
+
+    async def record_selections(
+        self,
+        learner: str,
+        counts: Mapping[str, tuple[int, float]],
+        priors: Mapping[str, tuple[float, float]],
+        selections: int,
+        explored: int,
+    ) -> None:
+        self._t().record_selections(learner, counts, priors, selections, explored)
+
+    async def decay(
+        self, learner: str, arm: str, factor: float, at: float
+    ) -> Sequence[EvidenceRow]:
+        return self._t().decay(learner, arm, factor, at)
+
+    async def reset(
+        self, learner: str, arms: Sequence[str] | None, ctx: str | None, at: float,
+        dry_run: bool,
+    ) -> tuple[tuple[str, ...], int, float]:
+        return self._t().reset(learner, arms, ctx, at, dry_run)
+
+    async def events(self, learner: str, after_seq: int = 0, limit: int = 10_000) -> list[Event]:
+        return self._t().event_page(learner, after_seq, limit)
+
+    async def evidence(self, learner: str) -> list[EvidenceRow]:
+        return self._t().evidence(learner)
+
+    async def learners(self) -> list[LearnerSummary]:
+        return self._t().summaries()
+
+    async def contexts(self, learner: str, keys: Sequence[str]) -> dict[str, str]:
+        return self._t().contexts(learner, keys)
+
+    async def wait_for_change(self, learner: str, within_s: float) -> None:
+        await asyncio.sleep(within_s)

@@ -1,0 +1,695 @@
+"""SQLite store (the default): aiosqlite, WAL, one writer task with group commit.
+
+Durability and concurrency rules, each for a reason:
+
+* ``synchronous=FULL`` by default: a committed feedback survives power loss, not just a
+  process crash. ``NORMAL`` is an opt-in that keeps consistency but may drop the last
+  commits on power loss.
+* Every write transaction is ``BEGIN IMMEDIATE`` on a connection opened with
+  ``isolation_level=None``: a deferred transaction that reads and then writes can fail with
+  SQLITE_BUSY_SNAPSHOT at once, whatever the busy timeout, when another process commits.
+* One writer connection, owned by one task. Transactions are never shared between
+  coroutines (aiosqlite runs every await of a connection on one thread, so two coroutines
+  would interleave statements inside one transaction). Concurrent ``apply`` calls are queued
+  and committed together in one transaction (group commit): throughput grows with
+  concurrency while each caller still returns only after its COMMIT.
+* A caller that is cancelled does not cancel its transaction; it completes or rolls back
+  as a whole in the writer task.
+* Counters are incremented in SQL (``n = n + 1``), never computed in Python, so two
+  processes on one file never lose an update.
+* Reads use a second connection (WAL readers do not block the writer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import aiosqlite
+
+from qortex_mcp.errors import (
+    ClosedError,
+    CorruptState,
+    SchemaTooNew,
+    StoreBusy,
+    StoreError,
+    StoreFull,
+    StoreUnavailable,
+)
+from qortex_mcp.learning.stores.base import (
+    SCHEMA_VERSION,
+    LearnerSnapshot,
+    LearnerSummary,
+    StoreInfo,
+)
+from qortex_mcp.learning.types import (
+    GLOBAL_CONTEXT,
+    ApplyResult,
+    ArmRow,
+    Event,
+    EvidenceRow,
+    FeedbackRow,
+    RowStatus,
+)
+from qortex_mcp.logging import get_logger
+
+__all__ = ["SqliteLearningStore"]
+
+log = get_logger(__name__)
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS qortex_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS learners (
+    name TEXT PRIMARY KEY, config TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 0,
+    selections INTEGER NOT NULL DEFAULT 0, explored INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS evidence (
+    learner TEXT NOT NULL, ctx TEXT NOT NULL, arm TEXT NOT NULL,
+    s REAL NOT NULL, f REAL NOT NULL, n INTEGER NOT NULL, rsum REAL NOT NULL,
+    t REAL NOT NULL, v INTEGER NOT NULL,
+    PRIMARY KEY (learner, ctx, arm)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS evidence_by_version ON evidence (learner, v);
+CREATE TABLE IF NOT EXISTS arms (
+    learner TEXT NOT NULL, arm TEXT NOT NULL, a0 REAL, b0 REAL,
+    selections INTEGER NOT NULL DEFAULT 0, last_selected REAL, v INTEGER NOT NULL,
+    PRIMARY KEY (learner, arm)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS arms_by_version ON arms (learner, v);
+CREATE TABLE IF NOT EXISTS contexts (
+    learner TEXT NOT NULL, ctx TEXT NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (learner, ctx)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, learner TEXT NOT NULL, kind TEXT NOT NULL,
+    key TEXT, arm TEXT NOT NULL, ctx TEXT, reward REAL, weight REAL, outcome TEXT,
+    at REAL NOT NULL, factor REAL);
+CREATE UNIQUE INDEX IF NOT EXISTS events_one_answer ON events (learner, key, arm)
+    WHERE kind = 'feedback';
+CREATE INDEX IF NOT EXISTS events_by_learner ON events (learner, seq);
+"""
+
+_BUMP: Final = (
+    "INSERT INTO learners (name, config, version, created_at) VALUES (?, '{}', 1, ?) "
+    "ON CONFLICT (name) DO UPDATE SET version = version + 1 RETURNING version"
+)
+_ANSWERED: Final = (
+    "SELECT key, arm, reward FROM events WHERE learner = ? AND kind = 'feedback' "
+    "AND key IN (SELECT value FROM json_each(?))"
+)
+_INSERT_EVENT: Final = (
+    "INSERT INTO events (learner, kind, key, arm, ctx, reward, weight, outcome, at, factor) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_FOLD_PLAIN: Final = (
+    "INSERT INTO evidence (learner, ctx, arm, s, f, n, rsum, t, v) "
+    "VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT (learner, ctx, arm) DO UPDATE SET "
+    "s = s + excluded.s, f = f + excluded.f, n = n + 1, rsum = rsum + excluded.rsum, "
+    "t = max(t, excluded.t), v = excluded.v"
+)
+# Half-life fold (see stores.base.fold): the row is kept as of its latest event time.
+_FOLD_DECAY: Final = (
+    "INSERT INTO evidence (learner, ctx, arm, s, f, n, rsum, t, v) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8) ON CONFLICT (learner, ctx, arm) DO UPDATE SET "
+    "s = CASE WHEN excluded.t >= t THEN s * pow(0.5, (excluded.t - t) / ?9) + excluded.s "
+    "ELSE s + excluded.s * pow(0.5, (t - excluded.t) / ?9) END, "
+    "f = CASE WHEN excluded.t >= t THEN f * pow(0.5, (excluded.t - t) / ?9) + excluded.f "
+    "ELSE f + excluded.f * pow(0.5, (t - excluded.t) / ?9) END, "
+    "n = n + 1, rsum = rsum + excluded.rsum, t = max(t, excluded.t), v = excluded.v"
+)
+_UPSERT_ARM: Final = (
+    "INSERT INTO arms (learner, arm, a0, b0, selections, v) VALUES (?, ?, ?, ?, 0, ?) "
+    "ON CONFLICT (learner, arm) DO UPDATE SET a0 = coalesce(excluded.a0, a0), "
+    "b0 = coalesce(excluded.b0, b0), v = excluded.v"
+)
+_COUNT_SELECTIONS: Final = (
+    "INSERT INTO arms (learner, arm, a0, b0, selections, last_selected, v) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (learner, arm) DO UPDATE SET "
+    "a0 = coalesce(excluded.a0, a0), b0 = coalesce(excluded.b0, b0), "
+    "selections = selections + excluded.selections, "
+    "last_selected = max(coalesce(last_selected, 0), coalesce(excluded.last_selected, 0)), "
+    "v = excluded.v"
+)
+_EVIDENCE_AT: Final = (
+    "SELECT ctx, arm, s, f, n, rsum, t, v FROM evidence WHERE learner = ? AND v = ?"
+)
+_EVIDENCE_SINCE: Final = (
+    "SELECT ctx, arm, s, f, n, rsum, t, v FROM evidence WHERE learner = ? AND v > ?"
+)
+_ARMS_SINCE: Final = (
+    "SELECT arm, a0, b0, selections, last_selected, v FROM arms WHERE learner = ? AND v > ?"
+)
+_RESET_MATCH: Final = (
+    "SELECT ctx, arm, s, f FROM evidence WHERE learner = ?1 "
+    "AND (?2 IS NULL OR arm IN (SELECT value FROM json_each(?2))) "
+    "AND (?3 IS NULL OR ctx = ?3) AND (s != 0 OR f != 0 OR n != 0)"
+)
+_RESET_APPLY: Final = (
+    "UPDATE evidence SET s = 0, f = 0, n = 0, rsum = 0, v = ?4 WHERE learner = ?1 "
+    "AND (?2 IS NULL OR arm IN (SELECT value FROM json_each(?2))) "
+    "AND (?3 IS NULL OR ctx = ?3) AND (s != 0 OR f != 0 OR n != 0)"
+)
+
+
+def _translate(exc: sqlite3.Error, doing: str) -> StoreError:
+    """Map a driver error to the tree: retryable conditions get retryable codes."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc):
+        return StoreFull(f"the store's disk is full while {doing}; free space and retry")
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StoreBusy(f"the database stayed locked by another writer while {doing}; retry")
+    if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return CorruptState(f"the SQLite file is not a valid qortex database ({doing})")
+    if primary in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY):
+        return StoreUnavailable(f"the SQLite file cannot be written while {doing}; retry")
+    return StoreError(f"SQLite failed while {doing}: {type(exc).__name__}")
+
+
+@dataclass
+class _Apply:
+    learner: str
+    rows: Sequence[FeedbackRow]
+    half_life_s: float | None
+    future: asyncio.Future[ApplyResult]
+
+
+@dataclass
+class _Job:
+    run: Callable[[aiosqlite.Connection], Awaitable[Any]]
+    future: asyncio.Future[Any]
+    doing: str
+
+
+@dataclass
+class _Decision:
+    statuses: list[RowStatus] = field(default_factory=list)
+    standing: list[float | None] = field(default_factory=list)
+    fresh: list[FeedbackRow] = field(default_factory=list)
+
+
+class SqliteLearningStore:
+    """Learner state in one SQLite file, safe for many tasks and several processes.
+
+    Args:
+        path: the database file (its directory is created).
+        synchronous: ``"FULL"`` (default, power-loss safe) or ``"NORMAL"`` (faster commits;
+            the newest commits may roll back after a power loss, never after a crash).
+        busy_timeout_ms: how long a writer waits for another process's write lock.
+        max_batch: most feedback requests committed in one transaction.
+    """
+
+    kind = "sqlite"
+    shared = True
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        busy_timeout_ms: int = 5000,
+        max_batch: int = 256,
+    ) -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError("synchronous must be FULL or NORMAL")
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.busy_timeout_ms = busy_timeout_ms
+        self.max_batch = max_batch
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._read_lock = asyncio.Lock()
+        self._queue: asyncio.Queue[_Apply | _Job | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._init_lock = asyncio.Lock()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> SqliteLearningStore:
+        await self.initialize()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def initialize(self) -> None:
+        async with self._init_lock:
+            if self._closed:
+                raise ClosedError("the SQLite store is closed")
+            if self._task is not None:
+                return
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreUnavailable(
+                    f"cannot create the state directory {self.path.parent}: {exc.strerror}"
+                ) from exc
+            try:
+                self._writer = await self._connect()
+                mode = await self._fetchone(self._writer, "PRAGMA journal_mode = WAL")
+                if mode is None or str(mode[0]).lower() != "wal":
+                    raise StoreUnavailable("SQLite refused WAL mode for the store file")
+                await self._create_schema(self._writer)
+                self._reader = await self._connect()
+            except sqlite3.Error as exc:
+                await self._close_connections()
+                raise _translate(exc, f"opening {self.path.name}") from exc
+            except BaseException:
+                await self._close_connections()
+                raise
+            self._task = asyncio.create_task(self._write_loop(), name="qortex-sqlite-writer")
+            log.debug("store_opened", store="sqlite", path=str(self.path),
+                      synchronous=self.synchronous)
+
+    async def _create_schema(self, conn: aiosqlite.Connection) -> None:
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Statement by statement: executescript() would COMMIT the open transaction.
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    await conn.execute(statement)
+            row = await self._fetchone(
+                conn, "SELECT value FROM qortex_meta WHERE key = 'schema_version'"
+            )
+            if row is None:
+                await conn.execute(
+                    "INSERT INTO qortex_meta (key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise SchemaTooNew(
+                    f"{self.path.name} has schema version {row[0]}, newer than this "
+                    f"qortex-mcp understands ({SCHEMA_VERSION}); upgrade qortex-mcp"
+                )
+            await conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                await conn.execute("ROLLBACK")
+            raise
+
+    async def _close_connections(self) -> None:
+        for conn in (self._writer, self._reader):
+            if conn is not None:
+                await conn.close()
+        self._writer = self._reader = None
+
+    async def close(self) -> None:
+        """Finish queued writes, then close both connections. Idempotent."""
+        async with self._init_lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._task is not None:
+                await self._queue.put(None)
+                await self._task
+                self._task = None
+            await self._close_connections()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("the SQLite store is closed")
+        if self._task is None:
+            raise ClosedError("the SQLite store is not initialized; await initialize() first")
+
+    async def info(self) -> StoreInfo:
+        return StoreInfo("sqlite", str(self.path), SCHEMA_VERSION)
+
+    # --- the writer task -------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        stop = False
+        while not stop:
+            item = await self._queue.get()
+            if item is None:
+                break
+            if isinstance(item, _Job):
+                await self._run_job(item)
+                continue
+            batch = [item]
+            while len(batch) < self.max_batch and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    stop = True
+                    break
+                if isinstance(nxt, _Job):
+                    await self._run_batch(batch)
+                    batch = []
+                    await self._run_job(nxt)
+                    continue
+                batch.append(nxt)
+            if batch:
+                await self._run_batch(batch)
+
+    async def _rollback(self, conn: aiosqlite.Connection) -> None:
+        if conn.in_transaction:
+            try:
+                await conn.execute("ROLLBACK")
+            except sqlite3.Error as exc:  # the connection is unusable: replace it
+                log.warning("sqlite_rollback_failed", error=type(exc).__name__)
+                await conn.close()
+                self._writer = await self._connect()
+
+    async def _run_job(self, job: _Job) -> None:
+        conn = self._writer
+        assert conn is not None
+        try:
+            await conn.execute("BEGIN IMMEDIATE")
+            result = await job.run(conn)
+            await conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            await self._rollback(conn)
+            if not job.future.done():
+                job.future.set_exception(_translate(exc, job.doing))
+            return
+        except BaseException as exc:
+            await self._rollback(conn)
+            if not job.future.done():
+                job.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if not job.future.done():
+            job.future.set_result(result)
+
+    async def _run_batch(self, batch: list[_Apply]) -> None:
+        conn = self._writer
+        assert conn is not None
+        try:
+            await conn.execute("BEGIN IMMEDIATE")
+            results = await self._apply_batch(conn, batch)
+            await conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            await self._rollback(conn)
+            err = _translate(exc, "saving feedback")
+            log.warning("sqlite_write_failed", code=err.code, requests=len(batch))
+            for req in batch:
+                if not req.future.done():
+                    req.future.set_exception(err)
+            return
+        for req, result in zip(batch, results, strict=True):
+            if not req.future.done():
+                req.future.set_result(result)
+
+    async def _apply_batch(
+        self, conn: aiosqlite.Connection, batch: list[_Apply]
+    ) -> list[ApplyResult]:
+        # 1. Decide every row's status under the write lock: nobody else can insert now.
+        standing: dict[tuple[str, str, str], float] = {}
+        for learner in {req.learner for req in batch}:
+            keys = sorted({r.key for req in batch if req.learner == learner for r in req.rows})
+            for i in range(0, len(keys), 500):
+                cur = await conn.execute(_ANSWERED, (learner, json.dumps(keys[i:i + 500])))
+                for key, arm, reward in await cur.fetchall():
+                    standing[(learner, key, arm)] = reward
+        decisions: list[_Decision] = []
+        for req in batch:
+            d = _Decision()
+            pending: dict[tuple[str, str, str], float] = {}
+            for row in req.rows:
+                k = (req.learner, row.key, row.arm)
+                prior = standing.get(k, pending.get(k))
+                if prior is None:
+                    d.statuses.append("applied")
+                    d.standing.append(None)
+                    pending[k] = row.reward
+                    d.fresh.append(row)
+                else:
+                    d.statuses.append("duplicate" if prior == row.reward else "conflict")
+                    d.standing.append(prior)
+            if "conflict" in d.statuses:
+                d.fresh = []  # a request with a conflict changes nothing at all
+            else:
+                standing.update(pending)
+            decisions.append(d)
+        # 2. Write the fresh rows of every learner, one version per learner.
+        versions: dict[str, int] = {}
+        now = time.time()
+        for req, d in zip(batch, decisions, strict=True):
+            if not d.fresh:
+                continue
+            if req.learner not in versions:
+                row = await self._fetchone(conn, _BUMP, (req.learner, now))
+                assert row is not None
+                versions[req.learner] = int(row[0])
+            v = versions[req.learner]
+            await conn.executemany(_INSERT_EVENT, [
+                (req.learner, "feedback", r.key, r.arm, r.ctx, r.reward, r.weight, r.outcome,
+                 r.at, None) for r in d.fresh
+            ])
+            folds = []
+            for r in d.fresh:
+                ws, wf = r.weight * r.reward, r.weight * (1.0 - r.reward)
+                for ctx in ((GLOBAL_CONTEXT,) if r.ctx == GLOBAL_CONTEXT else (GLOBAL_CONTEXT,
+                                                                               r.ctx)):
+                    args: tuple[Any, ...] = (req.learner, ctx, r.arm, ws, wf, r.reward, r.at, v)
+                    folds.append(args if req.half_life_s is None else (*args, req.half_life_s))
+            await conn.executemany(
+                _FOLD_PLAIN if req.half_life_s is None else _FOLD_DECAY, folds
+            )
+            await conn.executemany(
+                _UPSERT_ARM, [(req.learner, r.arm, r.a0, r.b0, v) for r in d.fresh]
+            )
+            bodies = [(req.learner, r.ctx, r.ctx_body) for r in d.fresh if r.ctx_body is not None]
+            if bodies:
+                await conn.executemany(
+                    "INSERT OR IGNORE INTO contexts (learner, ctx, body) VALUES (?, ?, ?)", bodies
+                )
+        # 3. Read back what this transaction left (rows stamped with its versions).
+        committed: dict[str, list[EvidenceRow]] = {}
+        for learner, v in versions.items():
+            cur = await conn.execute(_EVIDENCE_AT, (learner, v))
+            committed[learner] = [EvidenceRow(*r) for r in await cur.fetchall()]
+        results = []
+        for req, d in zip(batch, decisions, strict=True):
+            mine = {(GLOBAL_CONTEXT, r.arm) for r in d.fresh} | {(r.ctx, r.arm) for r in d.fresh}
+            rows = tuple(e for e in committed.get(req.learner, ()) if (e.ctx, e.arm) in mine)
+            results.append(ApplyResult(tuple(d.statuses), tuple(d.standing), rows))
+        return results
+
+    async def _submit_job(
+        self, run: Callable[[aiosqlite.Connection], Awaitable[Any]], doing: str
+    ) -> Any:
+        self._check_open()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Job(run, fut, doing))
+        return await fut
+
+    # --- writes ----------------------------------------------------------------------------
+
+    async def apply(
+        self, learner: str, rows: Sequence[FeedbackRow], half_life_s: float | None
+    ) -> ApplyResult:
+        self._check_open()
+        fut: asyncio.Future[ApplyResult] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Apply(learner, rows, half_life_s, fut))
+        return await fut
+
+    async def ensure_learner(self, learner: str, config_json: str) -> None:
+        async def run(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "INSERT OR IGNORE INTO learners (name, config, created_at) VALUES (?, ?, ?)",
+                (learner, config_json, time.time()),
+            )
+
+        await self._submit_job(run, "creating a learner")
+
+    async def record_selections(
+        self,
+        learner: str,
+        counts: Mapping[str, tuple[int, float]],
+        priors: Mapping[str, tuple[float, float]],
+        selections: int,
+        explored: int,
+    ) -> None:
+        async def run(conn: aiosqlite.Connection) -> None:
+            row = await self._fetchone(conn, _BUMP, (learner, time.time()))
+            assert row is not None
+            v = int(row[0])
+            await conn.execute(
+                "UPDATE learners SET selections = selections + ?, explored = explored + ? "
+                "WHERE name = ?", (selections, explored, learner),
+            )
+            rows = []
+            for arm in set(counts) | set(priors):
+                n, last = counts.get(arm, (0, None))
+                a0, b0 = priors.get(arm, (None, None))
+                rows.append((learner, arm, a0, b0, n, last, v))
+            await conn.executemany(_COUNT_SELECTIONS, rows)
+
+        await self._submit_job(run, "recording selections")
+
+    async def decay(
+        self, learner: str, arm: str, factor: float, at: float
+    ) -> Sequence[EvidenceRow]:
+        async def run(conn: aiosqlite.Connection) -> list[EvidenceRow]:
+            row = await self._fetchone(conn, _BUMP, (learner, time.time()))
+            assert row is not None
+            v = int(row[0])
+            await conn.execute(
+                "UPDATE evidence SET s = s * ?1, f = f * ?1, v = ?2 WHERE learner = ?3 "
+                "AND (?4 = '' OR arm = ?4)", (factor, v, learner, arm),
+            )
+            await conn.execute(
+                _INSERT_EVENT, (learner, "decay", None, arm, None, None, None, None, at, factor)
+            )
+            cur = await conn.execute(_EVIDENCE_AT, (learner, v))
+            return [EvidenceRow(*r) for r in await cur.fetchall()]
+
+        result: list[EvidenceRow] = await self._submit_job(run, "decaying evidence")
+        return result
+
+    async def reset(
+        self, learner: str, arms: Sequence[str] | None, ctx: str | None, at: float,
+        dry_run: bool,
+    ) -> tuple[tuple[str, ...], int, float]:
+        wanted = None if arms is None else json.dumps(list(arms))
+
+        async def match(conn: aiosqlite.Connection) -> tuple[tuple[str, ...], int, float]:
+            cur = await conn.execute(_RESET_MATCH, (learner, wanted, ctx))
+            hits = list(await cur.fetchall())
+            touched = tuple(sorted({h[1] for h in hits}))
+            removed = sum(h[2] + h[3] for h in hits if h[0] == (ctx or GLOBAL_CONTEXT))
+            return touched, len(hits), removed
+
+        if dry_run:
+            async with self._read_lock:
+                return await match(self._read())
+
+        async def run(conn: aiosqlite.Connection) -> tuple[tuple[str, ...], int, float]:
+            touched, n, removed = await match(conn)
+            if n:
+                row = await self._fetchone(conn, _BUMP, (learner, time.time()))
+                assert row is not None
+                await conn.execute(_RESET_APPLY, (learner, wanted, ctx, int(row[0])))
+                await conn.executemany(_INSERT_EVENT, [
+                    (learner, "reset", None, arm, ctx, None, None, None, at, None)
+                    for arm in touched
+                ])
+            return touched, n, removed
+
+        result: tuple[tuple[str, ...], int, float] = await self._submit_job(run, "resetting")
+        return result
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def _read(self) -> aiosqlite.Connection:
+        self._check_open()
+        assert self._reader is not None
+        return self._reader
+
+    @staticmethod
+    async def _fetchone(
+        conn: aiosqlite.Connection, sql: str, args: Sequence[Any] = ()
+    ) -> tuple[Any, ...] | None:
+        cur = await conn.execute(sql, args)
+        row = await cur.fetchone()
+        await cur.close()
+        return None if row is None else tuple(row)
+
+    async def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            async with self._read_lock:
+                cur = await self._read().execute(sql, args)
+                return [tuple(r) for r in await cur.fetchall()]
+        except sqlite3.Error as exc:
+            raise _translate(exc, "reading") from exc
+
+    async def _snapshot_read(
+        self, learner: str, cursor: int
+    ) -> tuple[tuple[Any, ...] | None, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Learner row, evidence and arms newer than ``cursor``, in one read transaction."""
+        try:
+            async with self._read_lock:
+                conn = self._read()
+                await conn.execute("BEGIN")
+                try:
+                    head = await self._fetchone(
+                        conn, "SELECT version, selections, explored FROM learners WHERE name = ?",
+                        (learner,),
+                    )
+                    ev: list[tuple[Any, ...]] = []
+                    arms: list[tuple[Any, ...]] = []
+                    if head is not None and int(head[0]) > cursor:
+                        cur = await conn.execute(_EVIDENCE_SINCE, (learner, cursor))
+                        ev = [tuple(r) for r in await cur.fetchall()]
+                        cur = await conn.execute(_ARMS_SINCE, (learner, cursor))
+                        arms = [tuple(r) for r in await cur.fetchall()]
+                finally:
+                    await conn.execute("COMMIT")
+                return head, ev, arms
+        except sqlite3.Error as exc:
+            raise _translate(exc, "reading") from exc
+
+    async def load(self, learner: str) -> LearnerSnapshot:
+        head, ev, arms = await self._snapshot_read(learner, -1)
+        return LearnerSnapshot(
+            name=learner,
+            evidence=tuple(EvidenceRow(*r) for r in ev),
+            arms=tuple(ArmRow(*r) for r in arms),
+            selections=int(head[1]) if head else 0,
+            explored=int(head[2]) if head else 0,
+            cursor=int(head[0]) if head else 0,
+        )
+
+    async def changes(
+        self, learner: str, cursor: int
+    ) -> tuple[int, Sequence[EvidenceRow], Sequence[ArmRow]]:
+        head, ev, arms = await self._snapshot_read(learner, cursor)
+        version = int(head[0]) if head else cursor
+        return (max(version, cursor), [EvidenceRow(*r) for r in ev], [ArmRow(*r) for r in arms])
+
+    async def events(self, learner: str, after_seq: int = 0, limit: int = 10_000) -> list[Event]:
+        rows = await self._query(
+            "SELECT e.seq, e.kind, e.key, e.arm, e.ctx, e.reward, e.weight, e.outcome, e.at, "
+            "e.factor, c.body FROM events e LEFT JOIN contexts c "
+            "ON c.learner = e.learner AND c.ctx = e.ctx "
+            "WHERE e.learner = ? AND e.seq > ? ORDER BY e.seq LIMIT ?",
+            (learner, after_seq, limit),
+        )
+        return [Event(*r) for r in rows]
+
+    async def evidence(self, learner: str) -> list[EvidenceRow]:
+        rows = await self._query(
+            "SELECT ctx, arm, s, f, n, rsum, t, v FROM evidence WHERE learner = ?", (learner,)
+        )
+        return [EvidenceRow(*r) for r in rows]
+
+    async def learners(self) -> list[LearnerSummary]:
+        rows = await self._query(
+            "SELECT l.name, (SELECT count(*) FROM arms a WHERE a.learner = l.name), "
+            "l.selections, l.explored, "
+            "(SELECT coalesce(sum(n), 0) FROM evidence e WHERE e.learner = l.name AND e.ctx = ''),"
+            " (SELECT max(t) FROM evidence e WHERE e.learner = l.name) "
+            "FROM learners l ORDER BY l.name"
+        )
+        return [LearnerSummary(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4]), r[5])
+                for r in rows]
+
+    async def contexts(self, learner: str, keys: Sequence[str]) -> dict[str, str]:
+        rows = await self._query(
+            "SELECT ctx, body FROM contexts WHERE learner = ? "
+            "AND ctx IN (SELECT value FROM json_each(?))", (learner, json.dumps(list(keys))),
+        )
+        return {r[0]: r[1] for r in rows}
+
+    async def wait_for_change(self, learner: str, within_s: float) -> None:
+        await asyncio.sleep(within_s)
+
+    async def integrity_check(self) -> str:
+        """``PRAGMA integrity_check``: ``"ok"`` or the first problem SQLite reports."""
+        rows = await self._query("PRAGMA integrity_check")
+        return str(rows[0][0]) if rows else "no answer"

@@ -1,0 +1,298 @@
+"""Plain-Python tables: the state model of the memory and JSON stores.
+
+The same rules as the SQL stores (dedup on (learner, key, arm), evidence folded in place,
+versions that only grow), written once so the two in-process stores cannot drift apart.
+The caller holds whatever lock makes a call atomic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from qortex_mcp.learning.stores.base import (
+    SCHEMA_VERSION,
+    LearnerSnapshot,
+    LearnerSummary,
+    fold,
+)
+from qortex_mcp.learning.types import (
+    GLOBAL_CONTEXT,
+    ApplyResult,
+    ArmRow,
+    Event,
+    EvidenceRow,
+    FeedbackRow,
+    RowStatus,
+)
+
+__all__ = ["Tables"]
+
+
+@dataclass
+class _Learner:
+    config: str
+    version: int = 0
+    selections: int = 0
+    explored: int = 0
+    # (ctx, arm) -> [s, f, n, rsum, t, v]
+    evidence: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    # arm -> [a0, b0, selections, last_selected, v]   (a0/b0/last may be None)
+    arms: dict[str, list[Any]] = field(default_factory=dict)
+    # (key, arm) -> reward
+    answered: dict[tuple[str, str], float] = field(default_factory=dict)
+    contexts: dict[str, str] = field(default_factory=dict)
+
+
+class Tables:
+    """All learners' state in dicts; ``events`` is the global append-only log."""
+
+    def __init__(self) -> None:
+        self.learners: dict[str, _Learner] = {}
+        self.events: dict[str, list[Event]] = {}
+        self.seq = 0
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def _get(self, learner: str) -> _Learner:
+        rec = self.learners.get(learner)
+        if rec is None:
+            rec = self.learners[learner] = _Learner(config="{}")
+            self.events[learner] = []
+        return rec
+
+    def ensure_learner(self, learner: str, config_json: str) -> bool:
+        if learner in self.learners:
+            return False
+        self.learners[learner] = _Learner(config=config_json)
+        self.events[learner] = []
+        return True
+
+    @staticmethod
+    def _ev(key: tuple[str, str], row: list[float]) -> EvidenceRow:
+        return EvidenceRow(key[0], key[1], row[0], row[1], int(row[2]), row[3], row[4],
+                           int(row[5]))
+
+    @staticmethod
+    def _arm(arm: str, row: list[Any]) -> ArmRow:
+        return ArmRow(arm, row[0], row[1], int(row[2]), row[3], int(row[4]))
+
+    def snapshot(self, learner: str) -> LearnerSnapshot:
+        rec = self._get(learner)
+        return LearnerSnapshot(
+            name=learner,
+            evidence=tuple(self._ev(k, r) for k, r in rec.evidence.items()),
+            arms=tuple(self._arm(a, r) for a, r in rec.arms.items()),
+            selections=rec.selections,
+            explored=rec.explored,
+            cursor=rec.version,
+        )
+
+    def changes(self, learner: str, cursor: int) -> tuple[int, list[EvidenceRow], list[ArmRow]]:
+        rec = self._get(learner)
+        if rec.version <= cursor:
+            return rec.version, [], []
+        ev = [self._ev(k, r) for k, r in rec.evidence.items() if r[5] > cursor]
+        arms = [self._arm(a, r) for a, r in rec.arms.items() if r[4] > cursor]
+        return rec.version, ev, arms
+
+    def summaries(self) -> list[LearnerSummary]:
+        out = []
+        for name, rec in sorted(self.learners.items()):
+            feedback = sum(int(r[2]) for (c, _), r in rec.evidence.items() if c == GLOBAL_CONTEXT)
+            times = [r[4] for r in rec.evidence.values()]
+            out.append(LearnerSummary(name, len(rec.arms), rec.selections, rec.explored,
+                                      feedback, max(times) if times else None))
+        return out
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def _bump(self, rec: _Learner) -> int:
+        rec.version += 1
+        return rec.version
+
+    def _log(self, learner: str, **fields: Any) -> None:
+        self.seq += 1
+        self.events[learner].append(Event(seq=self.seq, **fields))
+
+    def apply(
+        self, learner: str, rows: Sequence[FeedbackRow], half_life_s: float | None
+    ) -> ApplyResult:
+        rec = self._get(learner)
+        statuses: list[RowStatus] = []
+        standing: list[float | None] = []
+        fresh: list[FeedbackRow] = []
+        seen: dict[tuple[str, str], float] = {}
+        for row in rows:
+            prior = rec.answered.get((row.key, row.arm), seen.get((row.key, row.arm)))
+            if prior is None:
+                statuses.append("applied")
+                standing.append(None)
+                seen[(row.key, row.arm)] = row.reward
+                fresh.append(row)
+            elif prior == row.reward:
+                statuses.append("duplicate")
+                standing.append(prior)
+            else:
+                statuses.append("conflict")
+                standing.append(prior)
+        if "conflict" in statuses:
+            return ApplyResult(tuple(statuses), tuple(standing), ())
+        touched: dict[tuple[str, str], list[float]] = {}
+        if fresh:
+            v = self._bump(rec)
+            for row in fresh:
+                rec.answered[(row.key, row.arm)] = row.reward
+                ws, wf = row.weight * row.reward, row.weight * (1.0 - row.reward)
+                for ctx in {GLOBAL_CONTEXT, row.ctx}:
+                    key = (ctx, row.arm)
+                    cur = rec.evidence.get(key)
+                    if cur is None:
+                        cur = rec.evidence[key] = [0.0, 0.0, 0, 0.0, row.at, v]
+                    cur[0], cur[1], cur[4] = fold(cur[0], cur[1], cur[4], row.at, ws, wf,
+                                                  half_life_s)
+                    cur[2] += 1
+                    cur[3] += row.reward
+                    cur[5] = v
+                    touched[key] = cur
+                arm = rec.arms.get(row.arm)
+                if arm is None:
+                    rec.arms[row.arm] = [row.a0, row.b0, 0, None, v]
+                elif row.a0 is not None:
+                    arm[0], arm[1], arm[4] = row.a0, row.b0, v
+                if row.ctx_body is not None:
+                    rec.contexts.setdefault(row.ctx, row.ctx_body)
+                self._log(learner, kind="feedback", key=row.key, arm=row.arm, ctx=row.ctx,
+                          reward=row.reward, weight=row.weight, outcome=row.outcome, at=row.at,
+                          ctx_body=row.ctx_body)
+        return ApplyResult(tuple(statuses), tuple(standing),
+                           tuple(self._ev(k, r) for k, r in touched.items()))
+
+    def record_selections(
+        self,
+        learner: str,
+        counts: Mapping[str, tuple[int, float]],
+        priors: Mapping[str, tuple[float, float]],
+        selections: int,
+        explored: int,
+    ) -> None:
+        rec = self._get(learner)
+        v = self._bump(rec)
+        rec.selections += selections
+        rec.explored += explored
+        for arm in set(counts) | set(priors):
+            cur = rec.arms.setdefault(arm, [None, None, 0, None, v])
+            n, last = counts.get(arm, (0, None))
+            cur[2] += n
+            if last is not None:
+                cur[3] = max(last, cur[3] or 0.0)
+            if arm in priors:
+                cur[0], cur[1] = priors[arm]
+            cur[4] = v
+
+    def decay(self, learner: str, arm: str, factor: float, at: float) -> list[EvidenceRow]:
+        rec = self._get(learner)
+        v = self._bump(rec)
+        out = []
+        for key, cur in rec.evidence.items():
+            if not arm or key[1] == arm:
+                cur[0] *= factor
+                cur[1] *= factor
+                cur[5] = v
+                out.append(self._ev(key, cur))
+        self._log(learner, kind="decay", key=None, arm=arm, ctx=None, reward=None, weight=None,
+                  outcome=None, at=at, factor=factor)
+        return out
+
+    def reset(
+        self, learner: str, arms: Sequence[str] | None, ctx: str | None, at: float,
+        dry_run: bool,
+    ) -> tuple[tuple[str, ...], int, float]:
+        rec = self._get(learner)
+        wanted = None if arms is None else set(arms)
+        hits = [
+            (key, cur) for key, cur in rec.evidence.items()
+            if (wanted is None or key[1] in wanted) and (ctx is None or key[0] == ctx)
+            and (cur[0] or cur[1] or cur[2])
+        ]
+        touched = tuple(sorted({key[1] for key, _ in hits}))
+        removed = sum(cur[0] + cur[1] for key, cur in hits if key[0] == (ctx or GLOBAL_CONTEXT))
+        if dry_run or not hits:
+            return touched, len(hits), removed
+        v = self._bump(rec)
+        for _, cur in hits:
+            cur[0] = cur[1] = cur[3] = 0.0
+            cur[2] = 0
+            cur[5] = v
+        for arm in touched:
+            self._log(learner, kind="reset", key=None, arm=arm, ctx=ctx, reward=None,
+                      weight=None, outcome=None, at=at)
+        return touched, len(hits), removed
+
+    def event_page(self, learner: str, after_seq: int, limit: int) -> list[Event]:
+        return [e for e in self.events.get(learner, []) if e.seq > after_seq][:limit]
+
+    def contexts(self, learner: str, keys: Sequence[str]) -> dict[str, str]:
+        rec = self._get(learner)
+        return {k: rec.contexts[k] for k in keys if k in rec.contexts}
+
+    def evidence(self, learner: str) -> list[EvidenceRow]:
+        return [self._ev(k, r) for k, r in self._get(learner).evidence.items()]
+
+    # --- serialisation (the JSON store's file format) --------------------------------------
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "format": "qortex-mcp",
+            "schema_version": SCHEMA_VERSION,
+            "seq": self.seq,
+            "learners": {
+                name: {
+                    "config": rec.config,
+                    "version": rec.version,
+                    "selections": rec.selections,
+                    "explored": rec.explored,
+                    "evidence": [[c, a, *r] for (c, a), r in rec.evidence.items()],
+                    "arms": [[a, *r] for a, r in rec.arms.items()],
+                    "answered": [[k, a, r] for (k, a), r in rec.answered.items()],
+                    "contexts": rec.contexts,
+                    "events": [
+                        [e.seq, e.kind, e.key, e.arm, e.ctx, e.reward, e.weight, e.outcome,
+                         e.at, e.factor, e.ctx_body]
+                        for e in self.events[name]
+                    ],
+                }
+                for name, rec in self.learners.items()
+            },
+        }
+
+    @classmethod
+    def parse(cls, data: Any) -> Tables:
+        """Rebuild from ``dump()`` output; raises ``ValueError`` naming what is wrong."""
+        if not isinstance(data, dict) or data.get("format") != "qortex-mcp":
+            raise ValueError("not a qortex-mcp state file")
+        version = data.get("schema_version")
+        if not isinstance(version, int):
+            raise ValueError("schema_version is missing")
+        if version > SCHEMA_VERSION:
+            raise OverflowError(f"schema version {version} is newer than {SCHEMA_VERSION}")
+        out = cls()
+        out.seq = int(data["seq"])
+        for name, rec in data["learners"].items():
+            lr = _Learner(config=str(rec["config"]), version=int(rec["version"]),
+                          selections=int(rec["selections"]), explored=int(rec["explored"]))
+            for c, a, *r in rec["evidence"]:
+                if len(r) != 6:
+                    raise ValueError("evidence rows need 8 fields")
+                lr.evidence[(str(c), str(a))] = [float(x) for x in r]
+            for a, *r in rec["arms"]:
+                if len(r) != 5:
+                    raise ValueError("arm rows need 6 fields")
+                lr.arms[str(a)] = list(r)
+            for k, a, r in rec["answered"]:
+                lr.answered[(str(k), str(a))] = float(r)
+            lr.contexts = {str(k): str(v) for k, v in rec["contexts"].items()}
+            out.learners[name] = lr
+            out.events[name] = [Event(*e) for e in rec["events"]]
+        return out

@@ -1,0 +1,211 @@
+"""Signed selection ids.
+
+A selection id carries everything feedback needs, so it is accepted hours later, after a
+restart, or on another instance sharing the store, without the selection ever being written
+on the ``select`` hot path::
+
+    q1.<kid>.<base64url(payload)>.<base64url(HMAC-SHA256(key, "q1.<kid>.<payload>"))>
+
+The payload is compact JSON: learner, a 128-bit random selection nonce (the dedup key),
+the canonical context, the arms shown (in display order, so ranks come from here and never
+from the client), the issue time and the kind (select or rerank).
+
+Verification order matters: length and charset first, then structure, then a constant-time
+tag check, and only then is the payload parsed. Base64 is checked to be canonical (decoded
+and re-encoded) so no variant of a token can ever count twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+
+from qortex_mcp.errors import ConfigError, InvalidSelection, LimitExceeded, SelectionExpired
+
+__all__ = [
+    "MAX_TOKEN_CHARS",
+    "SelectionClaims",
+    "SelectionSigner",
+    "load_secret",
+]
+
+MAX_TOKEN_CHARS: Final = 96 * 1024
+_PREFIX: Final = "q1"
+_TAG_CHARS: Final = 43  # base64url of 32 bytes, unpadded
+_SHAPE: Final = re.compile(r"q1\.([0-9a-f]{8})\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]{43})")
+_FUTURE_SKEW_MS: Final = 5 * 60 * 1000
+_MIN_SECRET_BYTES: Final = 32
+_PLACEHOLDERS: Final = frozenset({"change-me", "changeme", "secret", "change-me-in-production"})
+SECRET_FILE: Final = "selection.key"
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(raw) != text:  # non-canonical trailing bits would be a second spelling
+        raise ValueError("non-canonical base64")
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class SelectionClaims:
+    learner: str
+    nonce: str
+    context: str | None
+    """Canonical context JSON, or None for the global context."""
+    arms: tuple[str, ...]
+    issued_ms: int
+    kind: Literal["select", "rerank"]
+
+    def rank_of(self, arm: str) -> int | None:
+        """1-based rank the arm was shown at, or None if it was not shown."""
+        try:
+            return self.arms.index(arm) + 1
+        except ValueError:
+            return None
+
+
+class SelectionSigner:
+    """Issues and verifies selection ids with HMAC-SHA256.
+
+    Args:
+        keys: signing keys, newest first. The first signs; all verify (key rotation).
+        ttl_s: selection ids older than this are refused as expired; 0 disables expiry.
+    """
+
+    def __init__(self, keys: Sequence[bytes], ttl_s: float = 30 * 86400) -> None:
+        if not keys:
+            raise ConfigError("a selection signer needs at least one key")
+        for key in keys:
+            if len(key) < _MIN_SECRET_BYTES:
+                raise ConfigError(f"selection keys must be at least {_MIN_SECRET_BYTES} bytes")
+        self._keys = {hashlib.sha256(k).hexdigest()[:8]: k for k in keys}
+        self._kid = hashlib.sha256(keys[0]).hexdigest()[:8]
+        self._key = keys[0]
+        self.ttl_ms = int(ttl_s * 1000)
+
+    @classmethod
+    def random(cls) -> SelectionSigner:
+        """A signer with a fresh random key (tests, in-memory learners)."""
+        return cls([secrets.token_bytes(32)])
+
+    def issue(
+        self,
+        learner: str,
+        context: str | None,
+        arms: Sequence[str],
+        kind: Literal["select", "rerank"] = "select",
+    ) -> tuple[str, SelectionClaims]:
+        nonce = _b64(secrets.token_bytes(16))
+        issued = int(time.time() * 1000)
+        payload = json.dumps(
+            {"l": learner, "n": nonce, "c": context, "a": list(arms), "t": issued,
+             "k": "r" if kind == "rerank" else "s"},
+            separators=(",", ":"), ensure_ascii=False,
+        ).encode("utf-8")
+        head = f"{_PREFIX}.{self._kid}.{_b64(payload)}"
+        token = f"{head}.{_b64(hmac.digest(self._key, head.encode('ascii'), 'sha256'))}"
+        if len(token) > MAX_TOKEN_CHARS:
+            raise LimitExceeded(
+                "the selection is too large to sign; offer fewer or shorter ids or a smaller "
+                "context"
+            )
+        claims = SelectionClaims(learner, nonce, context, tuple(arms), issued, kind)
+        return token, claims
+
+    def verify(self, token: object, learner: str, now_ms: int | None = None) -> SelectionClaims:
+        """Return the claims of a genuine, unexpired id issued for ``learner``.
+
+        Raises:
+            InvalidSelection: malformed, altered, forged, foreign-key or other-learner ids.
+            SelectionExpired: an authentic id older than the configured TTL.
+        """
+        if not isinstance(token, str):
+            raise InvalidSelection("selection_id must be a string")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise InvalidSelection("selection_id is too long to be one this server issued")
+        match = _SHAPE.fullmatch(token)
+        if match is None:
+            raise InvalidSelection("selection_id is malformed; quote it exactly as returned")
+        kid, body, tag = match.groups()
+        key = self._keys.get(kid)
+        if key is None:
+            raise InvalidSelection("selection_id was not issued by this server (unknown key)")
+        head = token[: -(_TAG_CHARS + 1)]
+        try:
+            given = _unb64(tag)
+            raw = _unb64(body)
+        except ValueError:
+            raise InvalidSelection("selection_id is malformed; quote it exactly as returned") \
+                from None
+        if not hmac.compare_digest(given, hmac.digest(key, head.encode("ascii"), "sha256")):
+            raise InvalidSelection("selection_id signature does not match; it was altered")
+        try:
+            data = json.loads(raw)
+            claims = SelectionClaims(
+                learner=str(data["l"]), nonce=str(data["n"]), context=data["c"],
+                arms=tuple(str(a) for a in data["a"]), issued_ms=int(data["t"]),
+                kind="rerank" if data["k"] == "r" else "select",
+            )
+        except (ValueError, KeyError, TypeError):  # signed by us, so only a format change
+            raise InvalidSelection("selection_id payload is not understood") from None
+        if claims.learner != learner:
+            raise InvalidSelection(
+                "selection_id belongs to another learner; send feedback to the learner "
+                "that made the selection"
+            )
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        if claims.issued_ms - now > _FUTURE_SKEW_MS:
+            raise InvalidSelection("selection_id is dated in the future")
+        if self.ttl_ms and now - claims.issued_ms > self.ttl_ms:
+            raise SelectionExpired(
+                f"selection_id is older than {self.ttl_ms // 1000} s; select again"
+            )
+        return claims
+
+
+def _check_secret(secret: bytes, source: str) -> bytes:
+    if secret.strip().decode("utf-8", "replace").lower() in _PLACEHOLDERS:
+        raise ConfigError(f"{source} is a placeholder; set a random secret of 32+ bytes")
+    if len(secret) < _MIN_SECRET_BYTES:
+        raise ConfigError(f"{source} must be at least {_MIN_SECRET_BYTES} bytes long")
+    return secret
+
+
+def load_secret(state_dir: Path, env_secret: str | None) -> bytes:
+    """The selection key: ``QORTEX_SECRET`` if set, else ``<state_dir>/selection.key``,
+    generated once (32 random bytes, hex, mode 0600) and shared by every process that uses
+    the same state directory."""
+    if env_secret:
+        return _check_secret(env_secret.encode("utf-8"), "QORTEX_SECRET")
+    path = state_dir / SECRET_FILE
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = state_dir / f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, secrets.token_hex(32).encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            # link() fails if another process won the race; theirs is the key then.
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return _check_secret(path.read_bytes().strip(), str(path.name))

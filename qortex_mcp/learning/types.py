@@ -1,0 +1,284 @@
+"""Frozen value objects of the learning API.
+
+Everything here is plain data: arms offered to ``select``, outcomes sent to ``observe``, and
+what comes back. Store-level records (evidence rows, events) live here too so that every
+store speaks the same types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "ApplyResult",
+    "Arm",
+    "ArmMetrics",
+    "ArmOutcome",
+    "ArmRow",
+    "Event",
+    "EvidenceRow",
+    "FeedbackResult",
+    "FeedbackRow",
+    "LearnerMetrics",
+    "Outcome",
+    "Posterior",
+    "ReplayMismatch",
+    "ReplayReport",
+    "ResetReport",
+    "RowStatus",
+    "ScoredArm",
+    "SelectionResult",
+    "ToolExecution",
+]
+
+GLOBAL_CONTEXT = ""
+"""Context key of an arm's global posterior (evidence from every context)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Arm:
+    """A candidate: a prompt, tool, strategy or document, named by a stable id.
+
+    Args:
+        id: 1-128 characters, NFC, no control or format characters, no outer whitespace.
+        token_cost: what choosing it costs against ``token_budget`` (missing means 0).
+        prior: ``(alpha, beta)`` of the arm's Beta prior, e.g. ``(8, 2)`` for an arm known to
+            succeed about 80% of the time. Setting it updates the arm's stored prior;
+            learned evidence is kept.
+        metadata: free data returned with the arm; never interpreted.
+    """
+
+    id: str
+    token_cost: float | None = None
+    prior: tuple[float, float] | None = None
+    metadata: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolExecution:
+    """How a tool call went, for ``ToolOutcomeReward``."""
+
+    success: bool
+    latency_ms: float | None = None
+    rating: int | None = None
+    """Optional human or model rating, 1 (bad) to 5 (excellent)."""
+
+
+Outcome = str | ToolExecution
+"""An outcome word (``accepted``, ``rejected``, ``partial``) or a tool execution record."""
+
+RowStatus = Literal["applied", "duplicate", "conflict"]
+
+
+@dataclass(frozen=True, slots=True)
+class ArmOutcome:
+    """Feedback for one arm.
+
+    Give ``reward`` (a number in [0, 1]) or ``outcome`` (mapped by the learner's reward
+    model); when both are given the reward is used and the outcome is recorded with it.
+    Quote the ``selection_id`` that ``select`` or ``rerank`` returned; without it the
+    feedback is "bare" and ``idempotency_key`` (if given) makes retries safe.
+    """
+
+    arm_id: str
+    outcome: Outcome | None = None
+    reward: float | None = None
+    selection_id: str | None = None
+    context: Mapping[str, Any] | None = None
+    idempotency_key: str | None = None
+    weight: float = 1.0
+    """Evidence weight in (0, 1]: alpha += weight*reward, beta += weight*(1-reward)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredArm:
+    """One chosen arm, best first, with the score it was ranked by."""
+
+    id: str
+    score: float
+    mean: float
+    alpha: float
+    beta: float
+    rank: int
+    token_cost: float | None = None
+    metadata: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SelectionResult:
+    """What ``select`` chose. Quote ``selection_id`` in feedback."""
+
+    selected: tuple[ScoredArm, ...]
+    selection_id: str
+    learner: str
+    context_key: str
+    strategy: str
+    explored: bool
+    """True when the top choice was not the candidate with the highest posterior mean."""
+    candidates: int
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackResult:
+    """The durable answer to one arm's feedback."""
+
+    arm_id: str
+    status: Literal["applied", "duplicate"]
+    reward: float
+    alpha: float
+    beta: float
+    mean: float
+    pulls: int
+    selection_id: str | None
+    context_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Posterior:
+    """An arm's Beta posterior (in one context, or globally when ``context_key`` is empty)."""
+
+    id: str
+    alpha: float
+    beta: float
+    mean: float
+    ci_low: float
+    ci_high: float
+    pulls: int
+    selections: int
+    reward_rate: float | None
+    last_update: float | None
+    context_key: str = GLOBAL_CONTEXT
+
+
+@dataclass(frozen=True, slots=True)
+class ArmMetrics:
+    id: str
+    selections: int
+    feedback: int
+    reward_rate: float | None
+    mean: float
+    last_selected: float | None
+    last_update: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class LearnerMetrics:
+    learner: str
+    selections: int
+    explored: int
+    feedback: int
+    feedback_rate: float | None
+    """Feedbacks received per arm selected."""
+    exploration_rate: float | None
+    """Share of selections whose top choice was not the arm with the highest posterior mean."""
+    arms: tuple[ArmMetrics, ...]
+    last_update: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ResetReport:
+    """What a reset changed (or, as a preview, would change)."""
+
+    learner: str
+    applied: bool
+    arms: tuple[str, ...]
+    rows: int
+    evidence: float
+    """Total pseudo-observations (alpha + beta beyond the prior) removed."""
+    context_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayMismatch:
+    context_key: str
+    arm_id: str
+    stored: tuple[float, float, int]
+    replayed: tuple[float, float, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayReport:
+    learner: str
+    events: int
+    rows: int
+    mismatches: tuple[ReplayMismatch, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+
+# --- store records -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceRow:
+    """Learned evidence for (context, arm): s and f are the (decayed) successes and failures
+    as of time ``t``; ``n`` counts feedbacks, ``rsum`` sums raw rewards (never decayed);
+    ``v`` is a per-row version that only grows."""
+
+    ctx: str
+    arm: str
+    s: float
+    f: float
+    n: int
+    rsum: float
+    t: float
+    v: int
+
+
+@dataclass(frozen=True, slots=True)
+class ArmRow:
+    arm: str
+    a0: float | None
+    b0: float | None
+    selections: int
+    last_selected: float | None
+    v: int
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRow:
+    """One feedback to apply: dedup key ``key`` (a selection id, ``key:<idempotency key>``,
+    or a fresh random id for unkeyed bare feedback) and ``arm``."""
+
+    key: str
+    arm: str
+    ctx: str
+    ctx_body: str | None
+    reward: float
+    weight: float
+    outcome: str | None
+    at: float
+    a0: float | None = None
+    b0: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """Per input row its status (``conflict`` rows carry the first, standing reward) and the
+    evidence rows the transaction left, as committed."""
+
+    statuses: tuple[RowStatus, ...]
+    standing: tuple[float | None, ...]
+    rows: tuple[EvidenceRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of the append-only event log. ``kind`` is ``feedback``, ``decay`` or
+    ``reset``; ``arm`` empty means every arm, ``ctx`` None (for reset) every context."""
+
+    seq: int
+    kind: Literal["feedback", "decay", "reset"]
+    key: str | None
+    arm: str
+    ctx: str | None
+    reward: float | None
+    weight: float | None
+    outcome: str | None
+    at: float
+    factor: float | None = None
+    ctx_body: str | None = None
