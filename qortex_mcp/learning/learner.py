@@ -339,7 +339,7 @@ class Learner:
         if not any(map(_get_prior, (a for a in arms if type(a) is not str))):
             return
         for pos, arm in enumerate(arms):
-            if type(arm) is not str and arm.prior is not None:
+            if isinstance(arm, Arm) and arm.prior is not None:
                 self._set_prior(int(slots[pos]), check_prior(arm.prior))
 
     def _decayed(self, s: FloatArray, f: FloatArray, t: FloatArray, now: float) -> tuple[
@@ -427,8 +427,8 @@ class Learner:
             selected.append(ScoredArm(
                 id=ids[pos], score=float(scores[pos]), mean=float(means[pos]),
                 alpha=float(alpha[pos]), beta=float(beta[pos]), rank=rank,
-                token_cost=None if type(arm) is str else arm.token_cost,
-                metadata=None if type(arm) is str else arm.metadata,
+                token_cost=arm.token_cost if isinstance(arm, Arm) else None,
+                metadata=arm.metadata if isinstance(arm, Arm) else None,
             ))
             slot = int(slots[pos])
             self._pending[slot] = self._pending.get(slot, 0) + 1
@@ -457,7 +457,7 @@ class Learner:
             math.isfinite(budget) and budget >= 0
         ):
             raise InvalidInput(f"token_budget must be a number >= 0, got {preview(budget)}")
-        costs = [0.0 if type(a) is str or a.token_cost is None else float(a.token_cost)
+        costs = [float(a.token_cost) if isinstance(a, Arm) and a.token_cost is not None else 0.0
                  for a in cands.arms]
         picked: list[int] = []
         spent = 0.0
@@ -621,6 +621,8 @@ class Learner:
     async def _sync(self) -> None:
         """Pull rows written since the last pull (by this or any other process)."""
         async with self._sync_lock:
+            ev: Sequence[EvidenceRow]
+            arms: Sequence[ArmRow]
             if self._cursor < 0:
                 snap = await self.store.load(self.name)
                 self._selections = snap.selections + self._pending_selections

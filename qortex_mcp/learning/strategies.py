@@ -39,13 +39,14 @@ class ThompsonSampling:
     name = "thompson"
 
     def scores(self, alpha: FloatArray, beta: FloatArray, rng: np.random.Generator) -> FloatArray:
+        size: int = alpha.shape[0]
         flat = (alpha == 1.0) & (beta == 1.0)
         n_flat = int(np.count_nonzero(flat))
         if n_flat == 0:
             return rng.beta(alpha, beta)
-        if n_flat == alpha.shape[0]:
-            return rng.random(alpha.shape[0])
-        out = rng.random(alpha.shape[0])
+        if n_flat == size:
+            return rng.random(size)
+        out = rng.random(size)
         rest = ~flat
         out[rest] = rng.beta(alpha[rest], beta[rest])
         return out

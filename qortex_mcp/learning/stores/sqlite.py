@@ -442,9 +442,9 @@ class SqliteLearningStore:
             if not d.fresh:
                 continue
             if req.learner not in versions:
-                row = await self._fetchone(conn, _BUMP, (req.learner, now))
-                assert row is not None
-                versions[req.learner] = int(row[0])
+                bumped = await self._fetchone(conn, _BUMP, (req.learner, now))
+                assert bumped is not None
+                versions[req.learner] = int(bumped[0])
             v = versions[req.learner]
             await conn.executemany(_INSERT_EVENT, [
                 (req.learner, "feedback", r.key, r.arm, r.ctx, r.reward, r.weight, r.outcome,
