@@ -52,7 +52,7 @@ from qortex_mcp.learning.context import CanonicalContext, backoff_weight, canoni
 from qortex_mcp.learning.replay import replay_events
 from qortex_mcp.learning.stats import beta_interval
 from qortex_mcp.learning.stores.base import LearningStore
-from qortex_mcp.learning.tokens import SelectionClaims, SelectionSigner
+from qortex_mcp.learning.tokens import MAX_OFFERED, SelectionClaims, SelectionSigner
 from qortex_mcp.learning.types import (
     GLOBAL_CONTEXT,
     Arm,
@@ -419,8 +419,12 @@ class Learner:
         explored = int(order[0]) != int(np.argmax(means))
         chosen = [int(p) for p in order]
         ids = cands.ids
+        offered: list[str] = []
+        if count <= MAX_OFFERED and count > len(chosen):
+            taken = set(chosen)
+            offered = [ids[p] for p in range(count) if p not in taken]
         token, _ = self._signer.issue(self.name, ctx.body if ctx else None,
-                                      [ids[p] for p in chosen])
+                                      [ids[p] for p in chosen], "select", offered)
         selected = []
         for rank, pos in enumerate(chosen, 1):
             arm = cands.arms[pos]
@@ -517,10 +521,10 @@ class Learner:
         weight = check_weight(outcome.weight)
         if outcome.selection_id is not None:
             claims = self.verify_selection(outcome.selection_id)
-            if arm not in claims.arms:
+            if not claims.covers(arm):
                 raise ArmNotInSelection(
                     f"arm {preview(arm)} was not part of this selection; feedback applies only "
-                    "to the arms it returned"
+                    "to the arms it offered"
                 )
             ctx = canonical_context(json.loads(claims.context)) if claims.context else None
             key = claims.nonce

@@ -8,7 +8,8 @@ on the ``select`` hot path::
 
 The payload is compact JSON: learner, a 128-bit random selection nonce (the dedup key),
 the canonical context, the arms shown (in display order, so ranks come from here and never
-from the client), the issue time and the kind (select or rerank).
+from the client), the other candidates that were offered (for a select of at most
+``MAX_OFFERED`` candidates), the issue time and the kind (select or rerank).
 
 Verification order matters: length and charset first, then structure, then a constant-time
 tag check, and only then is the payload parsed. Base64 is checked to be canonical (decoded
@@ -40,6 +41,8 @@ __all__ = [
 ]
 
 MAX_TOKEN_CHARS: Final = 96 * 1024
+MAX_OFFERED: Final = 256
+"""A select of at most this many candidates signs them all, so feedback may name any."""
 _PREFIX: Final = "q1"
 _TAG_CHARS: Final = 43  # base64url of 32 bytes, unpadded
 _SHAPE: Final = re.compile(r"q1\.([0-9a-f]{8})\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]{43})")
@@ -67,8 +70,15 @@ class SelectionClaims:
     context: str | None
     """Canonical context JSON, or None for the global context."""
     arms: tuple[str, ...]
+    """The arms shown, in display order (for select: the chosen arms, best first)."""
     issued_ms: int
     kind: Literal["select", "rerank"]
+    offered: tuple[str, ...] = ()
+    """Other candidates offered to the select (empty beyond ``MAX_OFFERED``)."""
+
+    def covers(self, arm: str) -> bool:
+        """Whether feedback for ``arm`` may quote this selection."""
+        return arm in self.arms or arm in self.offered
 
     def rank_of(self, arm: str) -> int | None:
         """1-based rank the arm was shown at, or None if it was not shown."""
@@ -108,14 +118,15 @@ class SelectionSigner:
         context: str | None,
         arms: Sequence[str],
         kind: Literal["select", "rerank"] = "select",
+        offered: Sequence[str] = (),
     ) -> tuple[str, SelectionClaims]:
         nonce = _b64(secrets.token_bytes(16))
         issued = int(time.time() * 1000)
-        payload = json.dumps(
-            {"l": learner, "n": nonce, "c": context, "a": list(arms), "t": issued,
-             "k": "r" if kind == "rerank" else "s"},
-            separators=(",", ":"), ensure_ascii=False,
-        ).encode("utf-8")
+        body: dict[str, object] = {"l": learner, "n": nonce, "c": context, "a": list(arms),
+                                   "t": issued, "k": "r" if kind == "rerank" else "s"}
+        if offered:
+            body["o"] = list(offered)
+        payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         head = f"{_PREFIX}.{self._kid}.{_b64(payload)}"
         token = f"{head}.{_b64(hmac.digest(self._key, head.encode('ascii'), 'sha256'))}"
         if len(token) > MAX_TOKEN_CHARS:
@@ -123,7 +134,8 @@ class SelectionSigner:
                 "the selection is too large to sign; offer fewer or shorter ids or a smaller "
                 "context"
             )
-        claims = SelectionClaims(learner, nonce, context, tuple(arms), issued, kind)
+        claims = SelectionClaims(learner, nonce, context, tuple(arms), issued, kind,
+                                 tuple(offered))
         return token, claims
 
     def verify(self, token: object, learner: str, now_ms: int | None = None) -> SelectionClaims:
@@ -159,6 +171,7 @@ class SelectionSigner:
                 learner=str(data["l"]), nonce=str(data["n"]), context=data["c"],
                 arms=tuple(str(a) for a in data["a"]), issued_ms=int(data["t"]),
                 kind="rerank" if data["k"] == "r" else "select",
+                offered=tuple(str(a) for a in data.get("o", ())),
             )
         except (ValueError, KeyError, TypeError):  # signed by us, so only a format change
             raise InvalidSelection("selection_id payload is not understood") from None

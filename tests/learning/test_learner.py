@@ -180,9 +180,26 @@ async def test_a_selection_id_of_another_learner_is_refused(store: LearningStore
 async def test_feedback_for_an_arm_outside_the_selection_is_refused(store: LearningStore) -> None:
     learner = await make(store)
     sel = await learner.select(["a", "b"], k=1)
-    other = "b" if sel.selected[0].id == "a" else "a"
     with pytest.raises(ArmNotInSelection):
-        await learner.observe(ArmOutcome(other, reward=1.0, selection_id=sel.selection_id))
+        await learner.observe(ArmOutcome("z", reward=1.0, selection_id=sel.selection_id))
+    await learner.close()
+
+
+async def test_feedback_may_name_any_candidate_the_select_offered(store: LearningStore) -> None:
+    learner = await make(store)
+    sel = await learner.select(["a", "b"], k=1)
+    other = "b" if sel.selected[0].id == "a" else "a"
+    fb = await learner.observe(ArmOutcome(other, reward=1.0, selection_id=sel.selection_id))
+    assert fb.status == "applied"
+    await learner.close()
+
+
+async def test_a_large_select_signs_only_the_chosen_arms(store: LearningStore) -> None:
+    learner = await make(store)
+    sel = await learner.select([f"a{i}" for i in range(300)], k=1)
+    claims = learner.verify_selection(sel.selection_id)
+    assert claims.arms == (sel.selected[0].id,)
+    assert claims.offered == ()
     await learner.close()
 
 
