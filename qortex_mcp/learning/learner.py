@@ -48,7 +48,7 @@ from qortex_mcp.errors import (
     preview,
 )
 from qortex_mcp.learning.config import LearnerConfig
-from qortex_mcp.learning.context import CanonicalContext, backoff_weight, canonical_context
+from qortex_mcp.learning.context import CanonicalContext, canonical_context
 from qortex_mcp.learning.replay import replay_events
 from qortex_mcp.learning.stats import beta_interval
 from qortex_mcp.learning.stores.base import LearningStore
@@ -93,6 +93,29 @@ class _Candidates:
     ids: Sequence[str]
     slots: IntArray
     arms: Sequence[Arm | str]
+
+
+@dataclass(slots=True)
+class _Recent:
+    """The previous select's candidates as given, their ids and slots, and whether any
+    candidate carried a prior."""
+
+    given: tuple[Any, ...]
+    ids: Sequence[str]
+    slots: IntArray
+    priors: bool
+
+
+def _ids_of(arms: Sequence[Arm | str]) -> list[str]:
+    try:
+        # All Arms (the usual case): about 8 ns per candidate instead of 35 for the mixed
+        # form below.
+        return [a.id for a in arms]  # type: ignore[union-attr]
+    except AttributeError:  # ids among the candidates
+        try:
+            return [a if type(a) is str else _get_id(a) for a in arms]
+        except AttributeError:
+            raise InvalidCandidates("candidates must be arm ids (strings) or Arms") from None
 
 
 class Learner:
@@ -149,6 +172,7 @@ class Learner:
         self._pending_selections = 0
         self._pending_explored = 0
         self._candidates: OrderedDict[tuple[Any, ...], IntArray] = OrderedDict()
+        self._recent: _Recent | None = None
         self._sync_lock = asyncio.Lock()
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -234,6 +258,12 @@ class Learner:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def rng(self) -> np.random.Generator:
+        """The learner's random generator (seeded from ``config.seed``); callers that sample
+        on the learner's behalf, such as the reranker's ``explore``, draw from it."""
+        return self._rng
+
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError(f"learner {self.name!r} is closed")
@@ -288,27 +318,44 @@ class Learner:
             raise InvalidCandidates(
                 f"at most {self.config.max_candidates} candidates per call, got {len(arms)}"
             )
+        given = tuple(arms)
+        recent = self._recent
+        # Fastest path: the same candidates as the previous call (a caller reusing its list
+        # of ids, or of Arms, which are frozen). Comparing tuples of the very same objects
+        # costs about 1 ns per candidate (identity first), hashing them 3+ ns and two
+        # lookups. The first-element identity test keeps lists of new but equal Arm objects
+        # off this path, where the comparison would call Arm.__eq__ per candidate.
+        if recent is not None and (
+            type(given[0]) is str or given[0] is recent.given[0]
+        ) and given == recent.given:
+            if recent.priors:
+                self._apply_arm_priors(arms, recent.slots)
+            return _Candidates(recent.ids, recent.slots, arms)
+        cands, priors = self._lookup(arms, given)
+        self._recent = _Recent(given, cands.ids, cands.slots, priors)
+        return cands
+
+    def _lookup(
+        self, arms: Sequence[Arm | str], given: tuple[Any, ...]
+    ) -> tuple[_Candidates, bool]:
+        """Resolve candidates to slots (cached per id list); also whether any has a prior."""
         if type(arms[0]) is str:
             # Fast path: a list of ids seen before resolves with one tuple hash.
-            key: tuple[Any, ...] = tuple(arms)
+            key: tuple[Any, ...] = given
             hit = self._candidates.get(key)
             if hit is not None:
                 self._candidates.move_to_end(key)
-                return _Candidates(key, hit, arms)
+                return _Candidates(key, hit, arms), False
             ids: Sequence[str] = key
         else:
             ids = ()
         if not ids or not all(type(a) is str for a in ids):
-            try:
-                ids = [a if type(a) is str else _get_id(a) for a in arms]
-            except AttributeError:
-                raise InvalidCandidates("candidates must be arm ids (strings) or Arms") from None
+            ids = _ids_of(arms)
             key = tuple(ids)
             hit = self._candidates.get(key)
             if hit is not None:
                 self._candidates.move_to_end(key)
-                self._apply_arm_priors(arms, hit)
-                return _Candidates(ids, hit, arms)
+                return _Candidates(ids, hit, arms), self._apply_arm_priors(arms, hit)
         if len(set(ids)) != len(ids):
             raise InvalidCandidates("candidate ids must be distinct")
         for arm_id in ids:
@@ -331,16 +378,25 @@ class Learner:
         self._candidates[key] = slots
         if len(self._candidates) > _CACHE_SIZE:
             self._candidates.popitem(last=False)
+        priors = False
         if type(arms[0]) is not str or not all(type(a) is str for a in arms):
-            self._apply_arm_priors(arms, slots)
-        return _Candidates(ids, slots, arms)
+            priors = self._apply_arm_priors(arms, slots)
+        return _Candidates(ids, slots, arms), priors
 
-    def _apply_arm_priors(self, arms: Sequence[Arm | str], slots: IntArray) -> None:
-        if not any(map(_get_prior, (a for a in arms if type(a) is not str))):
-            return
+    def _apply_arm_priors(self, arms: Sequence[Arm | str], slots: IntArray) -> bool:
+        """Set the priors that candidate Arms carry; False when none carries one."""
+        try:
+            # All Arms (the usual case): a list comprehension's specialised attribute read
+            # is about 4x cheaper per candidate than the filtered map below.
+            if not any([a.prior for a in arms]):  # type: ignore[union-attr]
+                return False
+        except AttributeError:  # ids among the candidates
+            if not any(map(_get_prior, (a for a in arms if type(a) is not str))):
+                return False
         for pos, arm in enumerate(arms):
             if isinstance(arm, Arm) and arm.prior is not None:
                 self._set_prior(int(slots[pos]), check_prior(arm.prior))
+        return True
 
     def _decayed(self, s: FloatArray, f: FloatArray, t: FloatArray, now: float) -> tuple[
         FloatArray, FloatArray
@@ -354,7 +410,9 @@ class Learner:
         self, slots: IntArray, ctx: CanonicalContext | None, now: float
     ) -> tuple[FloatArray, FloatArray]:
         """Effective (decayed, backed-off) successes and failures for the slots."""
-        s, f = self._decayed(self._s[slots], self._f[slots], self._t[slots], now)
+        s, f = self._s[slots], self._f[slots]
+        if self._half_life is not None:  # only then are the times needed (a K-sized gather)
+            s, f = self._decayed(s, f, self._t[slots], now)
         if ctx is None:
             return s, f
         m = self.config.context_backoff
@@ -364,17 +422,34 @@ class Learner:
             w = np.where(n_g > 0, np.minimum(1.0, m / n_g), 0.0) if m > 0 else np.zeros_like(s)
         s_out, f_out = w * s, w * f
         if table:
-            keys = np.fromiter(table.keys(), dtype=np.int64, count=len(table))
-            for pos in np.nonzero(np.isin(slots, keys))[0].tolist():
-                row = table[int(slots[pos])]
-                sc, fc = row[0], row[1]
+            # One dict lookup per slot, then the back-off rule (backoff_weight) vectorised:
+            # a Python loop per arm cost ~1 us each, the bulk of a 100-result rerank.
+            get = table.get
+            hit_pos: list[int] = []
+            hit_rows: list[list[float]] = []
+            for pos, slot in enumerate(slots.tolist()):
+                row = get(slot)
+                if row is not None:
+                    hit_pos.append(pos)
+                    hit_rows.append(row)
+            if hit_pos:
+                idx = np.array(hit_pos, dtype=np.int64)
+                rows = np.array(hit_rows, dtype=np.float64)
+                sc, fc = rows[:, 0], rows[:, 1]
                 if self._half_life is not None:
-                    d = math.pow(0.5, max(now - row[4], 0.0) / self._half_life)
+                    d = np.power(0.5, np.maximum(now - rows[:, 4], 0.0) / self._half_life)
                     sc, fc = sc * d, fc * d
-                so, fo = max(s[pos] - sc, 0.0), max(f[pos] - fc, 0.0)
-                wc = backoff_weight(m, sc + fc, so + fo)
-                s_out[pos] = sc + wc * so
-                f_out[pos] = fc + wc * fo
+                so = np.maximum(s[idx] - sc, 0.0)
+                fo = np.maximum(f[idx] - fc, 0.0)
+                n_other = so + fo
+                if m > 0:
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        wc = np.where(n_other > 0.0,
+                                      np.minimum(1.0, m / n_other) * m / (m + (sc + fc)), 0.0)
+                else:
+                    wc = np.zeros_like(so)
+                s_out[idx] = sc + wc * so
+                f_out[idx] = fc + wc * fo
         return s_out, f_out
 
     async def select(
@@ -406,18 +481,19 @@ class Learner:
         beta = self._b0[slots] + f
         scores = self._strategy.scores(alpha, beta, self._rng)
         count = slots.shape[0]
+        # Positions best first, as Python ints (ndarray methods: no fromnumeric wrappers).
+        chosen: list[int]
         if token_budget is not None:
-            order = self._fit_budget(cands, scores, k, token_budget)
+            chosen = self._fit_budget(cands, scores, k, token_budget).tolist()
         elif k >= count:
-            order = np.argsort(-scores, kind="stable")
+            chosen = np.argsort(-scores, kind="stable").tolist()
         elif k == 1:
-            order = np.array([int(np.argmax(scores))])
+            chosen = [int(scores.argmax())]
         else:
             part = np.argpartition(-scores, k - 1)[:k]
-            order = part[np.argsort(-scores[part], kind="stable")]
+            chosen = part[np.argsort(-scores[part], kind="stable")].tolist()
         means = alpha / (alpha + beta)
-        explored = int(order[0]) != int(np.argmax(means))
-        chosen = [int(p) for p in order]
+        explored = chosen[0] != int(means.argmax())
         ids = cands.ids
         offered: list[str] = []
         if count <= MAX_OFFERED and count > len(chosen):
@@ -483,15 +559,21 @@ class Learner:
         return self._signer.verify(selection_id, self.name)
 
     def issue_selection(
-        self, arm_ids: Sequence[str], context: dict[str, Any] | None, kind: str = "rerank"
+        self,
+        arm_ids: Sequence[str],
+        context: dict[str, Any] | None,
+        kind: str = "rerank",
+        *,
+        means: Sequence[float] = (),
     ) -> tuple[str, SelectionClaims]:
-        """Sign a selection of ``arm_ids`` (display order) made outside ``select``."""
+        """Sign a selection of ``arm_ids`` (display order) made outside ``select``;
+        ``means`` (one per arm) are signed with it (the reranker's click model reads them)."""
         ctx = canonical_context(context)
         for arm_id in arm_ids:
             if arm_id not in self._index:
                 check_name(arm_id, "arm id")
         return self._signer.issue(self.name, ctx.body if ctx else None, list(arm_ids),
-                                  "rerank" if kind == "rerank" else "select")
+                                  "rerank" if kind == "rerank" else "select", means=means)
 
     def _reward(self, outcome: ArmOutcome) -> tuple[float, str | None]:
         raw = outcome.outcome

@@ -1,21 +1,22 @@
 """Beta-distribution CDF and quantiles in pure Python, for posterior inspection.
 
 Each arm's posterior is a Beta(alpha, beta) distribution. Inspecting it means showing
-equal-tailed credible intervals, and those need the Beta quantile function. The only
-library that ships it is scipy, which is a large dependency to pull in for three
-functions, so this module implements them with :mod:`math` alone:
+equal-tailed credible intervals, and those need the Beta quantile function. The usual
+source for it is scipy, a large dependency to pull in for three functions, so this
+module implements them with the standard library alone:
 
 * :func:`betainc` is the regularized incomplete beta function I_x(a, b), i.e. the
   Beta(a, b) CDF, evaluated with its continued fraction (modified Lentz).
-* :func:`beta_ppf` inverts it: Newton steps with a second-order (Halley) correction,
-  safeguarded by a bracket that always contains the root, so it never fails to converge.
+* :func:`beta_ppf` inverts it with Newton steps safeguarded by a bracket that always
+  contains the root (bisection when a step leaves it), so it always terminates.
 * :func:`beta_interval` is the equal-tailed credible interval built from two quantiles.
 
-Accuracy is about 1e-12 relative in x (far better than the 1e-10 absolute an interval
-needs). When both parameters exceed ``_LARGE`` the continued fraction gets slow (its
-length grows like the square root of the smaller parameter) while the distribution is
-almost normal, so :func:`beta_ppf` then uses a Cornish-Fisher expansion built from the
-exact mean, variance, skewness and kurtosis instead.
+Quantiles are accurate to about 1e-12 or better in x for ordinary parameters (an
+interval needs 1e-10 absolute at most). When both parameters exceed 1e5 the continued
+fraction gets slow near the mean (its length grows with the smaller parameter) while
+the distribution is almost normal, so :func:`beta_ppf` then uses a Cornish-Fisher
+expansion built from the exact mean, variance, skewness and kurtosis. Only :mod:`math`
+and :mod:`statistics` (for the normal quantile) are used.
 """
 
 from __future__ import annotations
@@ -30,16 +31,27 @@ _STD_NORMAL: Final = NormalDist()
 _LN_SQRT_2PI: Final = 0.5 * math.log(2.0 * math.pi)
 
 # Continued fraction: relative tolerance on the last convergent's change, a floor that
-# keeps Lentz's denominators away from zero, and an iteration cap. Near the mean the
-# fraction needs roughly 5 * sqrt(min(a, b)) terms (about 5,000 at a = b = 1e9).
+# keeps Lentz's denominators away from zero, and an iteration cap. The number of terms
+# grows with min(a, b): at the mean about 25 at 1e2, 120 at 1e4, 500 at 1e6 and 5,000
+# at 1e9; two standard deviations out, under 100 even at 1e9.
 _CF_EPS: Final = 1e-15
 _CF_TINY: Final = 1e-300
 _CF_MAX_ITER: Final = 100_000
 
-# beta_ppf: above this smaller parameter the Cornish-Fisher expansion is used.
+# beta_ppf: above this smaller parameter the Cornish-Fisher expansion is used, as is for
+# q within 3 standard deviations (error < 3e-11), as a starting point farther out.
 _LARGE: Final = 1e5
+_CF_Q_POLISH: Final = 0.00135
 _PPF_REL_TOL: Final = 1e-13
+# Stop once |I_x - q| is at the level of the CDF's own rounding error.
+_PPF_ERR_TOL: Final = 1e-14
 _PPF_MAX_ITER: Final = 200
+
+# Smallest positive float, and the distance from 1 of the largest float below 1: the
+# ends of the range beta_ppf searches.
+_X_MIN: Final = math.ulp(0.0)
+_Y_MIN: Final = 1.0 - math.nextafter(1.0, 0.0)
+_X_MAX: Final = 1.0 - _Y_MIN
 
 # Largest argument math.exp accepts without OverflowError (exp(709.78...) is the max).
 _EXP_MAX: Final = 709.0
@@ -93,60 +105,86 @@ def _log_beta(a: float, b: float) -> float:
     return math.lgamma(p) + math.lgamma(q) - math.lgamma(s)
 
 
-def _log_front(a: float, b: float, x: float) -> float:
-    """ln(x^a (1 - x)^b / B(a, b)) for 0 < x < 1."""
+def _log_pair(x: float, y: float) -> tuple[float, float]:
+    """(ln x, ln y) for y = 1 - x, both from the smaller of the two (the accurate one)."""
+    if x <= y:
+        return math.log(x), math.log1p(-x)
+    return math.log1p(-y), math.log(y)
+
+
+def _log_front(a: float, b: float, x: float, y: float) -> float:
+    """ln(x^a (1 - x)^b / B(a, b)) for 0 < x < 1, with y = 1 - x."""
     if min(a, b) < 10.0:
-        return a * math.log(x) + b * math.log1p(-x) - _log_beta(a, b)
+        log_x, log_y = _log_pair(x, y)
+        return a * log_x + b * log_y - _log_beta(a, b)
     # Both large: write the factors relative to the mean mu = a / s, so that the two
     # O(s) terms do not cancel catastrophically:
     #   a ln(x / mu) + b ln((1 - x) / (1 - mu)) + 1/2 ln(a b / s) - ln sqrt(2 pi) - corr.
+    # d = x - mu is taken from whichever of x, y is small, so it keeps its accuracy.
     s = a + b
-    d = x - a / s
+    d = x - a / s if x <= 0.5 else b / s - y
     u = d * s / a  # x / mu - 1
     v = d * s / b  # 1 - (1 - x) / (1 - mu)
-    la = math.log1p(u) if abs(u) < 0.5 else math.log(x) - math.log(a / s)
-    lb = math.log1p(-v) if abs(v) < 0.5 else math.log1p(-x) - math.log(b / s)
+    la = math.log1p(u) if abs(u) < 0.5 else _log_pair(x, y)[0] - math.log(a / s)
+    lb = math.log1p(-v) if abs(v) < 0.5 else _log_pair(x, y)[1] - math.log(b / s)
     corr = _stirling_corr(a) + _stirling_corr(b) - _stirling_corr(s)
     return a * la + b * lb + 0.5 * math.log(a * (b / s)) - _LN_SQRT_2PI - corr
 
 
-def _cont_frac(a: float, b: float, x: float) -> float:
+def _cont_frac(a: float, b: float, x: float, y: float) -> float:
     """Continued fraction for I_x(a, b) without its prefactor, by modified Lentz.
 
     I_x(a, b) = x^a (1 - x)^b / (a B(a, b)) * 1 / (1 + d1 / (1 + d2 / (1 + ...))) with
     d(2m + 1) = -(a + m)(a + b + m) x / ((a + 2m)(a + 2m + 1)) and
     d(2m) = m (b - m) x / ((a + 2m - 1)(a + 2m)). It converges quickly for
-    x < (a + 1) / (a + b + 2).
+    x < (a + 1) / (a + b + 2). ``y`` is 1 - x, passed separately so that it keeps its
+    relative accuracy when x is close to 1.
+
+    The fraction is evaluated in its even-contracted form (two levels per step)
+    1 / (beta_0 + alpha_1 / (beta_1 + alpha_2 / (beta_2 + ...))) with
+    beta_m = 1 + d(2m) + d(2m + 1) and alpha_m = -d(2m - 1) d(2m). For large a and x
+    near 1, 1 + d(2m + 1) is a tiny difference of numbers close to 1, which the plain
+    fraction would compute with catastrophic cancellation; the contracted form lets
+    beta_m be computed from the exact identity (with A = a + 2m)
+    beta_m = [(b - 2m - 1)(1 - A) + 2m (b - m)] / ((A - 1)(A + 1)) + y * g_m,
+    g_m = (a + m)(a + b + m) / (A (A + 1)) - m (b - m) / ((A - 1) A),
+    in which no such cancellation happens.
     """
-    # Convergent f_n = b_0 + a_1 / (b_1 + ...) with b_0 = 0: start Lentz at the first
-    # level, f_1 = 1 / (1 + d1), so that c = f_1 (its C_1 = infinity cancels) and
-    # D_1 = 1 / (1 + d1).
-    den = 1.0 - (a + b) * x / (a + 1.0)
-    if abs(den) < _CF_TINY:
-        den = _CF_TINY
-    dd = 1.0 / den
-    cc = 1.0
+    s = a + b
+    near_one = x > 0.5
+    # beta_0 = 1 - (a + b) x / (a + 1).
+    f = y + (1.0 - b) * x / (a + 1.0) if near_one else 1.0 - s * x / (a + 1.0)
+    # Lentz with leading numerator 1: f_0 = tiny, C_0 = f_0, D_0 = 0, then the first
+    # level gives D_1 = 1 / beta_0 and C_1 = beta_0 + 1 / tiny, i.e. f_1 = 1 / beta_0.
+    if abs(f) < _CF_TINY:
+        f = _CF_TINY
+    dd = 1.0 / f
     f = dd
+    cc = math.inf
+    xx = x * x
     m = 0
     while m < _CF_MAX_ITER:
         m += 1
-        m2 = 2.0 * m
-        # Even term d(2m).
-        num = m * (b - m) * x / ((a + m2 - 1.0) * (a + m2))
-        dd = 1.0 + num * dd
+        # Integer offsets are formed before adding a: (a + 2) - 2 != a for tiny a, and
+        # the alpha_1 factor a / a must cancel exactly.
+        m1 = m - 1.0
+        a2m = a + 2.0 * m
+        a2m_m1 = a + (2.0 * m - 1.0)
+        a2m_p1 = a + (2.0 * m + 1.0)
+        bm = m * (b - m)
+        alpha = (a + m1) * (s + m1) * bm * xx / ((a + 2.0 * m1) * a2m_m1 * a2m_m1 * a2m)
+        odd = (a + m) * (s + m) / (a2m * a2m_p1)
+        even = bm / (a2m_m1 * a2m)
+        if near_one:
+            beta = (2.0 * bm - (b - (2.0 * m + 1.0)) * a2m_m1) / (a2m_m1 * a2m_p1) + y * (
+                odd - even
+            )
+        else:
+            beta = 1.0 + x * (even - odd)
+        dd = beta + alpha * dd
         if abs(dd) < _CF_TINY:
             dd = _CF_TINY
-        cc = 1.0 + num / cc
-        if abs(cc) < _CF_TINY:
-            cc = _CF_TINY
-        dd = 1.0 / dd
-        f *= dd * cc
-        # Odd term d(2m + 1).
-        num = -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1.0))
-        dd = 1.0 + num * dd
-        if abs(dd) < _CF_TINY:
-            dd = _CF_TINY
-        cc = 1.0 + num / cc
+        cc = beta + alpha / cc
         if abs(cc) < _CF_TINY:
             cc = _CF_TINY
         dd = 1.0 / dd
@@ -158,16 +196,18 @@ def _cont_frac(a: float, b: float, x: float) -> float:
 
 
 def _betainc_both(a: float, b: float, x: float) -> tuple[float, float]:
-    """(I_x(a, b), 1 - I_x(a, b)), each to full relative accuracy where it is small.
+    """(I_x(a, b), 1 - I_x(a, b)).
 
-    The continued fraction is applied to whichever tail converges fast; the other value
-    is one minus it. Assumes validated a, b > 0 and 0 < x < 1.
+    The continued fraction is applied to whichever tail converges fast, and that value
+    has full relative accuracy; the other is one minus it (full absolute accuracy).
+    Assumes validated a, b > 0 and 0 < x < 1.
     """
+    y = 1.0 - x
     if x < (a + 1.0) / (a + b + 2.0):
-        lower = _exp(_log_front(a, b, x)) * _cont_frac(a, b, x) / a
+        lower = _exp(_log_front(a, b, x, y)) * _cont_frac(a, b, x, y) / a
         lower = min(max(lower, 0.0), 1.0)
         return lower, 1.0 - lower
-    upper = _exp(_log_front(b, a, 1.0 - x)) * _cont_frac(b, a, 1.0 - x) / b
+    upper = _exp(_log_front(b, a, y, x)) * _cont_frac(b, a, y, x) / b
     upper = min(max(upper, 0.0), 1.0)
     return 1.0 - upper, upper
 
@@ -212,13 +252,16 @@ def _ppf_cornish_fisher(q: float, a: float, b: float) -> float:
     With both parameters large the Beta law is nearly normal; the skewness and kurtosis
     terms bring the error down to O((a + b)^(-3/2)) standard deviations.
     """
+    if not math.isfinite(a + b):
+        a, b = a / 4.0, b / 4.0  # same law to far below float resolution
     s = a + b
-    mean = a / s
-    sd = math.sqrt(a * b / (s * s * (s + 1.0)))
-    skew = 2.0 * (b - a) * math.sqrt(s + 1.0) / ((s + 2.0) * math.sqrt(a * b))
-    kurt = (
-        6.0 * ((a - b) ** 2 * (s + 1.0) - a * b * (s + 2.0)) / (a * b * (s + 2.0) * (s + 3.0))
-    )
+    # Moments written with p = a / s and r = b / s, so nothing overflows for huge a, b.
+    p = a / s
+    r = b / s
+    mean = p
+    sd = math.sqrt(p * r / (s + 1.0))
+    skew = 2.0 * (r - p) * math.sqrt(s + 1.0) / ((s + 2.0) * math.sqrt(p * r))
+    kurt = 6.0 * ((r - p) ** 2 * (s + 1.0) - p * r * (s + 2.0)) / (p * r * (s + 2.0) * (s + 3.0))
     z = _normal_quantile(q)
     z2 = z * z
     w = (
@@ -252,27 +295,27 @@ def _ppf_initial(q: float, a: float, b: float) -> float:
     top = max(log_t, log_u)
     t = math.exp(log_t - top)
     u = math.exp(log_u - top)
-    w_tot = t + u
-    if q < t / w_tot:
-        # x = (a * W * q)^(1/a), with W = t + u in absolute scale.
-        return _exp((math.log(a * q * w_tot) + top) / a)
-    return 1.0 - _exp((math.log(b * (1.0 - q) * w_tot) + top) / b)
+    log_w = math.log(t + u) + top  # ln(t + u) in absolute scale
+    if q < t / (t + u):
+        return _exp((math.log(a) + math.log(q) + log_w) / a)  # (a (t + u) q)^(1/a)
+    return 1.0 - _exp((math.log(b) + math.log1p(-q) + log_w) / b)
 
 
 def beta_ppf(q: float, a: float, b: float) -> float:
     """Quantile function (inverse CDF) of Beta(a, b).
 
-    Newton iterations on :func:`betainc` with Halley's second-order correction (the
-    density's log-derivative is free), started from a classical approximation. Every
-    evaluation shrinks a bracket [lo, hi] known to contain the root; a step that leaves
-    the bracket is replaced by a Newton step in log-log coordinates (exact for the
-    power-law tails of small a or b) or, failing that, by bisection. Converges to about
-    1e-13 relative in x, usually in 2 to 4 evaluations.
+    Newton iterations on :func:`betainc`, started from a classical approximation and
+    taken in log coordinates (see ``_log_newton``), which makes them exact for the
+    power-law tails of small a or b. Every evaluation shrinks a bracket [lo, hi] known
+    to contain the root, and a step that would leave it is replaced by bisection
+    (geometric when the bracket spans decades), so the search always terminates.
+    It stops when the step is below 1e-13 relative to min(x, 1 - x) or the CDF residual
+    is at rounding level, usually after 2 to 4 CDF evaluations.
 
-    When ``min(a, b) > 1e5`` (very large pseudo-counts) a Cornish-Fisher expansion
-    around the exact mean and variance is returned instead: the continued fraction is
-    slow there and the posterior is almost normal, and the error of the expansion is
-    below about 1e-10.
+    When ``min(a, b) > 1e5`` (very large pseudo-counts) the continued fraction is slow
+    near the mean but the posterior is almost normal: a Cornish-Fisher expansion around
+    the exact moments is returned (error below 3e-11 for q within three standard
+    deviations); further out it only seeds the Newton iteration.
 
     Args:
         q: Probability, in the open interval (0, 1).
@@ -294,68 +337,87 @@ def beta_ppf(q: float, a: float, b: float) -> float:
     if a == 1.0 and b == 1.0:
         return q
     if min(a, b) > _LARGE:
-        return _ppf_cornish_fisher(q, a, b)
+        x = _ppf_cornish_fisher(q, a, b)
+        if _CF_Q_POLISH < q < 1.0 - _CF_Q_POLISH:
+            return x
+        # Far tails: the expansion degrades, but the continued fraction is fast there.
+        return _ppf_solve(q, a, b, x)
+    return _ppf_solve(q, a, b, _ppf_initial(q, a, b))
 
-    q_upper = 1.0 - q  # exact for q >= 0.5, the only case where it is used
+
+def _ppf_solve(q: float, a: float, b: float, start: float) -> float:
+    """Safeguarded Newton iteration for I_x(a, b) = q from ``start``."""
+    q_upper = 1.0 - q  # exact for q >= 0.5, where it matters
     use_upper = q > 0.5
-    log_q = math.log(q)
-    log_q_upper = math.log1p(-q)
+    q_ref = q_upper if use_upper else q
     lo, hi = 0.0, 1.0
-    x = _ppf_initial(q, a, b)
-    if not 0.0 < x < 1.0:
-        x = 0.5
+    x = min(max(start, _X_MIN), _X_MAX)
     for _ in range(_PPF_MAX_ITER):
         lower, upper = _betainc_both(a, b, x)
-        # err = I_x - q, taken from the accurate side.
+        # err = I_x - q, taken from the side that is computed accurately.
         err = (q_upper - upper) if use_upper else (lower - q)
-        if err == 0.0:
-            return x
         if err < 0.0:
             lo = x
         else:
             hi = x
-        if hi - lo <= 4.0 * math.ulp(x):
+        # The CDF's rounding error is relative to the side computed directly.
+        direct = lower if x < (a + 1.0) / (a + b + 2.0) else upper
+        if abs(err) <= _PPF_ERR_TOL * max(q_ref, direct) or hi - lo <= math.ulp(x):
             return x
-
-        log_x = math.log(x)
-        log_1mx = math.log1p(-x)
-        log_pdf = _log_front(a, b, x) - log_x - log_1mx
-        new = -1.0
-        if log_pdf > -_EXP_MAX:
-            step = err * _exp(-log_pdf)  # Newton step err / pdf
-            # Halley: divide by 1 - step * (pdf' / pdf) / 2, damped to stay >= 1/2.
-            curv = step * ((a - 1.0) / x - (b - 1.0) / (1.0 - x))
-            step /= 1.0 - 0.5 * min(curv, 1.0)
-            new = x - step
-            if abs(step) <= _PPF_REL_TOL * x:
-                return new if lo <= new <= hi else x
-        if not lo < new < hi and lower > 0.0 and upper > 0.0:
-            # Newton in log-log coordinates on the tail being approached: for
-            # I_x ~ c x^a (resp. 1 - I_x ~ c (1-x)^b) it is exact in one step.
-            if err > 0.0:
-                k = _exp(log_x + log_pdf - math.log(lower))  # d ln I / d ln x
-                if k > 0.0:
-                    new = _exp(log_x + (log_q - math.log(lower)) / k)
-            else:
-                k = _exp(log_1mx + log_pdf - math.log(upper))  # -d ln(1-I) / d ln(1-x)
-                if k > 0.0:
-                    new = 1.0 - _exp(log_1mx + (log_q_upper - math.log(upper)) / k)
+        new = _log_newton(q, q_upper, err, a, b, x)
+        if abs(new - x) <= max(_PPF_REL_TOL * min(x, 1.0 - x), math.ulp(x)):
+            return new if lo <= new <= hi else x  # converged
         if not lo < new < hi:
-            # Bisection: geometric when the bracket spans orders of magnitude.
-            if lo > 0.0 and hi > 4.0 * lo:
-                new = math.sqrt(lo * hi)
-            elif hi < 1.0 and (1.0 - lo) > 4.0 * (1.0 - hi):
-                new = 1.0 - math.sqrt((1.0 - lo) * (1.0 - hi))
-            elif lo == 0.0:
-                new = hi / 16.0
-            elif hi == 1.0:
-                new = 1.0 - (1.0 - lo) / 16.0
-            else:
-                new = 0.5 * (lo + hi)
+            new = _bisect(lo, hi)
             if not lo < new < hi:
-                return x
+                return x  # the bracket is down to adjacent floats
         x = new
     return x
+
+
+def _log_newton(q: float, q_upper: float, err: float, a: float, b: float, x: float) -> float:
+    """One Newton step for I_x(a, b) = q, in log coordinates.
+
+    The equation is ln I_x = ln q for q <= 1/2 and ln(1 - I_x) = ln(1 - q) otherwise,
+    and the unknown is ln x for x <= 1/2, else ln(1 - x). Near the root this is the
+    plain Newton step; in the tails it is far better: exact for the power laws
+    I ~ c x^a and 1 - I ~ c (1 - x)^b of small a or b, and free of the huge overshoots
+    of plain Newton where the density is tiny. ``err`` is I_x - q, from the accurate
+    side. Returns -1 when no step can be computed (underflow).
+    """
+    y = 1.0 - x
+    log_x, log_y = _log_pair(x, y)
+    log_pdf = _log_front(a, b, x, y) - log_x - log_y
+    if q <= 0.5:
+        sign, target = 1.0, q
+    else:
+        sign, target = -1.0, q_upper
+    tail = target + sign * err  # I_x, or 1 - I_x
+    if tail <= 0.0:
+        return -1.0
+    resid = math.log1p(sign * err / target)  # ln(tail / target)
+    if x <= 0.5:
+        slope = _exp(log_x + log_pdf - math.log(tail))  # |d ln tail / d ln x|
+        if slope <= 0.0:
+            return -1.0
+        return _exp(log_x - sign * resid / slope)
+    slope = _exp(log_y + log_pdf - math.log(tail))  # |d ln tail / d ln(1 - x)|
+    if slope <= 0.0:
+        return -1.0
+    return 1.0 - _exp(log_y + sign * resid / slope)
+
+
+def _bisect(lo: float, hi: float) -> float:
+    """Split a bracket; geometrically (in x or in 1 - x) when it spans decades."""
+    if hi <= 0.5:
+        lo_eff = max(lo, _X_MIN)
+        if hi > 4.0 * lo_eff:
+            return math.sqrt(lo_eff) * math.sqrt(hi)  # no underflow of the product
+    elif lo >= 0.5:
+        lo_eff = max(1.0 - hi, _Y_MIN)
+        if 1.0 - lo > 4.0 * lo_eff:
+            return 1.0 - math.sqrt(lo_eff) * math.sqrt(1.0 - lo)
+    return 0.5 * (lo + hi)
 
 
 def beta_interval(a: float, b: float, level: float = 0.95) -> tuple[float, float]:
@@ -377,4 +439,7 @@ def beta_interval(a: float, b: float, level: float = 0.95) -> tuple[float, float
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in the open interval (0, 1), got {level!r}")
     tail = (1.0 - level) / 2.0
-    return beta_ppf(tail, a, b), beta_ppf(1.0 - tail, a, b)
+    if 1.0 - tail < 1.0:
+        return beta_ppf(tail, a, b), beta_ppf(1.0 - tail, a, b)
+    # level within 2**-53 of 1: 1 - tail rounds to 1; use the mirror image instead.
+    return beta_ppf(tail, a, b), 1.0 - beta_ppf(tail, b, a)

@@ -9,7 +9,8 @@ on the ``select`` hot path::
 The payload is compact JSON: learner, a 128-bit random selection nonce (the dedup key),
 the canonical context, the arms shown (in display order, so ranks come from here and never
 from the client), the other candidates that were offered (for a select of at most
-``MAX_OFFERED`` candidates), the issue time and the kind (select or rerank).
+``MAX_OFFERED`` candidates), the issue time, the kind (select or rerank) and, for a rerank,
+the posterior means the arms were ranked by (click-only feedback weighs skips with them).
 
 Verification order matters: length and charset first, then structure, then a constant-time
 tag check, and only then is the payload parsed. Base64 is checked to be canonical (decoded
@@ -31,7 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from qortex_mcp.errors import ConfigError, InvalidSelection, LimitExceeded, SelectionExpired
+from qortex_mcp.errors import (
+    ConfigError,
+    InvalidInput,
+    InvalidSelection,
+    LimitExceeded,
+    SelectionExpired,
+)
 
 __all__ = [
     "MAX_TOKEN_CHARS",
@@ -43,6 +50,7 @@ __all__ = [
 MAX_TOKEN_CHARS: Final = 96 * 1024
 MAX_OFFERED: Final = 256
 """A select of at most this many candidates signs them all, so feedback may name any."""
+_MEAN_SCALE: Final = 10_000
 _PREFIX: Final = "q1"
 _TAG_CHARS: Final = 43  # base64url of 32 bytes, unpadded
 _SHAPE: Final = re.compile(r"q1\.([0-9a-f]{8})\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]{43})")
@@ -50,6 +58,8 @@ _FUTURE_SKEW_MS: Final = 5 * 60 * 1000
 _MIN_SECRET_BYTES: Final = 32
 _PLACEHOLDERS: Final = frozenset({"change-me", "changeme", "secret", "change-me-in-production"})
 SECRET_FILE: Final = "selection.key"
+# What json.dumps(..., separators=(",", ":"), ensure_ascii=False) builds on every call.
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def _b64(raw: bytes) -> str:
@@ -75,6 +85,9 @@ class SelectionClaims:
     kind: Literal["select", "rerank"]
     offered: tuple[str, ...] = ()
     """Other candidates offered to the select (empty beyond ``MAX_OFFERED``)."""
+    means: tuple[float, ...] = ()
+    """Rerank only: the posterior mean each shown arm was ranked by (display order, to
+    1e-4). Click-only feedback reads its relevance estimates from here, not the client."""
 
     def covers(self, arm: str) -> bool:
         """Whether feedback for ``arm`` may quote this selection."""
@@ -119,6 +132,7 @@ class SelectionSigner:
         arms: Sequence[str],
         kind: Literal["select", "rerank"] = "select",
         offered: Sequence[str] = (),
+        means: Sequence[float] = (),
     ) -> tuple[str, SelectionClaims]:
         nonce = _b64(secrets.token_bytes(16))
         issued = int(time.time() * 1000)
@@ -126,7 +140,15 @@ class SelectionSigner:
                                    "t": issued, "k": "r" if kind == "rerank" else "s"}
         if offered:
             body["o"] = list(offered)
-        payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        quantized: tuple[float, ...] = ()
+        if len(means):
+            if len(means) != len(arms):
+                raise InvalidInput("means must give one value per arm")
+            # Integers in 1e-4 units: compact, and what verify() reads back exactly.
+            scaled = [round(float(m) * _MEAN_SCALE) for m in means]
+            body["m"] = scaled
+            quantized = tuple(q / _MEAN_SCALE for q in scaled)
+        payload = _ENCODER.encode(body).encode("utf-8")
         head = f"{_PREFIX}.{self._kid}.{_b64(payload)}"
         token = f"{head}.{_b64(hmac.digest(self._key, head.encode('ascii'), 'sha256'))}"
         if len(token) > MAX_TOKEN_CHARS:
@@ -135,7 +157,7 @@ class SelectionSigner:
                 "context"
             )
         claims = SelectionClaims(learner, nonce, context, tuple(arms), issued, kind,
-                                 tuple(offered))
+                                 tuple(offered), quantized)
         return token, claims
 
     def verify(self, token: object, learner: str, now_ms: int | None = None) -> SelectionClaims:
@@ -172,6 +194,7 @@ class SelectionSigner:
                 arms=tuple(str(a) for a in data["a"]), issued_ms=int(data["t"]),
                 kind="rerank" if data["k"] == "r" else "select",
                 offered=tuple(str(a) for a in data.get("o", ())),
+                means=tuple(int(q) / _MEAN_SCALE for q in data.get("m", ())),
             )
         except (ValueError, KeyError, TypeError):  # signed by us, so only a format change
             raise InvalidSelection("selection_id payload is not understood") from None
