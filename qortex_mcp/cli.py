@@ -1,10 +1,132 @@
-"""Command line entry point (placeholder until the server lands)."""
+"""``qortex-mcp``: serve MCP (stdio by default, or HTTP), or look after the stored learning.
+
+Exit codes: 0 success; 1 the command ran and found a problem (unknown learner, replay
+mismatch, an import that conflicted); 2 bad configuration or arguments, or the store could
+not be opened (one line on stderr, no traceback); 130 interrupted.
+
+In stdio mode stdout carries only MCP messages: every human line goes to stderr, and
+logging is configured before anything else runs.
+"""
 
 from __future__ import annotations
 
+import argparse
+import logging
 import sys
+from typing import Any
+
+import anyio
+
+from qortex_mcp import __version__
+from qortex_mcp.config import STORE_KINDS, Settings
+from qortex_mcp.errors import ConfigError, QortexError, StoreError
+from qortex_mcp.logging import configure_logging, get_logger
+
+__all__ = ["build_parser", "main"]
+
+log = get_logger("qortex_mcp.cli")
+
+_SETTING_FLAGS = {  # flag destination -> Settings field
+    "store": "store", "state_dir": "state_dir", "database_url": "database_url",
+    "log_level": "log_level", "tools": "tools", "config": "config_file",
+}
+
+
+def _setting_flags(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    # Subcommands repeat the flags with SUPPRESS defaults, so a flag given before or after
+    # the command name both work and neither overwrites the other with None.
+    default: Any = None if top else argparse.SUPPRESS
+    group = parser.add_argument_group("settings (each overrides its environment variable)")
+    group.add_argument("--store", choices=STORE_KINDS, default=default, help="QORTEX_STORE")
+    group.add_argument("--state-dir", default=default, metavar="DIR", help="QORTEX_STATE_DIR")
+    group.add_argument("--database-url", default=default, metavar="URL",
+                       help="DATABASE_URL (prefer the variable: flags show in ps)")
+    group.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                       default=default, help="QORTEX_LOG_LEVEL")
+    group.add_argument("--tools", default=default, metavar="LIST",
+                       help="QORTEX_TOOLS: comma list of tools to expose")
+    group.add_argument("--config", default=default, metavar="FILE",
+                       help="QORTEX_CONFIG: TOML file of learner settings")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qortex-mcp",
+        description="Feedback learning for AI agents over MCP. Without a command: serve "
+        "MCP over stdio.")
+    parser.add_argument("--version", action="version", version=f"qortex-mcp {__version__}")
+    _setting_flags(parser, top=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        _setting_flags(sub, top=False)
+        return sub
+
+    serve = command("serve", "serve MCP over stdio (default) or streamable HTTP")
+    serve.add_argument("--transport", choices=("stdio", "http"), default="stdio")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="HTTP address (default 127.0.0.1; others need QORTEX_HTTP_TOKEN)")
+    serve.add_argument("--port", type=int, default=8765, help="HTTP port (0 picks a free one)")
+    serve.add_argument("--path", default="/mcp", help="HTTP endpoint path")
+    command("status", "where the state lives and what it holds")
+    inspect = command("inspect", "a learner's arms: posterior mean, credible interval, "
+                      "pulls, reward rate")
+    inspect.add_argument("learner")
+    inspect.add_argument("--context", metavar="JSON", help="posteriors in this context")
+    inspect.add_argument("--limit", type=int, default=50, help="most arms to show")
+    export = command("export", "write all events and state as JSON lines")
+    export.add_argument("--learner", action="append", metavar="NAME",
+                        help="only this learner (repeatable)")
+    export.add_argument("--output", "-o", metavar="FILE", help="write here (default stdout)")
+    imp = command("import", "apply an export (idempotent: importing twice changes nothing)")
+    imp.add_argument("file", help="the export file, or - for stdin")
+    replay = command("replay", "rebuild posteriors from the events and report mismatches")
+    replay.add_argument("learners", nargs="*", metavar="LEARNER", help="default: all")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The environment, overridden by the flags given.
+
+    Raises:
+        ConfigError: a bad value.
+    """
+    flags = {field: getattr(args, dest, None) for dest, field in _SETTING_FLAGS.items()}
+    return Settings.from_env(**flags)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"qortex-mcp: {message}", file=sys.stderr)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("qortex-mcp: the MCP server is not built yet", file=sys.stderr)
-    return 1
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except ConfigError as exc:
+        return _fail(str(exc), 2)
+    configure_logging(settings.log_level)
+    if settings.log_level == "info":
+        # The SDK logs every tool refusal at INFO; the boundary already logs each call once.
+        logging.getLogger("mcp.server.mcpserver").setLevel(logging.WARNING)
+    from qortex_mcp import commands
+
+    try:
+        code: int = anyio.run(commands.run, args, settings)
+    except (ConfigError, StoreError) as exc:
+        return _fail(str(exc), 2)
+    except QortexError as exc:
+        return _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        return 130
+    except Exception:  # the top level: one clear line, the traceback in the log
+        log.exception("crashed", command=args.command or "serve")
+        return _fail("unexpected error (the log above has the details)", 1)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover - see __main__.py
+    sys.exit(main())

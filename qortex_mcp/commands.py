@@ -1,0 +1,217 @@
+"""The commands behind ``qortex-mcp``: each takes the parsed flags and settings and returns
+an exit code (see ``qortex_mcp.cli``). Human output goes to stdout, except while serving."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import TextIO
+
+import anyio
+
+from qortex_mcp.config import Settings
+from qortex_mcp.errors import InvalidContext, InvalidInput
+from qortex_mcp.learning import LearnerConfig, LearnerRegistry, LearningStore, SelectionSigner
+from qortex_mcp.learning.stores.factory import open_store
+from qortex_mcp.learning.transfer import export_jsonl, import_jsonl
+from qortex_mcp.logging import get_logger
+from qortex_mcp.runtime import close_registry, open_registry
+
+__all__ = ["run"]
+
+log = get_logger("qortex_mcp.cli")
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    command = args.command or "serve"
+    if command == "serve":
+        return await serve(args, settings)
+    out = sys.stdout
+    if command != "import" and _nothing_stored(settings):
+        # export's stdout is the data, so its complaint goes to stderr
+        print(f"store: {settings.store}\nlocation: {settings.location()}\n"
+              "no data: nothing has been stored here yet",
+              file=sys.stderr if command == "export" else out)
+        return 0 if command == "status" else 1
+    if command == "status":
+        return await status(settings, out)
+    if command == "inspect":
+        return await inspect(settings, args.learner, args.context, args.limit, out)
+    if command == "export":
+        return await export(settings, args.learner, args.output, out)
+    if command == "import":
+        return await import_(settings, args.file, out)
+    return await replay(settings, args.learners, out)
+
+
+async def serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve until stdin closes or a signal arrives; the registry is closed before exit."""
+    # Imported here: the other commands never need the MCP server (a faster CLI).
+    from qortex_mcp.http_server import check_binding, serve_http
+    from qortex_mcp.server import build_server, tool_names
+    from qortex_mcp.stdio import serve_stdio
+
+    transport = getattr(args, "transport", "stdio")
+    host, port = getattr(args, "host", "127.0.0.1"), getattr(args, "port", 8765)
+    tool_names(settings)  # refuse a bad QORTEX_TOOLS before opening anything
+    if transport == "http":
+        check_binding(host, settings.http_token)
+    registry = await open_registry(settings)
+    try:
+        server = build_server(settings, registry=registry)
+        if transport == "http":
+            reason = await serve_http(server, host=host, port=port, token=settings.http_token,
+                                      path=getattr(args, "path", "/mcp"))
+        else:
+            reason = await serve_stdio(server)
+    finally:
+        await close_registry(registry)
+    log.info("server_stopped", reason=reason)
+    return 0
+
+
+def _nothing_stored(settings: Settings) -> bool:
+    """True when looking would only create an empty store (so we do not look)."""
+    if settings.store == "sqlite":
+        return not settings.sqlite_path.exists()
+    if settings.store == "json":
+        return not settings.json_path.exists()
+    return settings.store == "memory"
+
+
+@asynccontextmanager
+async def _store(settings: Settings) -> AsyncIterator[LearningStore]:
+    store = open_store(settings)
+    try:
+        await store.initialize()
+        yield store
+    finally:
+        await store.close()
+
+
+@asynccontextmanager
+async def _registry(store: LearningStore, settings: Settings) -> AsyncIterator[LearnerRegistry]:
+    # Inspection never signs or checks selection ids: a throwaway key spares the real one.
+    registry = LearnerRegistry(store, SelectionSigner.random(), options=settings.learners,
+                               owns_store=False)
+    try:
+        yield await registry.open()
+    finally:
+        await registry.close()
+
+
+def _when(t: float | None) -> str:
+    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(t))
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:],
+                                                                        strict=True)]
+        print("  ".join(cells).rstrip(), file=out)
+
+
+async def status(settings: Settings, out: TextIO) -> int:
+    async with _store(settings) as store:
+        info = await store.info()
+        learners = await store.learners()
+    print(f"store: {info.kind}\nlocation: {info.location}\nschema version: "
+          f"{info.schema_version}", file=out)
+    if not learners:
+        print("no data: no learner has been used yet", file=out)
+        return 0
+    print(f"learners: {len(learners)}", file=out)
+    _table(["learner", "arms", "selections", "feedback", "last update"],
+           [[s.name, str(s.arms), str(s.selections), str(s.feedback), _when(s.last_update)]
+            for s in learners], out)
+    return 0
+
+
+async def inspect(settings: Settings, name: str, context: str | None, limit: int,
+                  out: TextIO) -> int:
+    try:
+        ctx = None if context is None else json.loads(context)
+    except ValueError:
+        raise InvalidContext("--context must be a JSON object") from None
+    async with _store(settings) as store, _registry(store, settings) as registry:
+        learner = await registry.get(name, create=False)
+        arms = await learner.posteriors(None, ctx, limit=limit)
+        metrics = await learner.metrics()
+    scope = "global" if ctx is None else json.dumps(ctx, sort_keys=True)
+    print(f"learner {name!r}: {len(metrics.arms)} arm(s), {metrics.feedback} feedback(s), "
+          f"context {scope}", file=out)
+    if not arms:
+        print("no data: this learner has no arms yet", file=out)
+        return 0
+    _table(["arm", "mean", "95% CI", "pulls", "reward rate", "selections"],
+           [[p.id, f"{p.mean:.3f}", f"[{p.ci_low:.3f}, {p.ci_high:.3f}]", str(p.pulls),
+             "-" if p.reward_rate is None else f"{p.reward_rate:.3f}", str(p.selections)]
+            for p in arms], out)
+    if len(metrics.arms) > len(arms):
+        print(f"({len(metrics.arms) - len(arms)} more arm(s); raise --limit)", file=out)
+    return 0
+
+
+async def export(settings: Settings, learners: list[str] | None, output: str | None,
+                 out: TextIO) -> int:
+    count = 0
+    async with _store(settings) as store:
+        try:
+            target = anyio.wrap_file(out) if output is None else await anyio.open_file(
+                output, "w", encoding="utf-8")
+        except OSError as exc:
+            raise InvalidInput(f"cannot write {output}: {exc.strerror}") from exc
+        try:
+            async for line in export_jsonl(store, learners):
+                await target.write(line + "\n")
+                count += 1
+        finally:
+            if output is not None:
+                await target.aclose()
+    print(f"exported {count} record(s)", file=sys.stderr)
+    return 0
+
+
+async def import_(settings: Settings, path: str, out: TextIO) -> int:
+    def half_life(name: str) -> float | None:
+        return LearnerConfig.from_options(name, settings.learner_options(name)).half_life_s
+
+    try:
+        source = anyio.wrap_file(sys.stdin) if path == "-" else await anyio.open_file(
+            path, encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        async with _store(settings) as store:
+            report = await import_jsonl(store, source, half_life=half_life)
+    finally:
+        if path != "-":
+            await source.aclose()
+    print(f"imported {report.records} record(s) for {len(report.learners)} learner(s): "
+          f"{report.applied} feedback applied, {report.duplicates} already present, "
+          f"{report.conflicts} conflicting, {report.maintenance} decay/reset applied", file=out)
+    for line in report.mismatches:
+        print(f"mismatch: {line}", file=out)
+    return 0 if report.ok else 1
+
+
+async def replay(settings: Settings, names: list[str], out: TextIO) -> int:
+    bad = 0
+    async with _store(settings) as store, _registry(store, settings) as registry:
+        for name in names or [s.name for s in await store.learners()]:
+            report = await (await registry.get(name, create=False)).replay()
+            verdict = "ok" if report.ok else f"{len(report.mismatches)} mismatch(es)"
+            print(f"{name}: {report.events} event(s), {report.rows} row(s): {verdict}",
+                  file=out)
+            for m in report.mismatches:
+                print(f"  {m.context_key or 'global'}/{m.arm_id}: stored "
+                      f"(s={m.stored[0]:g}, f={m.stored[1]:g}, n={m.stored[2]}), replayed "
+                      f"(s={m.replayed[0]:g}, f={m.replayed[1]:g}, n={m.replayed[2]})",
+                      file=out)
+            bad += not report.ok
+    return 1 if bad else 0

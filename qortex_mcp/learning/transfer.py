@@ -1,0 +1,370 @@
+"""Export and import a store's learning as JSON lines: to back up, or to move between stores.
+
+The format (one JSON object per line, ``"type"`` first)::
+
+    {"type": "header", "format": "qortex-mcp-export", "version": 1, ...}
+    {"type": "learner", "learner": "prompts", "selections": 12, "explored": 3}
+    {"type": "arm", "learner": "prompts", "arm": "concise-v1", "a0": 8.0, "b0": 2.0, ...}
+    {"type": "event", "learner": "prompts", "kind": "feedback", "key": ..., "at": ...}
+    {"type": "evidence", "learner": "prompts", "ctx": "", "arm": "concise-v1", "s": ...}
+
+Import is lossless and idempotent. Feedback events are re-applied through
+``store.apply`` with their original dedup keys, times, weights, outcomes and context
+bodies, so the target folds exactly the same evidence and a second import finds every one
+a duplicate. Decay and reset events are re-applied in log order unless the target already
+holds the same event. Arm priors and selection counters are raised to the exported
+values (never added twice). Finally the target's evidence is compared with the exported
+rows; an import into an empty store matches them exactly. Importing into a store that
+already learned other things merges the two histories (and reports the rows that differ).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from qortex_mcp.errors import InvalidInput, SchemaTooNew, UnknownLearner, preview
+from qortex_mcp.learning.context import canonical_context
+from qortex_mcp.learning.stores.base import SCHEMA_VERSION, LearningStore
+from qortex_mcp.learning.types import GLOBAL_CONTEXT, Event, FeedbackRow
+from qortex_mcp.learning.validation import check_name, check_reward, check_weight
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "ImportReport", "export_jsonl", "import_jsonl"]
+
+FORMAT: Final = "qortex-mcp-export"
+FORMAT_VERSION: Final = 1
+_PAGE: Final = 10_000
+_BATCH: Final = 500
+_REL_TOL: Final = 1e-9
+
+
+def _line(record: dict[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+async def export_jsonl(
+    store: LearningStore, learners: Iterable[str] | None = None
+) -> AsyncIterator[str]:
+    """Every record of ``learners`` (all when None) as JSON lines (without newlines).
+
+    Raises:
+        UnknownLearner: a named learner is not in the store.
+        StoreError: the store failed.
+    """
+    known = {s.name for s in await store.learners()}
+    names = sorted(known) if learners is None else list(dict.fromkeys(learners))
+    for name in names:
+        if name not in known:
+            raise UnknownLearner(f"no learner named {preview(name)} in the store")
+    info = await store.info()
+    yield _line({"type": "header", "format": FORMAT, "version": FORMAT_VERSION,
+                 "schema_version": info.schema_version, "source": info.kind})
+    for name in names:
+        snap = await store.load(name)
+        yield _line({"type": "learner", "learner": name, "selections": snap.selections,
+                     "explored": snap.explored})
+        for arm in sorted(snap.arms, key=lambda a: a.arm):
+            yield _line({"type": "arm", "learner": name, "arm": arm.arm, "a0": arm.a0,
+                         "b0": arm.b0, "selections": arm.selections,
+                         "last_selected": arm.last_selected})
+        after = 0
+        while True:
+            page = await store.events(name, after, _PAGE)
+            for ev in page:
+                yield _line({"type": "event", "learner": name, "seq": ev.seq, "kind": ev.kind,
+                             "key": ev.key, "arm": ev.arm, "ctx": ev.ctx,
+                             # only feedback needs the body (stores differ on the others)
+                             "ctx_body": ev.ctx_body if ev.kind == "feedback" else None,
+                             "reward": ev.reward, "weight": ev.weight,
+                             "outcome": ev.outcome, "at": ev.at, "factor": ev.factor})
+            if len(page) < _PAGE:
+                break
+            after = page[-1].seq
+        for row in sorted(await store.evidence(name), key=lambda r: (r.ctx, r.arm)):
+            yield _line({"type": "evidence", "learner": name, "ctx": row.ctx, "arm": row.arm,
+                         "s": row.s, "f": row.f, "n": row.n, "rsum": row.rsum, "t": row.t})
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import did. ``ok`` when nothing conflicted and the state matches."""
+
+    learners: tuple[str, ...]
+    records: int
+    applied: int
+    """Feedback events newly applied."""
+    duplicates: int
+    """Feedback events the target already held (a repeated import has only these)."""
+    conflicts: int
+    """Feedback events skipped: the target holds another reward for the same key and arm."""
+    maintenance: int
+    """Decay and reset events applied (those already present are skipped)."""
+    mismatches: tuple[str, ...]
+    """Evidence rows that differ from the exported state after the import."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.conflicts and not self.mismatches
+
+
+@dataclass
+class _Learner:
+    name: str
+    half_life_s: float | None
+    selections: int = 0
+    explored: int = 0
+    arms: list[dict[str, Any]] = field(default_factory=list)
+    arms_done: bool = False
+    batch: list[FeedbackRow] = field(default_factory=list)
+    existing: Counter[tuple[Any, ...]] | None = None
+    seen: Counter[tuple[Any, ...]] = field(default_factory=Counter)
+    evidence: dict[tuple[str, str], tuple[float, float, int, float]] = field(
+        default_factory=dict)
+
+
+class _Importer:
+    def __init__(self, store: LearningStore,
+                 half_life: Callable[[str], float | None] | None) -> None:
+        self.store = store
+        self.half_life = half_life
+        self.learners: dict[str, _Learner] = {}
+        self.counts: Counter[str] = Counter()
+
+    async def learner(self, name: object) -> _Learner:
+        check_name(name, "learner name")
+        assert isinstance(name, str)
+        state = self.learners.get(name)
+        if state is None:
+            hl = self.half_life(name) if self.half_life else None
+            state = self.learners[name] = _Learner(name, hl)
+            await self.store.ensure_learner(name, "{}")
+        return state
+
+    async def record(self, rec: dict[str, Any]) -> None:
+        kind = rec.get("type")
+        st = await self.learner(rec.get("learner"))
+        if kind == "learner":
+            st.selections, st.explored = _count(rec, "selections"), _count(rec, "explored")
+        elif kind == "arm":
+            if st.arms_done:
+                raise InvalidInput("arm records must come before the learner's events")
+            check_name(rec.get("arm"), "arm id")
+            st.arms.append(rec)
+        elif kind == "event":
+            await self.arms(st)
+            await self.event(st, rec)
+        elif kind == "evidence":
+            ctx, arm = rec.get("ctx"), rec.get("arm")
+            if not isinstance(ctx, str) or not isinstance(arm, str):
+                raise InvalidInput("an evidence record needs ctx and arm")
+            st.evidence[(ctx, arm)] = (_num(rec, "s"), _num(rec, "f"), _count(rec, "n"),
+                                _num(rec, "rsum"))
+        else:
+            raise InvalidInput(f"unknown record type {preview(kind)}")
+
+    async def arms(self, st: _Learner) -> None:
+        """Raise priors and counters to the exported values (before any feedback, so an
+        arm keeps exactly the exported fields)."""
+        if st.arms_done:
+            return
+        st.arms_done = True
+        snap = await self.store.load(st.name)
+        have = {a.arm: a for a in snap.arms}
+        counts: dict[str, tuple[int, float]] = {}
+        priors: dict[str, tuple[float, float]] = {}
+        for rec in st.arms:
+            arm, cur = rec["arm"], have.get(rec["arm"])
+            sel, last = _count(rec, "selections"), rec.get("last_selected")
+            delta = sel - (cur.selections if cur else 0)
+            newer = last is not None and (cur is None or cur.last_selected is None
+                                          or last > cur.last_selected)
+            if delta > 0 or newer:
+                # The store keeps the later of the two times, so sending the exported one
+                # (or the one already there) never moves it back.
+                when = _num(rec, "last_selected") if newer else (
+                    cur.last_selected if cur and cur.last_selected is not None else 0.0)
+                counts[arm] = (max(delta, 0), when)
+            a0, b0 = rec.get("a0"), rec.get("b0")
+            if a0 is not None and b0 is not None and (cur is None or (cur.a0, cur.b0) != (a0, b0)):
+                priors[arm] = (_num(rec, "a0"), _num(rec, "b0"))
+        sels = max(st.selections - snap.selections, 0)
+        expl = max(st.explored - snap.explored, 0)
+        if counts or priors or sels or expl:
+            await self.store.record_selections(st.name, counts, priors, sels, expl)
+
+    async def event(self, st: _Learner, rec: dict[str, Any]) -> None:
+        kind, at = rec.get("kind"), _num(rec, "at")
+        if kind == "feedback":
+            st.batch.append(_feedback_row(rec, at))
+            if len(st.batch) >= _BATCH:
+                await self.flush(st)
+            return
+        if kind not in ("decay", "reset"):
+            raise InvalidInput(f"unknown event kind {preview(kind)}")
+        await self.flush(st)  # maintenance applies to what came before it, in log order
+        arm = str(rec.get("arm") or "")
+        ctx = rec.get("ctx")
+        factor = _num(rec, "factor") if kind == "decay" else None
+        sig = (kind, arm, ctx, at, factor)
+        if st.existing is None:
+            st.existing = Counter(_signature(e) for e in await _all_events(self.store, st.name)
+                                  if e.kind != "feedback")
+        st.seen[sig] += 1
+        if st.seen[sig] <= st.existing[sig]:
+            return
+        if kind == "decay":
+            if factor is None or not 0.0 <= factor <= 1.0:
+                raise InvalidInput(f"decay factor must be in [0, 1], got {preview(factor)}")
+            await self.store.decay(st.name, arm, factor, at)
+        else:
+            await self.store.reset(st.name, [arm] if arm else None,
+                                   None if ctx is None else str(ctx), at, False)
+        st.existing[sig] += 1
+        self.counts["maintenance"] += 1
+
+    async def flush(self, st: _Learner) -> None:
+        rows, st.batch = st.batch, []
+        while rows:
+            result = await self.store.apply(st.name, rows, st.half_life_s)
+            if "conflict" not in result.statuses:
+                self.counts.update(result.statuses)
+                return
+            # A conflicting row blocks its whole batch: skip it, apply the others.
+            self.counts["conflict"] += result.statuses.count("conflict")
+            rows = [r for r, s in zip(rows, result.statuses, strict=True) if s != "conflict"]
+
+    async def finish(self) -> list[str]:
+        mismatches = []
+        for st in self.learners.values():
+            await self.arms(st)
+            await self.flush(st)
+            have = {(r.ctx, r.arm): r for r in await self.store.evidence(st.name)}
+            for key, (s, f, n, rsum) in sorted(st.evidence.items()):
+                row = have.get(key)
+                got = (row.s, row.f, row.n, row.rsum) if row else (0.0, 0.0, 0, 0.0)
+                if got[2] != n or not all(math.isclose(a, b, rel_tol=_REL_TOL, abs_tol=1e-9)
+                                          for a, b in zip(got[:2] + got[3:], (s, f, rsum),
+                                                          strict=True)):
+                    mismatches.append(f"{st.name}/{key[0] or 'global'}/{key[1]}: stored "
+                                      f"(s={got[0]:g}, f={got[1]:g}, n={got[2]}), exported "
+                                      f"(s={s:g}, f={f:g}, n={n})")
+        return mismatches
+
+
+def _signature(ev: Event) -> tuple[Any, ...]:
+    return (ev.kind, ev.arm, ev.ctx, ev.at, ev.factor if ev.kind == "decay" else None)
+
+
+async def _all_events(store: LearningStore, learner: str) -> list[Event]:
+    out: list[Event] = []
+    after = 0
+    while True:
+        page = await store.events(learner, after, _PAGE)
+        out.extend(page)
+        if len(page) < _PAGE:
+            return out
+        after = page[-1].seq
+
+
+def _num(rec: dict[str, Any], key: str) -> float:
+    value = rec.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInput(f"{key} must be a finite number, got {preview(value)}")
+    return float(value)
+
+
+def _count(rec: dict[str, Any], key: str) -> int:
+    value = rec.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput(f"{key} must be a count (an integer >= 0), got {preview(value)}")
+    return value
+
+
+def _feedback_row(rec: dict[str, Any], at: float) -> FeedbackRow:
+    key, ctx, body, outcome = rec.get("key"), rec.get("ctx"), rec.get("ctx_body"), \
+        rec.get("outcome")
+    if not isinstance(key, str) or not key:
+        raise InvalidInput("a feedback event needs its dedup key")
+    if ctx is None or ctx == GLOBAL_CONTEXT:
+        ctx, body = GLOBAL_CONTEXT, None
+    else:
+        # The key is derived from the body; a body that does not hash to it is corrupt.
+        canon = canonical_context(json.loads(body)) if isinstance(body, str) else None
+        if canon is None or canon.key != ctx:
+            raise InvalidInput(f"context {preview(ctx)} does not match its body")
+    if outcome is not None and not isinstance(outcome, str):
+        raise InvalidInput(f"outcome must be text, got {preview(outcome)}")
+    return FeedbackRow(key=key, arm=check_name(rec.get("arm"), "arm id"), ctx=str(ctx),
+                       ctx_body=body, reward=check_reward(rec.get("reward")),
+                       weight=check_weight(rec.get("weight")), outcome=outcome, at=at)
+
+
+async def import_jsonl(
+    store: LearningStore,
+    lines: Iterable[str] | AsyncIterable[str],
+    *,
+    half_life: Callable[[str], float | None] | None = None,
+) -> ImportReport:
+    """Apply an ``export_jsonl`` stream to ``store`` (see the module doc). Idempotent.
+
+    Args:
+        store: an initialized store (the target).
+        lines: the exported lines (blank lines are skipped).
+        half_life: each learner's ``half_life_s``, which evidence folding depends on
+            (default: none). Use the same settings as the source.
+
+    Raises:
+        InvalidInput: a line is not a record of this format (named by its number).
+        SchemaTooNew: the file comes from a newer format version.
+        StoreError: the store failed (re-running the import completes it).
+    """
+    importer = _Importer(store, half_life)
+    number = 0
+    header = False
+    async for text in _aiter(lines):
+        number += 1
+        if not text.strip():
+            continue
+        try:
+            rec = json.loads(text)
+            if not isinstance(rec, dict):
+                raise InvalidInput("a record must be a JSON object")
+            if not header:
+                _check_header(rec)
+                header = True
+            else:
+                await importer.record(rec)
+        except InvalidInput as exc:
+            raise type(exc)(f"line {number}: {exc.message}") from None
+        except ValueError as exc:
+            raise InvalidInput(f"line {number}: not valid JSON ({exc})") from None
+    if not header:
+        raise InvalidInput("empty input: not a qortex-mcp export")
+    mismatches = await importer.finish()
+    c = importer.counts
+    return ImportReport(tuple(importer.learners), number, c["applied"], c["duplicate"],
+                        c["conflict"], c["maintenance"], tuple(mismatches))
+
+
+def _check_header(rec: dict[str, Any]) -> None:
+    if rec.get("type") != "header" or rec.get("format") != FORMAT:
+        raise InvalidInput(f"not a {FORMAT} file (the first line is its header)")
+    version = rec.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise InvalidInput("the header has no format version")
+    if version > FORMAT_VERSION or rec.get("schema_version", 0) > SCHEMA_VERSION:
+        raise SchemaTooNew(f"the export has format version {version}, newer than this "
+                           f"qortex-mcp reads ({FORMAT_VERSION}); upgrade qortex-mcp")
+
+
+async def _aiter(lines: Iterable[str] | AsyncIterable[str]) -> AsyncIterator[str]:
+    if isinstance(lines, AsyncIterable):
+        async for line in lines:
+            yield line
+    else:
+        for line in lines:
+            yield line

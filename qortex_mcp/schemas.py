@@ -1,0 +1,180 @@
+"""What the MCP tools return: pydantic output models (each becomes a tool's output schema).
+
+Every list a tool returns is bounded; where a bound can cut it, the model says how many
+items were left out. Models are built from the library's frozen value objects with
+``from_attributes``, so the adapters in ``qortex_mcp.tools`` stay one line each.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from qortex_mcp.rerank import ItemExplanation
+
+__all__ = [
+    "ArmFeedback",
+    "ArmMetricsOut",
+    "DecayOutput",
+    "FeedbackOutput",
+    "LearnerMetricsOut",
+    "LearnerStatus",
+    "MetricsOutput",
+    "PosteriorOut",
+    "PosteriorsOutput",
+    "RerankOutput",
+    "ResetOutput",
+    "ScoredArmOut",
+    "SelectOutput",
+    "StatusOutput",
+    "TopArmsOutput",
+]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True, frozen=True)
+
+
+class ScoredArmOut(_Out):
+    id: str
+    score: float = Field(description="the strategy's score (a posterior draw for Thompson)")
+    mean: float = Field(description="posterior mean: the expected reward")
+    alpha: float
+    beta: float
+    rank: int = Field(description="1 = best")
+    token_cost: float | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class SelectOutput(_Out):
+    learner: str
+    selection_id: str = Field(description="quote it in qortex_feedback")
+    selected: list[ScoredArmOut] = Field(description="the chosen arms, best first")
+    context_key: str = Field(description="key of the context the selection used ('' = global)")
+    strategy: str
+    explored: bool = Field(description="true when the top choice was not the best mean")
+    candidates: int
+
+
+class ArmFeedback(_Out):
+    arm_id: str
+    status: Literal["applied", "duplicate"] = Field(
+        description="duplicate: this answer was already recorded, nothing changed"
+    )
+    reward: float
+    mean: float = Field(description="the arm's posterior mean after this feedback")
+    alpha: float
+    beta: float
+    pulls: int = Field(description="feedbacks the arm has received (in the context)")
+
+
+class FeedbackOutput(_Out):
+    learner: str
+    selection_id: str | None
+    kind: Literal["select", "rerank", "bare"]
+    arms: list[ArmFeedback]
+    applied: int
+    duplicates: int
+
+
+class RerankOutput(_Out):
+    learner: str
+    selection_id: str = Field(description="quote it in qortex_feedback")
+    results: list[dict[str, Any]] = Field(description="the results, in the new order")
+    explanations: list[ItemExplanation] | None = None
+
+
+class PosteriorOut(_Out):
+    id: str
+    alpha: float
+    beta: float
+    mean: float
+    ci_low: float = Field(description="95% credible interval, lower end")
+    ci_high: float = Field(description="95% credible interval, upper end")
+    pulls: int
+    selections: int
+    reward_rate: float | None = Field(description="mean raw reward of the feedback received")
+    last_update: float | None = Field(description="Unix time of the last feedback")
+
+
+class PosteriorsOutput(_Out):
+    learner: str
+    context_key: str
+    arms: list[PosteriorOut]
+    total: int = Field(description="arms that matched")
+    left_out: int = Field(description="arms beyond the limit, not returned")
+
+
+class TopArmsOutput(_Out):
+    learner: str
+    context_key: str
+    arms: list[PosteriorOut] = Field(description="highest posterior mean first")
+
+
+class ArmMetricsOut(_Out):
+    id: str
+    selections: int
+    feedback: int
+    reward_rate: float | None
+    mean: float
+    last_selected: float | None
+    last_update: float | None
+
+
+class LearnerMetricsOut(_Out):
+    learner: str
+    selections: int
+    explored: int
+    feedback: int
+    feedback_rate: float | None = Field(description="feedbacks received per arm selected")
+    exploration_rate: float | None = Field(
+        description="share of selections whose top choice was not the best mean"
+    )
+    last_update: float | None
+    arms: list[ArmMetricsOut]
+    arms_left_out: int
+
+
+class MetricsOutput(_Out):
+    learners: list[LearnerMetricsOut]
+    left_out: int = Field(description="learners beyond the limit, not returned")
+    summary: str
+
+
+class DecayOutput(_Out):
+    learner: str
+    factor: float
+    arm_id: str | None = Field(description="the arm decayed; null = every arm")
+    posterior: PosteriorOut | None = Field(description="the arm's posterior after the decay")
+    summary: str
+
+
+class ResetOutput(_Out):
+    learner: str
+    applied: bool = Field(description="false: a preview; call again with confirm=true")
+    arms: list[str] = Field(description="arms whose evidence is (or would be) forgotten")
+    arms_left_out: int
+    rows: int = Field(description="posterior rows touched (global and per context)")
+    evidence_removed: float = Field(description="pseudo-observations removed")
+    context_key: str | None
+    summary: str
+
+
+class LearnerStatus(_Out):
+    name: str
+    arms: int
+    selections: int
+    explored: int
+    feedback: int
+    last_update: float | None
+
+
+class StatusOutput(_Out):
+    version: str
+    store: str
+    location: str = Field(description="where state lives (passwords masked)")
+    schema_version: int
+    learners: list[LearnerStatus]
+    learners_left_out: int
+    summary: str = Field(description="one line; says 'no data' when nothing was learned yet")

@@ -1,0 +1,109 @@
+"""Serving over stdio until stdin closes, or until SIGTERM/SIGINT turns into a clean close.
+
+The SDK reads stdin in a worker thread blocked in ``read()``, which no cancellation can
+interrupt: a server told to stop while its client is idle would hang until the next
+message. So stdin is relayed through a pipe this process owns. A signal ends the relay,
+the SDK sees an ordinary end of input, and the server shuts down along the same path as a
+client disconnect: in-flight calls end, the lifespan exits, the registry closes.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any, Final
+
+import anyio
+from mcp.server.mcpserver import MCPServer
+
+from qortex_mcp.logging import get_logger
+
+__all__ = ["serve_stdio", "stdin_relay"]
+
+log = get_logger(__name__)
+
+GRACE_S: Final = 3.0
+"""After a signal, how long the transport may take to wind down before it is cancelled."""
+_CHUNK: Final = 1 << 16
+
+
+@contextmanager
+def stdin_relay() -> Iterator[Callable[[], None]]:
+    """Route fd 0 through a pipe; yields ``end()``, which closes it (the reader sees EOF).
+
+    A daemon thread copies the real stdin into the pipe and is the only one to touch the
+    pipe's write end, so ending is a message to it (a byte on a stop pipe), never a close
+    racing a write.
+    """
+    real = os.dup(0)
+    read_end, write_end = os.pipe()
+    stop_r, stop_w = os.pipe()
+    os.dup2(read_end, 0)
+    os.close(read_end)
+
+    def pump() -> None:
+        try:
+            while True:
+                ready, _, _ = select.select([real, stop_r], [], [])
+                if stop_r in ready:
+                    return
+                chunk = os.read(real, _CHUNK)
+                if not chunk:
+                    return
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(write_end, view):]
+        except OSError as exc:  # the reader went away; end of input either way
+            log.debug("stdin_relay_stopped", error=exc.strerror)
+        finally:
+            os.close(write_end)
+
+    thread = threading.Thread(target=pump, name="qortex-stdin-relay", daemon=True)
+    thread.start()
+    ended = threading.Event()
+
+    def end() -> None:
+        if not ended.is_set():
+            ended.set()
+            os.write(stop_w, b"x")
+
+    try:
+        yield end
+    finally:
+        end()
+        thread.join(1.0)
+        os.dup2(real, 0)
+        os.close(real)
+        if not thread.is_alive():  # else it may still select() on stop_r: leave it open
+            os.close(stop_r)
+            os.close(stop_w)
+
+
+async def serve_stdio(server: MCPServer[Any]) -> str:
+    """Serve over stdin/stdout until stdin closes or a signal; returns why it stopped."""
+    stopped = "eof"
+    relay: AbstractContextManager[Callable[[], None] | None] = (
+        nullcontext(None) if sys.platform == "win32" else stdin_relay())
+    with relay as end_input:
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                nonlocal stopped
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for signum in signals:
+                        stopped = signal.Signals(signum).name
+                        break
+                if end_input is not None:
+                    end_input()  # the transport winds down as if the client had left
+                    await anyio.sleep(GRACE_S)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch)
+            await server.run_stdio_async()
+            tg.cancel_scope.cancel()
+    return stopped

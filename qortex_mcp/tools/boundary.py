@@ -1,0 +1,272 @@
+"""The tool boundary: strict arguments in, one stable error shape out, one log event per call.
+
+The MCP SDK validates tool arguments in lax mode (``"0.5"`` becomes ``0.5``), ignores
+unknown arguments, and prefixes every tool error with ``Error executing tool <name>:``.
+Agents need the opposite: refusals they can act on, starting with a stable code. So each
+server carrying qortex tools gets one ``ToolBoundary`` middleware that, for those tools only:
+
+1. validates the raw arguments in pydantic's strict mode with unknown arguments forbidden,
+   and answers a failure itself (``INVALID_ARGUMENT: ...``) before the tool runs;
+2. lets the SDK run the tool; a ``QortexError`` raised inside is turned into a ``ToolError``
+   by ``guarded`` (which also records it here), and the boundary rewrites the SDK's text
+   to ``CODE: message`` and adds ``_meta["qortex-mcp/error"]`` (code, message, retryable);
+3. answers an unexpected exception (which the SDK logged with its traceback) as
+   ``INTERNAL_ERROR`` without any detail;
+4. logs one ``tool_call`` event: tool, learner, latency_ms, code.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import time
+import typing
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from types import CodeType
+from typing import Any, Final, ParamSpec, TypeVar
+
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from qortex_mcp.errors import InvalidInput, InvalidReward, QortexError, preview
+from qortex_mcp.logging import get_logger
+
+__all__ = ["ERROR_META_KEY", "ToolBoundary", "guarded"]
+
+log = get_logger("qortex_mcp.tools")
+
+ERROR_META_KEY: Final = "qortex-mcp/error"
+_INTERNAL: Final = "INTERNAL_ERROR"
+_STRICT: Final = ConfigDict(extra="forbid", strict=True)
+# Custom error types raised by parameter validators that deserve a more specific code.
+_CODES: Final[Mapping[str, type[InvalidInput]]] = {"outcome_value": InvalidReward}
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass
+class _Call:
+    error: QortexError | None = None
+
+
+_current: ContextVar[_Call | None] = ContextVar("qortex_tool_call", default=None)
+
+
+def guarded(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Raise every ``QortexError`` of a tool body as a ``ToolError`` carrying its code."""
+
+    @functools.wraps(fn)
+    async def tool(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except QortexError as exc:
+            call = _current.get()
+            if call is not None:
+                call.error = exc
+            raise ToolError(str(exc)) from exc
+
+    return tool
+
+
+def arguments_model(name: str, fn: Callable[..., Any]) -> type[BaseModel]:
+    """A strict model of ``fn``'s parameters (the same annotations the SDK reads)."""
+    hints = typing.get_type_hints(fn, include_extras=True)
+    fields: dict[str, Any] = {}
+    for param in inspect.signature(fn).parameters.values():
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[param.name] = (hints[param.name], default)
+    model: type[BaseModel] = create_model(f"{name}StrictArguments", __config__=_STRICT, **fields)
+    return model
+
+
+def _where(loc: tuple[int | str, ...], mappings: frozenset[str]) -> str:
+    """``candidates[3].token_cost``, ``outcomes['a']``: the path as an agent would write it."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not out:
+            out = part
+        elif part.isidentifier() and loc[0] not in mappings:
+            out += f".{part}"
+        else:
+            out += f"[{preview(part)}]"
+    return out
+
+
+def _shown(value: object) -> str:
+    """A refused value as the agent sent it: JSON where it can be, escaped and cut short."""
+    if isinstance(value, str):
+        return preview(value)
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=True)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 64 else text[:64] + "..."
+
+
+def describe(exc: ValidationError, params: list[str], mappings: frozenset[str]) -> InvalidInput:
+    """One line an agent can act on, from pydantic's errors (the first one, and a count)."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc, kind = tuple(first["loc"]), first["type"]
+    if kind == "missing" and len(loc) == 1:
+        text = f"missing required argument {preview(loc[0])}"
+    elif kind == "extra_forbidden" and len(loc) == 1:
+        text = f"unknown argument {preview(loc[0])}; this tool takes {', '.join(params)}"
+    else:
+        msg = str(first["msg"])
+        text = (f"{_where(loc, mappings)}: {msg[:1].lower()}{msg[1:]}, "
+                f"got {_shown(first.get('input'))}")
+    if len(errors) > 1:
+        text += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return _CODES.get(kind, InvalidInput)(text)
+
+
+def _preparse(raw: Mapping[str, Any], containers: frozenset[str]) -> dict[str, Any]:
+    """Decode list and object arguments that arrive JSON-encoded as strings.
+
+    Some MCP hosts send ``candidates='["a", "b"]'``; the SDK decodes those too, so this
+    keeps the strict check in step with what the tool would receive. Scalars are never
+    decoded: ``"0.5"`` stays a string and is refused.
+    """
+    out = dict(raw)
+    for key in containers & out.keys():
+        value = out[key]
+        if isinstance(value, str):
+            try:
+                decoded = json.loads(value)
+            except ValueError:
+                continue
+            if isinstance(decoded, list | dict):
+                out[key] = decoded
+    return out
+
+
+@dataclass(frozen=True)
+class _Spec:
+    model: type[BaseModel]
+    params: list[str]
+    lists: frozenset[str]
+    mappings: frozenset[str]
+    learner: str | None
+    """The learner a call names when it omits ``learner`` (for the log)."""
+
+    @property
+    def containers(self) -> frozenset[str]:
+        return self.lists | self.mappings
+
+
+def _error_result(exc: QortexError, result: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    meta = dict(result.get("_meta") or {}) if result else {}
+    meta[ERROR_META_KEY] = {"code": exc.code, "message": exc.message,
+                            "retryable": exc.retryable}
+    base = dict(result) if result else {}
+    return {**base, "content": [{"type": "text", "text": str(exc)}], "isError": True,
+            "_meta": meta}
+
+
+def _spec(name: str, fn: Callable[..., Any]) -> _Spec:
+    model = arguments_model(name, fn)
+    props = model.model_json_schema().get("properties", {})
+
+    def typed(kind: str) -> frozenset[str]:
+        return frozenset(key for key, prop in props.items()
+                         if kind in {b.get("type") for b in prop.get("anyOf", [prop])})
+
+    learner = model.model_fields.get("learner")
+    default = learner.default if learner is not None else None
+    return _Spec(model, list(model.model_fields), typed("array"), typed("object"),
+                 default if isinstance(default, str) else None)
+
+
+# Built once per tool name and function code, whatever closure carries it: building pydantic
+# models is most of what building a server costs, and tests build many servers.
+_SPECS: dict[tuple[str, CodeType], _Spec] = {}
+
+
+class _Internal(QortexError):
+    code = _INTERNAL
+
+
+class ToolBoundary:
+    """Server middleware guarding the tools registered with ``add`` (see module doc)."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, _Spec] = {}
+
+    def add(self, name: str, fn: Callable[..., Any]) -> None:
+        """Guard the tool ``name`` whose function is ``fn``."""
+        key = (name, fn.__code__)
+        spec = _SPECS.get(key)
+        if spec is None:
+            spec = _SPECS[key] = _spec(name, fn)
+        self._specs[name] = spec
+
+    async def __call__(
+        self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
+    ) -> HandlerResult:
+        params = ctx.params
+        spec = None
+        if ctx.method == "tools/call" and params is not None:
+            spec = self._specs.get(str(params.get("name")))
+        if spec is None or params is None:
+            return await call_next(ctx)
+        name = str(params["name"])
+        raw = params.get("arguments") or {}
+        started = time.perf_counter()
+        code = "CANCELLED"
+        try:
+            result, code = await self._call(ctx, call_next, name, spec, raw)
+            return result
+        finally:
+            learner = raw.get("learner", spec.learner) if isinstance(raw, Mapping) else None
+            log.info("tool_call", tool=name,
+                     learner=learner if isinstance(learner, str) else None,
+                     latency_ms=round((time.perf_counter() - started) * 1e3, 3), code=code)
+
+    async def _call(
+        self, ctx: ServerRequestContext[Any, Any], call_next: CallNext, name: str, spec: _Spec,
+        raw: object,
+    ) -> tuple[dict[str, Any], str]:
+        """The wire result and its code (``OK`` or the error code)."""
+        if not isinstance(raw, Mapping):
+            return _refusal(InvalidInput("arguments must be a JSON object"), ctx)
+        try:
+            spec.model.model_validate(_preparse(raw, spec.containers))
+        except ValidationError as exc:
+            return _refusal(describe(exc, spec.params, spec.mappings), ctx)
+        call = _Call()
+        token = _current.set(call)
+        try:
+            result = dict(await call_next(ctx) or {})
+        finally:
+            _current.reset(token)
+        if not result.get("isError"):
+            return result, "OK"
+        error = call.error
+        if error is None:
+            text = "".join(c.get("text", "") for c in result.get("content", []))
+            if text == f"Error executing tool {name}":
+                # The SDK logged the traceback; the client learns only that it happened.
+                log.error("tool_crashed", tool=name)
+                error = _Internal("unexpected server error; the server log has the details")
+            else:
+                error = InvalidInput(text.removeprefix(f"Error executing tool {name}: "))
+        return _error_result(error, result), error.code
+
+
+def _refusal(
+    exc: QortexError, ctx: ServerRequestContext[Any, Any]
+) -> tuple[dict[str, Any], str]:
+    """An error answered before the tool runs: it carries its own envelope."""
+    result = _error_result(exc)
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        result["resultType"] = "complete"
+    return result, exc.code

@@ -1,0 +1,179 @@
+"""The learning loop: ``select`` (or ``rerank``), act, then ``feedback``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from mcp.types import CallToolResult, ToolAnnotations
+from pydantic import Field
+
+from qortex_mcp.errors import InvalidInput
+from qortex_mcp.learning import ArmOutcome, FeedbackResult, Learner
+from qortex_mcp.rerank import PosteriorReranker
+from qortex_mcp.runtime import QortexRuntime
+from qortex_mcp.schemas import ArmFeedback, FeedbackOutput, RerankOutput, SelectOutput
+from qortex_mcp.tools.base import ToolSpec, reply
+from qortex_mcp.tools.boundary import guarded
+from qortex_mcp.tools.params import (
+    ArmIdArg,
+    CandidatesArg,
+    ContextArg,
+    KArg,
+    LearnerArg,
+    OutcomeValue,
+    ResultsArg,
+)
+
+__all__ = ["LOOP_TOOLS"]
+
+SelectionIdArg = Annotated[str | None, Field(
+    description="The selection_id returned by select or rerank, quoted exactly.",
+)]
+OutcomesArg = Annotated[dict[str, OutcomeValue] | None, Field(
+    description="Per arm id: 'accepted', 'rejected', 'partial' or a reward in [0, 1].",
+)]
+
+
+def _select(rt: QortexRuntime) -> Any:
+    @guarded
+    async def select(
+        *,
+        learner: LearnerArg = "default",
+        candidates: CandidatesArg,
+        context: ContextArg = None,
+        k: KArg = 1,
+        token_budget: Annotated[float | None, Field(
+            ge=0, description="Choose arms whose token_cost sum fits this budget."
+        )] = None,
+    ) -> Annotated[CallToolResult, SelectOutput]:
+        """Choose the best of your candidates (prompt variants, tools, strategies) from what
+        worked before. Call before acting; then send qortex_feedback with the selection_id."""
+        arms = [c if isinstance(c, str) else c.to_arm() for c in candidates]
+        lrn = await rt.learner(learner)
+        result = await lrn.select(arms, context, k, token_budget)
+        return reply(SelectOutput.model_validate(result))
+
+    return select
+
+
+def _rerank(rt: QortexRuntime) -> Any:
+    @guarded
+    async def rerank(
+        *,
+        learner: LearnerArg = "default",
+        results: ResultsArg,
+        context: ContextArg = None,
+        explain: Annotated[bool, Field(description="Explain each result's new rank.")] = False,
+        explore: Annotated[bool, Field(
+            description="Sample posteriors instead of ranking by their means."
+        )] = False,
+    ) -> Annotated[CallToolResult, RerankOutput]:
+        """Reorder search results so ones accepted before rise and rejected ones sink. Call
+        after retrieval; then send qortex_feedback with the selection_id for results used."""
+        lrn = await rt.learner(learner)
+        ranked = await PosteriorReranker(lrn).rerank(
+            [r.model_dump() for r in results], context, explain=explain, explore=explore
+        )
+        return reply(RerankOutput(learner=lrn.name, selection_id=ranked.selection_id,
+                                  results=ranked.results, explanations=ranked.explanations))
+
+    return rerank
+
+
+def _feedback(rt: QortexRuntime) -> Any:
+    @guarded
+    async def feedback(
+        *,
+        learner: LearnerArg = "default",
+        selection_id: SelectionIdArg = None,
+        outcomes: OutcomesArg = None,
+        arm_id: Annotated[ArmIdArg | None, Field(
+            description="Bare form: the arm the outcome is about (with outcome)."
+        )] = None,
+        outcome: Annotated[OutcomeValue | None, Field(
+            description="Bare form: 'accepted', 'rejected', 'partial' or a reward in [0, 1]."
+        )] = None,
+        context: ContextArg = None,
+        idempotency_key: Annotated[str | None, Field(
+            description="Makes a retried bare feedback count once."
+        )] = None,
+        clicks_only: Annotated[bool, Field(
+            description="Rerank feedback that only records clicks (unclicked results above "
+            "a click count as skipped)."
+        )] = False,
+    ) -> Annotated[CallToolResult, FeedbackOutput]:
+        """Report how the chosen arms worked: ALWAYS call after acting on select or rerank,
+        quoting its selection_id, good outcome or bad. Safe to retry (duplicates count once)."""
+        pairs = _pairs(outcomes, arm_id, outcome)
+        # A selection was made by an existing learner; only bare feedback may start one.
+        lrn = await rt.learner(learner, create=selection_id is None)
+        kind, answers = await _apply(lrn, selection_id, pairs, context, idempotency_key,
+                                     clicks_only)
+        arms = [ArmFeedback.model_validate(a) for a in answers]
+        applied = sum(a.status == "applied" for a in arms)
+        return reply(FeedbackOutput(learner=lrn.name, selection_id=selection_id, kind=kind,
+                                    arms=arms, applied=applied, duplicates=len(arms) - applied))
+
+    return feedback
+
+
+def _pairs(
+    outcomes: Mapping[str, str | float] | None, arm_id: str | None, outcome: str | float | None
+) -> Mapping[str, str | float]:
+    if outcomes is not None:
+        if arm_id is not None or outcome is not None:
+            raise InvalidInput("give outcomes, or arm_id with outcome, not both")
+        if not outcomes:
+            raise InvalidInput("outcomes is empty; map at least one arm id to an outcome")
+        return outcomes
+    if arm_id is None or outcome is None:
+        raise InvalidInput("give outcomes (arm id -> outcome), or arm_id with outcome")
+    return {arm_id: outcome}
+
+
+def _outcome(arm: str, value: str | float, **quote: Any) -> ArmOutcome:
+    if isinstance(value, str):
+        return ArmOutcome(arm, outcome=value, **quote)
+    return ArmOutcome(arm, reward=value, **quote)
+
+
+async def _apply(
+    lrn: Learner, selection_id: str | None, pairs: Mapping[str, str | float],
+    context: dict[str, Any] | None, idempotency_key: str | None, clicks_only: bool,
+) -> tuple[Literal["select", "rerank", "bare"], list[FeedbackResult]]:
+    """Route feedback: a rerank selection to its reranker, the rest to the learner.
+
+    Every refusal happens before anything is written.
+    """
+    if selection_id is None:
+        if clicks_only:
+            raise InvalidInput("clicks_only applies to rerank feedback; quote its selection_id")
+        return "bare", await lrn.batch_observe([
+            _outcome(arm, v, context=context, idempotency_key=idempotency_key)
+            for arm, v in pairs.items()
+        ])
+    if context is not None or idempotency_key is not None:
+        raise InvalidInput("the selection_id carries the context and makes feedback idempotent; "
+                           "leave context and idempotency_key out")
+    if lrn.verify_selection(selection_id).kind == "rerank":
+        return "rerank", await PosteriorReranker(lrn).feedback(
+            selection_id, pairs, clicks_only=clicks_only
+        )
+    if clicks_only:
+        raise InvalidInput("clicks_only applies to rerank feedback, not to a select")
+    return "select", await lrn.batch_observe([
+        _outcome(arm, v, selection_id=selection_id) for arm, v in pairs.items()
+    ])
+
+
+_WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
+                          open_world_hint=False)
+
+LOOP_TOOLS = (
+    ToolSpec("select", "Select among candidates", _WRITES, _select),
+    ToolSpec("feedback", "Report outcomes",
+             ToolAnnotations(read_only_hint=False, destructive_hint=False,
+                             idempotent_hint=True, open_world_hint=False), _feedback),
+    ToolSpec("rerank", "Rerank retrieval results", _WRITES, _rerank),
+)
