@@ -28,3 +28,19 @@ def test_the_library_quick_start_runs_as_written(tmp_path: Path) -> None:
     # the default store is SQLite in the state directory, with a 0600 selection key beside it
     assert (tmp_path / "state" / "qortex.db").exists()
     assert (tmp_path / "state" / "selection.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_readme_toml_example_configures_a_learner(tmp_path: Path) -> None:
+    from qortex_mcp.config import Settings
+    from qortex_mcp.learning import LearnerConfig
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    (toml,) = re.findall(r"```toml\n(.*?)```", text, flags=re.DOTALL)
+    path = tmp_path / "qortex.toml"
+    path.write_text(toml, encoding="utf-8")
+    settings = Settings.build(config_file=path, state_dir=tmp_path)
+    config = LearnerConfig.from_options("prompts", settings.learner_options("prompts"))
+    assert config.reward_model == "ternary"
+    assert config.arm_priors == {"concise-v1": (8, 2)}
+    assert config.half_life_s == 604800
+    assert config.context_backoff == 4
