@@ -59,9 +59,16 @@ from qortex_mcp.learning.types import (
 )
 from qortex_mcp.logging import get_logger
 
-__all__ = ["SqliteLearningStore"]
+__all__ = ["TEST_FAULTS", "SqliteLearningStore"]
 
 log = get_logger(__name__)
+
+TEST_FAULTS: Final = frozenset({"ack_before_commit", "read_modify_write"})
+"""Deliberate bugs for the reliability suite's proof that its checks can fail (never for
+production; see ``tests/reliability``): ``ack_before_commit`` answers feedback before its
+COMMIT (a crash then loses acknowledged feedback); ``read_modify_write`` computes evidence
+in Python from a read taken before the write lock (two processes then lose updates)."""
+_ACK_BEFORE_COMMIT_DELAY_S: Final = 0.02
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS qortex_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -142,6 +149,13 @@ _EVIDENCE_SINCE: Final = (
 _ARMS_SINCE: Final = (
     "SELECT arm, a0, b0, selections, last_selected, v FROM arms WHERE learner = ? AND v > ?"
 )
+# Only with the read_modify_write test fault: absolute values computed in Python.
+_FOLD_STALE: Final = (
+    "INSERT INTO evidence (learner, ctx, arm, s, f, n, rsum, t, v) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (learner, ctx, arm) DO UPDATE SET "
+    "s = excluded.s, f = excluded.f, n = excluded.n, rsum = excluded.rsum, "
+    "t = max(t, excluded.t), v = excluded.v"
+)
 _RESET_MATCH: Final = (
     "SELECT ctx, arm, s, f FROM evidence WHERE learner = ?1 "
     "AND (?2 IS NULL OR arm IN (SELECT value FROM json_each(?2))) "
@@ -200,6 +214,7 @@ class SqliteLearningStore:
             the newest commits may roll back after a power loss, never after a crash).
         busy_timeout_ms: how long a writer waits for another process's write lock.
         max_batch: most feedback requests committed in one transaction.
+        _faults: test-only deliberate bugs (``TEST_FAULTS``); empty in any real use.
     """
 
     kind = "sqlite"
@@ -212,9 +227,16 @@ class SqliteLearningStore:
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         busy_timeout_ms: int = 5000,
         max_batch: int = 256,
+        _faults: frozenset[str] = frozenset(),
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError("synchronous must be FULL or NORMAL")
+        if not _faults <= TEST_FAULTS:
+            raise ValueError(f"unknown test faults: {', '.join(sorted(_faults - TEST_FAULTS))}")
+        self._faults = _faults
+        if _faults:
+            log.warning("TEST_FAULTS_ENABLED", faults=sorted(_faults),
+                        danger="acknowledged feedback may be lost; tests only")
         self.path = Path(path)
         self.synchronous = synchronous
         self.busy_timeout_ms = busy_timeout_ms
@@ -389,8 +411,16 @@ class SqliteLearningStore:
         conn = self._writer
         assert conn is not None
         try:
+            stale = None
+            if "read_modify_write" in self._faults:  # test fault: read before the lock
+                stale = await self._read_evidence(conn, {req.learner for req in batch})
             await conn.execute("BEGIN IMMEDIATE")
-            results = await self._apply_batch(conn, batch)
+            results = await self._apply_batch(conn, batch, stale)
+            if "ack_before_commit" in self._faults:  # test fault: answer, then commit
+                for req, early in zip(batch, results, strict=True):
+                    if not req.future.done():
+                        req.future.set_result(early)
+                await asyncio.sleep(_ACK_BEFORE_COMMIT_DELAY_S)
             await conn.execute("COMMIT")
         except sqlite3.Error as exc:
             await self._rollback(conn)
@@ -404,16 +434,31 @@ class SqliteLearningStore:
             if not req.future.done():
                 req.future.set_result(result)
 
+    async def _read_evidence(
+        self, conn: aiosqlite.Connection, learners: set[str]
+    ) -> dict[tuple[str, str, str], tuple[float, float, int, float]]:
+        out = {}
+        for learner in learners:
+            cur = await conn.execute(
+                "SELECT ctx, arm, s, f, n, rsum FROM evidence WHERE learner = ?", (learner,))
+            for ctx, arm, s, f, n, rsum in await cur.fetchall():
+                out[(learner, ctx, arm)] = (s, f, n, rsum)
+        return out
+
     async def _apply_batch(
-        self, conn: aiosqlite.Connection, batch: list[_Apply]
+        self,
+        conn: aiosqlite.Connection,
+        batch: list[_Apply],
+        stale: dict[tuple[str, str, str], tuple[float, float, int, float]] | None = None,
     ) -> list[ApplyResult]:
         # 1. Decide every row's status under the write lock: nobody else can insert now.
         standing: dict[tuple[str, str, str], float] = {}
         for learner in {req.learner for req in batch}:
             keys = sorted({r.key for req in batch if req.learner == learner for r in req.rows})
             for i in range(0, len(keys), 500):
-                cur = await conn.execute(_ANSWERED, (learner, json.dumps(keys[i:i + 500])))
-                for key, arm, reward in await cur.fetchall():
+                for key, arm, reward in await conn.execute_fetchall(
+                    _ANSWERED, (learner, json.dumps(keys[i:i + 500]))
+                ):
                     standing[(learner, key, arm)] = reward
         decisions: list[_Decision] = []
         for req in batch:
@@ -435,9 +480,15 @@ class SqliteLearningStore:
             else:
                 standing.update(pending)
             decisions.append(d)
-        # 2. Write the fresh rows of every learner, one version per learner.
+        # 2. Write the fresh rows of every learner, one version per learner. Rows of the
+        #    whole batch go in one executemany per statement: every await is a thread hop.
         versions: dict[str, int] = {}
         now = time.time()
+        events: list[tuple[Any, ...]] = []
+        plain: list[tuple[Any, ...]] = []
+        decayed: list[tuple[Any, ...]] = []
+        arms: list[tuple[Any, ...]] = []
+        bodies: list[tuple[Any, ...]] = []
         for req, d in zip(batch, decisions, strict=True):
             if not d.fresh:
                 continue
@@ -446,39 +497,57 @@ class SqliteLearningStore:
                 assert bumped is not None
                 versions[req.learner] = int(bumped[0])
             v = versions[req.learner]
-            await conn.executemany(_INSERT_EVENT, [
-                (req.learner, "feedback", r.key, r.arm, r.ctx, r.reward, r.weight, r.outcome,
-                 r.at, None) for r in d.fresh
-            ])
-            folds = []
             for r in d.fresh:
+                events.append((req.learner, "feedback", r.key, r.arm, r.ctx, r.reward, r.weight,
+                               r.outcome, r.at, None))
+                arms.append((req.learner, r.arm, r.a0, r.b0, v))
+                if r.ctx_body is not None:
+                    bodies.append((req.learner, r.ctx, r.ctx_body))
                 ws, wf = r.weight * r.reward, r.weight * (1.0 - r.reward)
                 for ctx in ((GLOBAL_CONTEXT,) if r.ctx == GLOBAL_CONTEXT else (GLOBAL_CONTEXT,
                                                                                r.ctx)):
                     args: tuple[Any, ...] = (req.learner, ctx, r.arm, ws, wf, r.reward, r.at, v)
-                    folds.append(args if req.half_life_s is None else (*args, req.half_life_s))
+                    if req.half_life_s is None:
+                        plain.append(args)
+                    else:
+                        decayed.append((*args, req.half_life_s))
+        if events:
+            await conn.executemany(_INSERT_EVENT, events)
+        if plain and stale is not None:
+            await conn.executemany(_FOLD_STALE, [self._stale_fold(stale, *a) for a in plain])
+        elif plain:
+            await conn.executemany(_FOLD_PLAIN, plain)
+        if decayed:
+            await conn.executemany(_FOLD_DECAY, decayed)
+        if arms:
+            await conn.executemany(_UPSERT_ARM, arms)
+        if bodies:
             await conn.executemany(
-                _FOLD_PLAIN if req.half_life_s is None else _FOLD_DECAY, folds
+                "INSERT OR IGNORE INTO contexts (learner, ctx, body) VALUES (?, ?, ?)", bodies
             )
-            await conn.executemany(
-                _UPSERT_ARM, [(req.learner, r.arm, r.a0, r.b0, v) for r in d.fresh]
-            )
-            bodies = [(req.learner, r.ctx, r.ctx_body) for r in d.fresh if r.ctx_body is not None]
-            if bodies:
-                await conn.executemany(
-                    "INSERT OR IGNORE INTO contexts (learner, ctx, body) VALUES (?, ?, ?)", bodies
-                )
         # 3. Read back what this transaction left (rows stamped with its versions).
         committed: dict[str, list[EvidenceRow]] = {}
         for learner, v in versions.items():
-            cur = await conn.execute(_EVIDENCE_AT, (learner, v))
-            committed[learner] = [EvidenceRow(*r) for r in await cur.fetchall()]
+            committed[learner] = [
+                EvidenceRow(*r) for r in await conn.execute_fetchall(_EVIDENCE_AT, (learner, v))
+            ]
         results = []
         for req, d in zip(batch, decisions, strict=True):
             mine = {(GLOBAL_CONTEXT, r.arm) for r in d.fresh} | {(r.ctx, r.arm) for r in d.fresh}
             rows = tuple(e for e in committed.get(req.learner, ()) if (e.ctx, e.arm) in mine)
             results.append(ApplyResult(tuple(d.statuses), tuple(d.standing), rows))
         return results
+
+    @staticmethod
+    def _stale_fold(
+        stale: dict[tuple[str, str, str], tuple[float, float, int, float]],
+        learner: str, ctx: str, arm: str, ws: float, wf: float, reward: float, at: float,
+        v: int, *_: Any,
+    ) -> tuple[Any, ...]:
+        s, f, n, rsum = stale.get((learner, ctx, arm), (0.0, 0.0, 0, 0.0))
+        new = (s + ws, f + wf, n + 1, rsum + reward)
+        stale[(learner, ctx, arm)] = new
+        return (learner, ctx, arm, *new, at, v)
 
     async def _submit_job(
         self, run: Callable[[aiosqlite.Connection], Awaitable[Any]], doing: str
@@ -595,10 +664,9 @@ class SqliteLearningStore:
     async def _fetchone(
         conn: aiosqlite.Connection, sql: str, args: Sequence[Any] = ()
     ) -> tuple[Any, ...] | None:
-        cur = await conn.execute(sql, args)
-        row = await cur.fetchone()
-        await cur.close()
-        return None if row is None else tuple(row)
+        # One thread hop (execute + fetch + close): each aiosqlite await costs ~100 us.
+        rows = await conn.execute_fetchall(sql, args)
+        return tuple(rows[0]) if rows else None
 
     async def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
