@@ -27,7 +27,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -48,6 +48,7 @@ from qortex_mcp.learning.stores.base import (
     LearnerSummary,
     StoreInfo,
 )
+from qortex_mcp.learning.stores.decisions import decide
 from qortex_mcp.learning.types import (
     GLOBAL_CONTEXT,
     ApplyResult,
@@ -55,7 +56,6 @@ from qortex_mcp.learning.types import (
     Event,
     EvidenceRow,
     FeedbackRow,
-    RowStatus,
 )
 from qortex_mcp.logging import get_logger
 
@@ -196,13 +196,6 @@ class _Job:
     run: Callable[[aiosqlite.Connection], Awaitable[Any]]
     future: asyncio.Future[Any]
     doing: str
-
-
-@dataclass
-class _Decision:
-    statuses: list[RowStatus] = field(default_factory=list)
-    standing: list[float | None] = field(default_factory=list)
-    fresh: list[FeedbackRow] = field(default_factory=list)
 
 
 class SqliteLearningStore:
@@ -460,26 +453,7 @@ class SqliteLearningStore:
                     _ANSWERED, (learner, json.dumps(keys[i:i + 500]))
                 ):
                     standing[(learner, key, arm)] = reward
-        decisions: list[_Decision] = []
-        for req in batch:
-            d = _Decision()
-            pending: dict[tuple[str, str, str], float] = {}
-            for row in req.rows:
-                k = (req.learner, row.key, row.arm)
-                prior = standing.get(k, pending.get(k))
-                if prior is None:
-                    d.statuses.append("applied")
-                    d.standing.append(None)
-                    pending[k] = row.reward
-                    d.fresh.append(row)
-                else:
-                    d.statuses.append("duplicate" if prior == row.reward else "conflict")
-                    d.standing.append(prior)
-            if "conflict" in d.statuses:
-                d.fresh = []  # a request with a conflict changes nothing at all
-            else:
-                standing.update(pending)
-            decisions.append(d)
+        decisions = decide([(req.learner, req.rows) for req in batch], standing)
         # 2. Write the fresh rows of every learner, one version per learner. Rows of the
         #    whole batch go in one executemany per statement: every await is a thread hop.
         versions: dict[str, int] = {}
@@ -665,7 +639,7 @@ class SqliteLearningStore:
         conn: aiosqlite.Connection, sql: str, args: Sequence[Any] = ()
     ) -> tuple[Any, ...] | None:
         # One thread hop (execute + fetch + close): each aiosqlite await costs ~100 us.
-        rows = await conn.execute_fetchall(sql, args)
+        rows = list(await conn.execute_fetchall(sql, args))
         return tuple(rows[0]) if rows else None
 
     async def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

@@ -17,6 +17,7 @@ from qortex_mcp.learning.stores.base import (
     LearnerSummary,
     fold,
 )
+from qortex_mcp.learning.stores.decisions import decide
 from qortex_mcp.learning.types import (
     GLOBAL_CONTEXT,
     ApplyResult,
@@ -24,7 +25,6 @@ from qortex_mcp.learning.types import (
     Event,
     EvidenceRow,
     FeedbackRow,
-    RowStatus,
 )
 
 __all__ = ["Tables"]
@@ -120,25 +120,12 @@ class Tables:
         self, learner: str, rows: Sequence[FeedbackRow], half_life_s: float | None
     ) -> ApplyResult:
         rec = self._get(learner)
-        statuses: list[RowStatus] = []
-        standing: list[float | None] = []
-        fresh: list[FeedbackRow] = []
-        seen: dict[tuple[str, str], float] = {}
-        for row in rows:
-            prior = rec.answered.get((row.key, row.arm), seen.get((row.key, row.arm)))
-            if prior is None:
-                statuses.append("applied")
-                standing.append(None)
-                seen[(row.key, row.arm)] = row.reward
-                fresh.append(row)
-            elif prior == row.reward:
-                statuses.append("duplicate")
-                standing.append(prior)
-            else:
-                statuses.append("conflict")
-                standing.append(prior)
+        standing = {(learner, r.key, r.arm): rec.answered[(r.key, r.arm)]
+                    for r in rows if (r.key, r.arm) in rec.answered}
+        (d,) = decide([(learner, rows)], standing)
+        statuses, fresh = d.statuses, d.fresh
         if "conflict" in statuses:
-            return ApplyResult(tuple(statuses), tuple(standing), ())
+            return ApplyResult(tuple(statuses), tuple(d.standing), ())
         touched: dict[tuple[str, str], list[float]] = {}
         if fresh:
             v = self._bump(rec)
@@ -166,7 +153,7 @@ class Tables:
                 self._log(learner, kind="feedback", key=row.key, arm=row.arm, ctx=row.ctx,
                           reward=row.reward, weight=row.weight, outcome=row.outcome, at=row.at,
                           ctx_body=row.ctx_body)
-        return ApplyResult(tuple(statuses), tuple(standing),
+        return ApplyResult(tuple(statuses), tuple(d.standing),
                            tuple(self._ev(k, r) for k, r in touched.items()))
 
     def record_selections(

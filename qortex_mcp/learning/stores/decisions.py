@@ -1,0 +1,56 @@
+"""Deciding feedback rows against the answers already standing, the same way in every
+SQL store: the caller holds the write lock, reads the standing answers, decides here, and
+writes only the fresh rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from qortex_mcp.learning.types import FeedbackRow, RowStatus
+
+__all__ = ["Decision", "decide"]
+
+
+@dataclass
+class Decision:
+    """One request's per-row statuses, the standing rewards, and the rows to write."""
+
+    statuses: list[RowStatus] = field(default_factory=list)
+    standing: list[float | None] = field(default_factory=list)
+    fresh: list[FeedbackRow] = field(default_factory=list)
+
+
+def decide(
+    requests: Sequence[tuple[str, Sequence[FeedbackRow]]],
+    standing: dict[tuple[str, str, str], float],
+) -> list[Decision]:
+    """Statuses for each ``(learner, rows)`` request, in order.
+
+    A row whose (learner, key, arm) is unanswered is ``applied``; answered with the same
+    reward, ``duplicate``; with another, ``conflict``, and then the whole request writes
+    nothing. Answers of earlier requests in the batch count as standing for later ones;
+    ``standing`` is updated in place with them.
+    """
+    out = []
+    for learner, rows in requests:
+        d = Decision()
+        pending: dict[tuple[str, str, str], float] = {}
+        for row in rows:
+            k = (learner, row.key, row.arm)
+            prior = standing.get(k, pending.get(k))
+            if prior is None:
+                d.statuses.append("applied")
+                d.standing.append(None)
+                pending[k] = row.reward
+                d.fresh.append(row)
+            else:
+                d.statuses.append("duplicate" if prior == row.reward else "conflict")
+                d.standing.append(prior)
+        if "conflict" in d.statuses:
+            d.fresh = []  # a request with a conflict changes nothing at all
+        else:
+            standing.update(pending)
+        out.append(d)
+    return out
