@@ -501,19 +501,25 @@ class Learner:
             offered = [ids[p] for p in range(count) if p not in taken]
         token, _ = self._signer.issue(self.name, ctx.body if ctx else None,
                                       [ids[p] for p in chosen], "select", offered)
+        # Bulk conversions: one gather + tolist per field beats per-element numpy scalars.
+        picked = slots[chosen]
+        sc, mn = scores[chosen].tolist(), means[chosen].tolist()
+        al, be = alpha[chosen].tolist(), beta[chosen].tolist()
+        given = cands.arms
         selected = []
-        for rank, pos in enumerate(chosen, 1):
-            arm = cands.arms[pos]
+        for i, pos in enumerate(chosen):
+            arm = given[pos]
+            real = isinstance(arm, Arm)
             selected.append(ScoredArm(
-                id=ids[pos], score=float(scores[pos]), mean=float(means[pos]),
-                alpha=float(alpha[pos]), beta=float(beta[pos]), rank=rank,
-                token_cost=arm.token_cost if isinstance(arm, Arm) else None,
-                metadata=arm.metadata if isinstance(arm, Arm) else None,
+                id=ids[pos], score=sc[i], mean=mn[i], alpha=al[i], beta=be[i], rank=i + 1,
+                token_cost=arm.token_cost if real else None,  # type: ignore[union-attr]
+                metadata=arm.metadata if real else None,  # type: ignore[union-attr]
             ))
-            slot = int(slots[pos])
-            self._pending[slot] = self._pending.get(slot, 0) + 1
-            self._sel[slot] += 1
-            self._last_sel[slot] = now
+        self._sel[picked] += 1  # positions are distinct, so fancy += counts each once
+        self._last_sel[picked] = now
+        pending = self._pending
+        for slot in picked.tolist():
+            pending[slot] = pending.get(slot, 0) + 1
         self._selections += 1
         self._pending_selections += 1
         if explored:
