@@ -543,8 +543,18 @@ class Learner:
             math.isfinite(budget) and budget >= 0
         ):
             raise InvalidInput(f"token_budget must be a number >= 0, got {preview(budget)}")
-        costs = [float(a.token_cost) if isinstance(a, Arm) and a.token_cost is not None else 0.0
-                 for a in cands.arms]
+        # Checked here, where costs are used: a cached candidate list skips _resolve's checks.
+        costs = []
+        for arm in cands.arms:
+            cost = arm.token_cost if isinstance(arm, Arm) else None
+            if cost is None:
+                costs.append(0.0)
+            elif isinstance(cost, bool) or not isinstance(cost, int | float) or not (
+                math.isfinite(cost) and cost >= 0
+            ):
+                raise InvalidCandidates(f"token_cost of {preview(arm)} must be a number >= 0")
+            else:
+                costs.append(float(cost))
         picked: list[int] = []
         spent = 0.0
         for pos in np.argsort(-scores, kind="stable"):

@@ -264,6 +264,10 @@ async def test_token_budget_picks_the_best_arms_that_fit(store: LearningStore) -
     assert [a.id for a in result.selected] == ["mid", "small"]
     with pytest.raises(BudgetTooSmall):
         await learner.select(arms, token_budget=5)
+    # the same ids again (a cached candidate list) still get their costs checked
+    with pytest.raises(InvalidCandidates):
+        await learner.select([Arm("big", token_cost=-1), Arm("mid"), Arm("small")],
+                             token_budget=45)
     await learner.close()
 
 
