@@ -312,8 +312,10 @@ class PosteriorReranker:
             s = np.linspace(1.0, 0.0, n) if n > 1 else np.full(1, 0.5)
         else:
             base_order = np.argsort(-raw, kind="stable")
-            low, high = float(raw.min()), float(raw.max())
-            s = (raw - low) / (high - low) if high > low else np.full(n, 0.5)
+            # Halved first: the spread of scores near +-1.8e308 overflows to inf (s = NaN).
+            half = raw / 2.0
+            low, high = float(half.min()), float(half.max())
+            s = (half - low) / (high - low) if high > low else np.full(n, 0.5)
         base_rank = np.empty(n, dtype=np.int64)
         base_rank[base_order] = np.arange(n)
         m = self.prior_strength

@@ -106,4 +106,8 @@ async def serve_stdio(server: MCPServer[Any]) -> str:
             tg.start_soon(watch)
             await server.run_stdio_async()
             tg.cancel_scope.cancel()
+    # The SDK has pointed fd 1 back at the client. A print() still in sys.stdout's buffer
+    # would be flushed there at exit, after the last message: send it to stderr instead.
+    os.dup2(2, 1)
+    sys.stdout.flush()
     return stopped

@@ -12,14 +12,17 @@ from typing import Any, Self
 
 import numpy as np
 
-from qortex_mcp.errors import ClosedError, LimitExceeded, UnknownLearner, preview
+from qortex_mcp.errors import ClosedError, LimitExceeded, StoreError, UnknownLearner, preview
 from qortex_mcp.learning.config import LearnerConfig
 from qortex_mcp.learning.learner import Learner
 from qortex_mcp.learning.stores.base import LearnerSummary, LearningStore
 from qortex_mcp.learning.tokens import SelectionSigner
 from qortex_mcp.learning.validation import check_name
+from qortex_mcp.logging import get_logger
 
 __all__ = ["LearnerRegistry"]
+
+log = get_logger(__name__)
 
 
 class LearnerRegistry:
@@ -106,9 +109,13 @@ class LearnerRegistry:
         return self._known
 
     async def summaries(self) -> list[LearnerSummary]:
-        """Every learner in the store, with counts (pending selections flushed first)."""
+        """Every learner in the store, with counts (pending selections flushed first, if
+        the store takes the write: a full disk must not stop a read)."""
         for learner in list(self._learners.values()):
-            await learner.flush()
+            try:
+                await learner.flush()
+            except StoreError as exc:  # the counts stay pending for the next flush
+                log.warning("summaries_flush_failed", learner=learner.name, code=exc.code)
         return await self.store.learners()
 
     def open_learners(self) -> list[Learner]:

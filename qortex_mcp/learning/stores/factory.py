@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from qortex_mcp.config import Settings
 from qortex_mcp.learning.stores.base import LearningStore
 from qortex_mcp.learning.stores.json import JsonLearningStore
@@ -15,7 +17,11 @@ __all__ = ["default_signer", "open_store"]
 def open_store(settings: Settings) -> LearningStore:
     """An uninitialized store of the configured kind (``await store.initialize()`` next)."""
     if settings.store == "sqlite":
-        return SqliteLearningStore(settings.sqlite_path, synchronous=settings.sqlite_synchronous)
+        # QORTEX_TEST_FAULTS: deliberate bugs the reliability suite must catch (tests only).
+        faults = frozenset(f.strip() for f in os.environ.get("QORTEX_TEST_FAULTS", "").split(",")
+                           if f.strip())
+        return SqliteLearningStore(settings.sqlite_path, synchronous=settings.sqlite_synchronous,
+                                   _faults=faults)
     if settings.store == "json":
         return JsonLearningStore(settings.json_path)
     if settings.store == "memory":
