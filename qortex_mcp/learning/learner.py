@@ -146,6 +146,7 @@ class Learner:
         self._refresh_interval = refresh_interval_s
         self._flush_interval = flush_interval_s
         self._closed = False
+        self._ensured = False
         self._tasks: list[asyncio.Task[None]] = []
         # Slots: arm id -> index into the arrays below.
         self._index: dict[str, int] = {}
@@ -217,7 +218,6 @@ class Learner:
                       refresh_interval_s, flush_interval_s)
         try:
             await store.initialize()
-            await store.ensure_learner(config.name, config.describe())
             for arm, prior in config.arm_priors.items():
                 learner._set_prior(learner._slot(arm), prior, persist=False)
             await learner._sync()
@@ -308,6 +308,13 @@ class Learner:
         self._custom_prior.add(slot)
         if persist:
             self._pending_priors[slot] = prior
+
+    async def _ensure_stored(self) -> None:
+        """Record the learner in the store before its first write, not at ``create``: a call
+        refused for bad input must leave the store exactly as it was."""
+        if not self._ensured:
+            await self.store.ensure_learner(self.name, self.config.describe())
+            self._ensured = True
 
     # --- select ----------------------------------------------------------------------------
 
@@ -664,6 +671,7 @@ class Learner:
             return []
         now = time.time()
         rows = [self._prepare(o, now) for o in outcomes]
+        await self._ensure_stored()
         result = await self.store.apply(self.name, rows, self._half_life)
         for status, row, standing in zip(result.statuses, rows, result.standing, strict=True):
             if status == "conflict":
@@ -757,6 +765,7 @@ class Learner:
         self._pending, self._pending_priors = {}, {}
         self._pending_selections = self._pending_explored = 0
         try:
+            await self._ensure_stored()
             await self.store.record_selections(
                 self.name,
                 {self._ids[s]: (n, float(self._last_sel[s])) for s, n in pending.items()},
@@ -914,6 +923,7 @@ class Learner:
             math.isfinite(factor) and 0.0 <= factor <= 1.0
         ):
             raise InvalidInput(f"factor must be a number in [0, 1], got {preview(factor)}")
+        await self._ensure_stored()
         rows = await self.store.decay(self.name, arm, float(factor), time.time())
         self._absorb(rows)
         log.info("decay", learner=self.name, arm=arm or "*", factor=factor)
@@ -930,6 +940,8 @@ class Learner:
         self._check_open()
         ctx = canonical_context(context)
         arms = None if arm_ids is None else [self._ids[s] for s in self._slots_for(arm_ids)]
+        if not dry_run:
+            await self._ensure_stored()
         touched, rows, removed = await self.store.reset(
             self.name, arms, None if ctx is None else ctx.key, time.time(), dry_run
         )

@@ -483,3 +483,16 @@ async def test_select_draws_one_sample_per_candidate_without_touching_the_store(
     assert len(await store.events(learner.name)) == events
     assert np.isfinite([p.mean for p in await learner.posteriors()]).all()
     await learner.close()
+
+
+async def test_a_refused_first_call_leaves_no_trace_in_the_store(store: LearningStore) -> None:
+    learner = await make(store, name="fresh")
+    with pytest.raises(InvalidName):
+        await learner.select(["ok", "bad\x00id"])
+    with pytest.raises(InvalidReward):
+        await learner.observe(ArmOutcome("ok", reward=2.0))
+    await learner.flush()
+    assert "fresh" not in {s.name for s in await store.learners()}
+    await learner.observe(ArmOutcome("ok", reward=1.0))
+    assert "fresh" in {s.name for s in await store.learners()}
+    await learner.close()

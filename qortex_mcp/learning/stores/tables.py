@@ -79,7 +79,7 @@ class Tables:
         return ArmRow(arm, row[0], row[1], int(row[2]), row[3], int(row[4]))
 
     def snapshot(self, learner: str) -> LearnerSnapshot:
-        rec = self._get(learner)
+        rec = self.learners.get(learner) or _Learner(config="{}")  # reading creates nothing
         return LearnerSnapshot(
             name=learner,
             evidence=tuple(self._ev(k, r) for k, r in rec.evidence.items()),
@@ -90,7 +90,7 @@ class Tables:
         )
 
     def changes(self, learner: str, cursor: int) -> tuple[int, list[EvidenceRow], list[ArmRow]]:
-        rec = self._get(learner)
+        rec = self.learners.get(learner) or _Learner(config="{}")
         if rec.version <= cursor:
             return rec.version, [], []
         ev = [self._ev(k, r) for k, r in rec.evidence.items() if r[5] > cursor]
@@ -221,11 +221,12 @@ class Tables:
         return [e for e in self.events.get(learner, []) if e.seq > after_seq][:limit]
 
     def contexts(self, learner: str, keys: Sequence[str]) -> dict[str, str]:
-        rec = self._get(learner)
-        return {k: rec.contexts[k] for k in keys if k in rec.contexts}
+        rec = self.learners.get(learner)
+        return {} if rec is None else {k: rec.contexts[k] for k in keys if k in rec.contexts}
 
     def evidence(self, learner: str) -> list[EvidenceRow]:
-        return [self._ev(k, r) for k, r in self._get(learner).evidence.items()]
+        rec = self.learners.get(learner)
+        return [] if rec is None else [self._ev(k, r) for k, r in rec.evidence.items()]
 
     # --- serialisation (the JSON store's file format) --------------------------------------
 
