@@ -106,8 +106,11 @@ def _feedback(rt: QortexRuntime) -> Any:
         """Report how the chosen arms worked: ALWAYS call after acting on select or rerank,
         quoting its selection_id, good outcome or bad. Safe to retry (duplicates count once)."""
         pairs = _pairs(outcomes, arm_id, outcome)
-        # A selection was made by an existing learner; only bare feedback may start one.
-        lrn = await rt.learner(learner, create=selection_id is None)
+        if selection_id is not None:
+            # A genuine id proves its learner exists, maybe only on the instance that made the
+            # selection so far; a forged one is refused before any learner is opened for it.
+            (await rt.registry()).signer.verify(selection_id, learner)
+        lrn = await rt.learner(learner)
         kind, answers = await _apply(lrn, selection_id, pairs, context, idempotency_key,
                                      clicks_only)
         arms = [ArmFeedback.model_validate(a) for a in answers]

@@ -99,8 +99,9 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("qortex_metrics", {"learner": "nobody"}, "UNKNOWN_LEARNER"),
     ("qortex_decay", {"learner": "nobody", "factor": 0.5}, "UNKNOWN_LEARNER"),
     ("qortex_reset", {"learner": "nobody", "confirm": True}, "UNKNOWN_LEARNER"),
+    # a selection quoted to a learner that did not make it, existing or not
     ("qortex_feedback", {"learner": "nobody", "selection_id": SEL, "outcomes": {"b": 1}},
-     "UNKNOWN_LEARNER"),
+     "INVALID_SELECTION"),
     ("qortex_posteriors", {"arm_ids": ["zzz"]}, "UNKNOWN_ARM"),
     ("qortex_decay", {"factor": 0.5, "arm_id": "zzz"}, "UNKNOWN_ARM"),
     ("qortex_reset", {"arm_ids": ["zzz"], "confirm": True}, "UNKNOWN_ARM"),
