@@ -27,6 +27,7 @@ import os
 import re
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,8 @@ MAX_TOKEN_CHARS: Final = 96 * 1024
 MAX_OFFERED: Final = 256
 """A select of at most this many candidates signs them all, so feedback may name any."""
 _MEAN_SCALE: Final = 10_000
+_REMEMBERED: Final = 1024
+_REMEMBER_CHARS: Final = 4096
 _PREFIX: Final = "q1"
 _TAG_CHARS: Final = 43  # base64url of 32 bytes, unpadded
 _SHAPE: Final = re.compile(r"q1\.([0-9a-f]{8})\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]{43})")
@@ -119,6 +122,10 @@ class SelectionSigner:
         self._kid = hashlib.sha256(keys[0]).hexdigest()[:8]
         self._key = keys[0]
         self.ttl_ms = int(ttl_s * 1000)
+        # Authentic ids seen lately: one feedback call checks its id more than once (the
+        # server routes by kind, the learner checks arms). Learner and expiry are checked on
+        # every call; only the signature and parsing are remembered.
+        self._authentic: OrderedDict[str, SelectionClaims] = OrderedDict()
 
     @classmethod
     def random(cls) -> SelectionSigner:
@@ -169,6 +176,29 @@ class SelectionSigner:
         """
         if not isinstance(token, str):
             raise InvalidSelection("selection_id must be a string")
+        claims = self._authentic.get(token)
+        if claims is None:
+            claims = self._authenticate(token)
+            if len(token) <= _REMEMBER_CHARS:
+                self._authentic[token] = claims
+                if len(self._authentic) > _REMEMBERED:
+                    self._authentic.popitem(last=False)
+        if claims.learner != learner:
+            raise InvalidSelection(
+                "selection_id belongs to another learner; send feedback to the learner "
+                "that made the selection"
+            )
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        if claims.issued_ms - now > _FUTURE_SKEW_MS:
+            raise InvalidSelection("selection_id is dated in the future")
+        if self.ttl_ms and now - claims.issued_ms > self.ttl_ms:
+            raise SelectionExpired(
+                f"selection_id is older than {self.ttl_ms // 1000} s; select again"
+            )
+        return claims
+
+    def _authenticate(self, token: str) -> SelectionClaims:
+        """Shape, key, canonical base64 and a constant-time tag check, then parse."""
         if len(token) > MAX_TOKEN_CHARS:
             raise InvalidSelection("selection_id is too long to be one this server issued")
         match = _SHAPE.fullmatch(token)
@@ -198,18 +228,6 @@ class SelectionSigner:
             )
         except (ValueError, KeyError, TypeError):  # signed by us, so only a format change
             raise InvalidSelection("selection_id payload is not understood") from None
-        if claims.learner != learner:
-            raise InvalidSelection(
-                "selection_id belongs to another learner; send feedback to the learner "
-                "that made the selection"
-            )
-        now = int(time.time() * 1000) if now_ms is None else now_ms
-        if claims.issued_ms - now > _FUTURE_SKEW_MS:
-            raise InvalidSelection("selection_id is dated in the future")
-        if self.ttl_ms and now - claims.issued_ms > self.ttl_ms:
-            raise SelectionExpired(
-                f"selection_id is older than {self.ttl_ms // 1000} s; select again"
-            )
         return claims
 
 

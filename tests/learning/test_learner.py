@@ -496,3 +496,19 @@ async def test_a_refused_first_call_leaves_no_trace_in_the_store(store: Learning
     await learner.observe(ArmOutcome("ok", reward=1.0))
     assert "fresh" in {s.name for s in await store.learners()}
     await learner.close()
+
+
+async def test_a_remembered_selection_id_is_still_checked_for_learner_and_age(
+    store: LearningStore,
+) -> None:
+    signer = SelectionSigner([b"r" * 32], ttl_s=60)
+    token, claims = signer.issue("t", None, ["a"])
+    assert signer.verify(token, "t") == claims  # authenticated, then remembered
+    assert signer.verify(token, "t") == claims
+    with pytest.raises(InvalidSelection, match="another learner"):
+        signer.verify(token, "u")
+    with pytest.raises(SelectionExpired):
+        signer.verify(token, "t", now_ms=claims.issued_ms + 61_000)
+    altered = token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
+    with pytest.raises(InvalidSelection):
+        signer.verify(altered, "t")
