@@ -10,6 +10,7 @@ from pydantic import Field
 
 from qortex_mcp.errors import InvalidInput
 from qortex_mcp.learning import ArmOutcome, FeedbackResult, Learner
+from qortex_mcp.learning.validation import check_name
 from qortex_mcp.rerank import PosteriorReranker
 from qortex_mcp.runtime import QortexRuntime
 from qortex_mcp.schemas import ArmFeedback, FeedbackOutput, RerankOutput, SelectOutput
@@ -109,6 +110,7 @@ def _feedback(rt: QortexRuntime) -> Any:
         if selection_id is not None:
             # A genuine id proves its learner exists, maybe only on the instance that made the
             # selection so far; a forged one is refused before any learner is opened for it.
+            check_name(learner, "learner name")  # a bad name is INVALID_NAME, as elsewhere
             (await rt.registry()).signer.verify(selection_id, learner)
         lrn = await rt.learner(learner)
         kind, answers = await _apply(lrn, selection_id, pairs, context, idempotency_key,
