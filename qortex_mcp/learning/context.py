@@ -48,11 +48,6 @@ class CanonicalContext:
         self.key = key
         self.body = body
 
-    def as_object(self) -> dict[str, Any]:
-        value = json.loads(self.body)
-        assert isinstance(value, dict)
-        return value
-
 
 def _check_depth(value: object, depth: int) -> None:
     if depth > MAX_CONTEXT_DEPTH:

@@ -84,7 +84,6 @@ IntArray = npt.NDArray[np.int64]
 _CACHE_SIZE: Final = 64
 _get_id = attrgetter("id")
 _get_prior = attrgetter("prior")
-_get_cost = attrgetter("token_cost")
 MAX_K: Final = 1000
 
 

@@ -96,13 +96,6 @@ class SelectionClaims:
         """Whether feedback for ``arm`` may quote this selection."""
         return arm in self.arms or arm in self.offered
 
-    def rank_of(self, arm: str) -> int | None:
-        """1-based rank the arm was shown at, or None if it was not shown."""
-        try:
-            return self.arms.index(arm) + 1
-        except ValueError:
-            return None
-
 
 class SelectionSigner:
     """Issues and verifies selection ids with HMAC-SHA256.

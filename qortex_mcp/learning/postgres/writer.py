@@ -13,27 +13,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from qortex_mcp.errors import StoreBusy, StoreError
 from qortex_mcp.learning.postgres.errors import translate
 from qortex_mcp.learning.postgres.runner import Runner
-from qortex_mcp.learning.stores.decisions import decide
+from qortex_mcp.learning.stores.decisions import ApplyRequest, decide
 from qortex_mcp.learning.types import GLOBAL_CONTEXT, ApplyResult, EvidenceRow, FeedbackRow
 from qortex_mcp.logging import get_logger
 
 __all__ = ["FeedbackWriter"]
 
 log = get_logger(__name__)
-
-
-@dataclass
-class _Apply:
-    learner: str
-    rows: Sequence[FeedbackRow]
-    half_life_s: float | None
-    future: asyncio.Future[ApplyResult]
 
 
 class FeedbackWriter:
@@ -43,7 +34,7 @@ class FeedbackWriter:
         self._runner = runner
         self._sql = runner.sql
         self.max_batch = max_batch
-        self._queue: asyncio.Queue[_Apply | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[ApplyRequest | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -60,7 +51,7 @@ class FeedbackWriter:
         self, learner: str, rows: Sequence[FeedbackRow], half_life_s: float | None
     ) -> ApplyResult:
         fut: asyncio.Future[ApplyResult] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Apply(learner, rows, half_life_s, fut))
+        self._queue.put_nowait(ApplyRequest(learner, rows, half_life_s, fut))
         timeout_s = self._runner.timeout_s
         try:
             async with asyncio.timeout(timeout_s):
@@ -86,7 +77,7 @@ class FeedbackWriter:
             if stop:
                 return
 
-    async def _commit(self, batch: list[_Apply]) -> None:
+    async def _commit(self, batch: list[ApplyRequest]) -> None:
         try:
             results, _ = await self._runner.write(
                 [req.learner for req in batch], "saving feedback",
@@ -117,7 +108,7 @@ class FeedbackWriter:
                 req.future.set_result(result)
 
     async def _apply(
-        self, conn: Any, batch: list[_Apply], versions: dict[str, int]
+        self, conn: Any, batch: list[ApplyRequest], versions: dict[str, int]
     ) -> tuple[list[ApplyResult], bool]:
         # 1. Every answer already given for these keys (committed: we hold the locks now).
         pairs = sorted({(req.learner, r.key) for req in batch for r in req.rows})

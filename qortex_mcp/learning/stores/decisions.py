@@ -5,12 +5,23 @@ writes only the fresh rows.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from qortex_mcp.learning.types import FeedbackRow, RowStatus
+from qortex_mcp.learning.types import ApplyResult, FeedbackRow, RowStatus
 
-__all__ = ["Decision", "decide"]
+__all__ = ["ApplyRequest", "Decision", "decide"]
+
+
+@dataclass
+class ApplyRequest:
+    """One queued ``apply`` call of a group-committing writer, answered through ``future``."""
+
+    learner: str
+    rows: Sequence[FeedbackRow]
+    half_life_s: float | None
+    future: asyncio.Future[ApplyResult]
 
 
 @dataclass

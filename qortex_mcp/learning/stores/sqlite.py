@@ -48,7 +48,7 @@ from qortex_mcp.learning.stores.base import (
     LearnerSummary,
     StoreInfo,
 )
-from qortex_mcp.learning.stores.decisions import decide
+from qortex_mcp.learning.stores.decisions import ApplyRequest, decide
 from qortex_mcp.learning.types import (
     GLOBAL_CONTEXT,
     ApplyResult,
@@ -184,14 +184,6 @@ def _translate(exc: sqlite3.Error, doing: str) -> StoreError:
 
 
 @dataclass
-class _Apply:
-    learner: str
-    rows: Sequence[FeedbackRow]
-    half_life_s: float | None
-    future: asyncio.Future[ApplyResult]
-
-
-@dataclass
 class _Job:
     run: Callable[[aiosqlite.Connection], Awaitable[Any]]
     future: asyncio.Future[Any]
@@ -237,7 +229,7 @@ class SqliteLearningStore:
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._read_lock = asyncio.Lock()
-        self._queue: asyncio.Queue[_Apply | _Job | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[ApplyRequest | _Job | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._init_lock = asyncio.Lock()
@@ -400,7 +392,7 @@ class SqliteLearningStore:
         if not job.future.done():
             job.future.set_result(result)
 
-    async def _run_batch(self, batch: list[_Apply]) -> None:
+    async def _run_batch(self, batch: list[ApplyRequest]) -> None:
         conn = self._writer
         assert conn is not None
         try:
@@ -441,7 +433,7 @@ class SqliteLearningStore:
     async def _apply_batch(
         self,
         conn: aiosqlite.Connection,
-        batch: list[_Apply],
+        batch: list[ApplyRequest],
         stale: dict[tuple[str, str, str], tuple[float, float, int, float]] | None = None,
     ) -> list[ApplyResult]:
         # 1. Decide every row's status under the write lock: nobody else can insert now.
@@ -538,7 +530,7 @@ class SqliteLearningStore:
     ) -> ApplyResult:
         self._check_open()
         fut: asyncio.Future[ApplyResult] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Apply(learner, rows, half_life_s, fut))
+        await self._queue.put(ApplyRequest(learner, rows, half_life_s, fut))
         return await fut
 
     async def ensure_learner(self, learner: str, config_json: str) -> None:
