@@ -267,7 +267,7 @@ class SqliteLearningStore:
                 ) from exc
             try:
                 self._writer = await self._connect()
-                mode = await self._fetchone(self._writer, "PRAGMA journal_mode = WAL")
+                mode = await self._enable_wal(self._writer)
                 if mode is None or str(mode[0]).lower() != "wal":
                     raise StoreUnavailable("SQLite refused WAL mode for the store file")
                 await self._create_schema(self._writer)
@@ -281,6 +281,27 @@ class SqliteLearningStore:
             self._task = asyncio.create_task(self._write_loop(), name="qortex-sqlite-writer")
             log.debug("store_opened", store="sqlite", path=str(self.path),
                       synchronous=self.synchronous)
+
+    async def _enable_wal(self, conn: aiosqlite.Connection) -> tuple[Any, ...] | None:
+        """``PRAGMA journal_mode = WAL``, retried while another process holds the file.
+
+        Switching a fresh file to WAL needs an exclusive lock, and SQLite answers BUSY at
+        once there instead of calling the busy handler: two processes opening a new store
+        at the same moment would otherwise see "database is locked" from one of them.
+        """
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        pause = 0.002
+        while True:
+            try:
+                return await self._fetchone(conn, "PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError as exc:
+                code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+                if code not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or (
+                    time.monotonic() + pause > deadline
+                ):
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
     async def _create_schema(self, conn: aiosqlite.Connection) -> None:
         await conn.execute("BEGIN IMMEDIATE")
