@@ -52,6 +52,7 @@ from qortex_mcp.learning.context import CanonicalContext, canonical_context
 from qortex_mcp.learning.replay import replay_events
 from qortex_mcp.learning.stats import beta_interval
 from qortex_mcp.learning.stores.base import LearningStore
+from qortex_mcp.learning.strategies import default_generator
 from qortex_mcp.learning.tokens import MAX_OFFERED, SelectionClaims, SelectionSigner
 from qortex_mcp.learning.types import (
     GLOBAL_CONTEXT,
@@ -69,6 +70,7 @@ from qortex_mcp.learning.types import (
     ScoredArm,
     SelectionResult,
     ToolExecution,
+    scored_arm,
 )
 from qortex_mcp.learning.validation import check_name, check_prior, check_reward, check_weight
 from qortex_mcp.logging import get_logger
@@ -96,10 +98,10 @@ class _Candidates:
 
 @dataclass(slots=True)
 class _Recent:
-    """The previous select's candidates as given, their ids and slots, and whether any
-    candidate carried a prior."""
+    """The previous select's candidates as given (a copy, when a list), their ids and
+    slots, and whether any candidate carried a prior."""
 
-    given: tuple[Any, ...]
+    given: Sequence[Any]
     ids: Sequence[str]
     slots: IntArray
     priors: bool
@@ -155,6 +157,10 @@ class Learner:
         self._b0: FloatArray = np.full(cap, config.prior[1])
         self._s: FloatArray = np.zeros(cap)
         self._f: FloatArray = np.zeros(cap)
+        # a0 + s and b0 + f: the posterior without half-life decay, kept in step by every
+        # write (_absorb, _absorb_arms, _set_prior) so select gathers two arrays, not four.
+        self._alpha: FloatArray = self._a0.copy()
+        self._beta: FloatArray = self._b0.copy()
         self._t: FloatArray = np.zeros(cap)
         self._rsum: FloatArray = np.zeros(cap)
         self._n: IntArray = np.zeros(cap, dtype=np.int64)
@@ -213,7 +219,7 @@ class Learner:
                 store = open_store(settings)
             if signer is None:
                 signer = default_signer(settings, store, config.selection_ttl_s)
-        learner = cls(config, store, signer, rng or np.random.default_rng(config.seed), owns,
+        learner = cls(config, store, signer, rng or default_generator(config.seed), owns,
                       refresh_interval_s, flush_interval_s)
         try:
             await store.initialize()
@@ -283,6 +289,8 @@ class Learner:
         self._a0 = grow(self._a0, self.config.prior[0])
         self._b0 = grow(self._b0, self.config.prior[1])
         self._s, self._f = grow(self._s, 0.0), grow(self._f, 0.0)
+        self._alpha = grow(self._alpha, self.config.prior[0])
+        self._beta = grow(self._beta, self.config.prior[1])
         self._t, self._rsum = grow(self._t, 0.0), grow(self._rsum, 0.0)
         self._n, self._v = grow(self._n, 0), grow(self._v, -1)
         self._sel, self._last_sel = grow(self._sel, 0), grow(self._last_sel, np.nan)
@@ -304,9 +312,14 @@ class Learner:
         if self._a0[slot] == prior[0] and self._b0[slot] == prior[1]:
             return
         self._a0[slot], self._b0[slot] = prior
+        self._refit(slot)
         self._custom_prior.add(slot)
         if persist:
             self._pending_priors[slot] = prior
+
+    def _refit(self, slot: int) -> None:
+        self._alpha[slot] = self._a0[slot] + self._s[slot]
+        self._beta[slot] = self._b0[slot] + self._f[slot]
 
     async def _ensure_stored(self) -> None:
         """Record the learner in the store before its first write, not at ``create``: a call
@@ -324,21 +337,24 @@ class Learner:
             raise InvalidCandidates(
                 f"at most {self.config.max_candidates} candidates per call, got {len(arms)}"
             )
-        given = tuple(arms)
         recent = self._recent
         # Fastest path: the same candidates as the previous call (a caller reusing its list
-        # of ids, or of Arms, which are frozen). Comparing tuples of the very same objects
-        # costs about 1 ns per candidate (identity first), hashing them 3+ ns and two
-        # lookups. The first-element identity test keeps lists of new but equal Arm objects
-        # off this path, where the comparison would call Arm.__eq__ per candidate.
-        if recent is not None and (
-            type(given[0]) is str or given[0] is recent.given[0]
-        ) and given == recent.given:
+        # of ids, or of Arms, which are frozen). Comparing two lists of the very same
+        # objects costs under 1 ns per candidate (identity first; tuples compare several
+        # times slower), hashing them 3+ ns and two lookups. The first-element identity
+        # test keeps lists of new but equal Arm objects off this path, where the comparison
+        # would call Arm.__eq__ per candidate.
+        if recent is not None and type(arms) is type(recent.given) and (
+            type(arms[0]) is str or arms[0] is recent.given[0]
+        ) and arms == recent.given:
             if recent.priors:
                 self._apply_arm_priors(arms, recent.slots)
             return _Candidates(recent.ids, recent.slots, arms)
+        given = tuple(arms)
         cands, priors = self._lookup(arms, given)
-        self._recent = _Recent(given, cands.ids, cands.slots, priors)
+        # The caller may change its list later: keep a copy, in the type it came in.
+        kept: Sequence[Any] = list(arms) if type(arms) is list else given
+        self._recent = _Recent(kept, cands.ids, cands.slots, priors)
         return cands
 
     def _lookup(
@@ -482,12 +498,14 @@ class Learner:
         cands = self._resolve(arms)
         slots = cands.slots
         now = time.time()
-        s, f = self._evidence(slots, ctx, now)
-        alpha = self._a0[slots] + s
-        beta = self._b0[slots] + f
+        if ctx is None and self._half_life is None:
+            alpha, beta = self._alpha[slots], self._beta[slots]
+        else:
+            s, f = self._evidence(slots, ctx, now)
+            alpha, beta = self._a0[slots] + s, self._b0[slots] + f
         scores = self._strategy.scores(alpha, beta, self._rng)
         count = slots.shape[0]
-        # Positions best first, as Python ints (ndarray methods: no fromnumeric wrappers).
+        # Positions best first, as Python ints; ties go to the earlier candidate.
         chosen: list[int]
         if token_budget is not None:
             chosen = self._fit_budget(cands, scores, k, token_budget).tolist()
@@ -496,35 +514,25 @@ class Learner:
         elif k == 1:
             chosen = [int(scores.argmax())]
         else:
-            part = np.argpartition(-scores, k - 1)[:k]
-            chosen = part[np.argsort(-scores[part], kind="stable")].tolist()
-        means = alpha / (alpha + beta)
-        explored = chosen[0] != int(means.argmax())
+            top = scores.argpartition(count - k)[count - k:]
+            # k (negated score, position) pairs sort natively: no key function, no numpy
+            # call per element.
+            pairs = zip((-scores[top]).tolist(), top.tolist(), strict=True)
+            chosen = [p for _, p in sorted(pairs)]
+        explored = chosen[0] != int((alpha / (alpha + beta)).argmax())
         ids = cands.ids
         offered: list[str] = []
         if count <= MAX_OFFERED and count > len(chosen):
             taken = set(chosen)
             offered = [ids[p] for p in range(count) if p not in taken]
-        token, _ = self._signer.issue(self.name, ctx.body if ctx else None,
-                                      [ids[p] for p in chosen], "select", offered)
-        # Bulk conversions: one gather + tolist per field beats per-element numpy scalars.
-        picked = slots[chosen]
-        sc, mn = scores[chosen].tolist(), means[chosen].tolist()
-        al, be = alpha[chosen].tolist(), beta[chosen].tolist()
-        given = cands.arms
-        selected = []
-        for i, pos in enumerate(chosen):
-            arm = given[pos]
-            real = isinstance(arm, Arm)
-            selected.append(ScoredArm(
-                id=ids[pos], score=sc[i], mean=mn[i], alpha=al[i], beta=be[i], rank=i + 1,
-                token_cost=arm.token_cost if real else None,  # type: ignore[union-attr]
-                metadata=arm.metadata if real else None,  # type: ignore[union-attr]
-            ))
-        self._sel[picked] += 1  # positions are distinct, so fancy += counts each once
-        self._last_sel[picked] = now
-        pending = self._pending
-        for slot in picked.tolist():
+        token = self._signer.sign(self.name, ctx.body if ctx else None,
+                                  [ids[p] for p in chosen], "select", offered)
+        selected = self._scored(cands, chosen, scores, alpha, beta)
+        pending, sel, last_sel = self._pending, self._sel, self._last_sel
+        slot_at = slots.item
+        for slot in map(slot_at, chosen):
+            sel[slot] += 1
+            last_sel[slot] = now
             pending[slot] = pending.get(slot, 0) + 1
         self._selections += 1
         self._pending_selections += 1
@@ -535,11 +543,26 @@ class Learner:
             log.debug("select", learner=self.name, candidates=count, arms=[a.id for a in selected],
                       explored=explored,
                       latency_ms=round((time.perf_counter() - started) * 1e3, 3))
-        return SelectionResult(
-            selected=tuple(selected), selection_id=token, learner=self.name,
-            context_key=ctx.key if ctx else GLOBAL_CONTEXT, strategy=self._strategy.name,
-            explored=explored, candidates=count,
-        )
+        return SelectionResult(selected, token, self.name, ctx.key if ctx else GLOBAL_CONTEXT,
+                               self._strategy.name, explored, count)
+
+    @staticmethod
+    def _scored(
+        cands: _Candidates, chosen: list[int], scores: FloatArray, alpha: FloatArray,
+        beta: FloatArray,
+    ) -> tuple[ScoredArm, ...]:
+        ids, given = cands.ids, cands.arms
+        score, alpha_at, beta_at = scores.item, alpha.item, beta.item
+        out = []
+        for i, pos in enumerate(chosen):
+            arm = given[pos]
+            a, b = alpha_at(pos), beta_at(pos)
+            if type(arm) is str:
+                out.append(scored_arm(ids[pos], score(pos), a / (a + b), a, b, i + 1, None, None))
+            else:
+                out.append(scored_arm(ids[pos], score(pos), a / (a + b), a, b, i + 1,
+                                      arm.token_cost, arm.metadata))  # type: ignore[union-attr]
+        return tuple(out)
 
     @staticmethod
     def _fit_budget(
@@ -709,6 +732,7 @@ class Learner:
                     continue
                 self._s[slot], self._f[slot], self._t[slot] = row.s, row.f, row.t
                 self._n[slot], self._rsum[slot], self._v[slot] = row.n, row.rsum, row.v
+                self._refit(slot)
             else:
                 table = self._ctx.setdefault(row.ctx, {})
                 cur = table.get(slot)
@@ -721,6 +745,7 @@ class Learner:
             slot = self._slot(row.arm)
             if row.a0 is not None and row.b0 is not None and slot not in self._pending_priors:
                 self._a0[slot], self._b0[slot] = row.a0, row.b0
+                self._refit(slot)
                 self._custom_prior.add(slot)
             self._sel[slot] = row.selections + self._pending.get(slot, 0)
             if row.last_selected is not None:

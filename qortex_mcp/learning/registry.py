@@ -16,6 +16,7 @@ from qortex_mcp.errors import ClosedError, LimitExceeded, StoreError, UnknownLea
 from qortex_mcp.learning.config import LearnerConfig
 from qortex_mcp.learning.learner import Learner
 from qortex_mcp.learning.stores.base import LearnerSummary, LearningStore
+from qortex_mcp.learning.strategies import default_generator
 from qortex_mcp.learning.tokens import SelectionSigner
 from qortex_mcp.learning.validation import check_name
 from qortex_mcp.logging import get_logger
@@ -95,7 +96,7 @@ class LearnerRegistry:
                 raise UnknownLearner(f"no learner named {preview(name)}; select creates one")
             if len(self._learners) >= self._max:
                 raise LimitExceeded(f"at most {self._max} learners per server")
-            rng = np.random.default_rng(self._seeds.spawn(1)[0])
+            rng = default_generator(self._seeds.spawn(1)[0])
             learner = await Learner.create(self.config_for(name), self.store, signer=self.signer,
                                            rng=rng, refresh_interval_s=self._refresh)
             self._learners[name] = learner

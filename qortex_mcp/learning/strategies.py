@@ -15,7 +15,13 @@ import numpy.typing as npt
 
 from qortex_mcp.errors import ConfigError, preview
 
-__all__ = ["LearningStrategy", "PosteriorMean", "ThompsonSampling", "strategy_by_name"]
+__all__ = [
+    "LearningStrategy",
+    "PosteriorMean",
+    "ThompsonSampling",
+    "default_generator",
+    "strategy_by_name",
+]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -32,24 +38,30 @@ class LearningStrategy(Protocol):
 class ThompsonSampling:
     """Beta-Bernoulli Thompson Sampling: one exact posterior draw per arm.
 
-    Arms still at Beta(1, 1) are drawn as U(0, 1) (the same distribution, several times
-    cheaper than numpy's Beta sampler, which uses a slow rejection method for a, b <= 1).
+    A draw is ``X / (X + Y)`` with ``X ~ Gamma(alpha)`` and ``Y ~ Gamma(beta)``, all gamma
+    variates of a call taken in one vectorised ``standard_gamma`` (the same construction
+    ``Generator.beta`` uses per element for ``max(alpha, beta) > 1``, without its
+    per-element dispatch: about 15% cheaper). When every candidate is still at Beta(1, 1)
+    (a fresh learner) the draws are U(0, 1): the same distribution, several times cheaper.
     """
 
     name = "thompson"
 
     def scores(self, alpha: FloatArray, beta: FloatArray, rng: np.random.Generator) -> FloatArray:
         size: int = alpha.shape[0]
-        flat = (alpha == 1.0) & (beta == 1.0)
-        n_flat = int(np.count_nonzero(flat))
-        if n_flat == 0:
-            return rng.beta(alpha, beta)
-        if n_flat == size:
+        shapes = np.concatenate((alpha, beta))
+        if not np.count_nonzero(shapes != 1.0):
             return rng.random(size)
-        out = rng.random(size)
-        rest = ~flat
-        out[rest] = rng.beta(alpha[rest], beta[rest])
-        return out
+        draws = rng.standard_gamma(shapes)
+        x = draws[:size]
+        total = x + draws[size:]
+        if not total.all():
+            # Both variates underflowed to 0.0 (shapes far below 1, e.g. a 1e-6 prior):
+            # numpy's Beta sampler handles that case in log space.
+            zero = total == 0.0
+            x[zero] = rng.beta(alpha[zero], beta[zero])
+            total[zero] = 1.0
+        return np.divide(x, total, out=x)
 
 
 class PosteriorMean:
@@ -66,6 +78,16 @@ _BY_NAME: Final[dict[str, type[ThompsonSampling] | type[PosteriorMean]]] = {
     "thompson": ThompsonSampling,
     "mean": PosteriorMean,
 }
+
+
+def default_generator(seed: int | np.random.SeedSequence | None = None) -> np.random.Generator:
+    """The learner's random generator when none is injected: numpy's SFC64 bit generator.
+
+    SFC64 passes the same statistical test batteries as numpy's default PCG64 and is
+    faster; gamma draws, the bulk of a Thompson sample, cost about 15% less with it.
+    Selections are reproducible for a given seed (and differ from ``default_rng(seed)``).
+    """
+    return np.random.Generator(np.random.SFC64(seed))
 
 
 def strategy_by_name(name: str) -> LearningStrategy:
