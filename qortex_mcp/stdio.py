@@ -2,9 +2,11 @@
 
 The SDK reads stdin in a worker thread blocked in ``read()``, which no cancellation can
 interrupt: a server told to stop while its client is idle would hang until the next
-message. So stdin is relayed through a pipe this process owns. A signal ends the relay,
-the SDK sees an ordinary end of input, and the server shuts down along the same path as a
-client disconnect: in-flight calls end, the lifespan exits, the registry closes.
+message. So stdin is relayed through a pipe this process owns. On a signal the server
+first lets the requests in progress answer (up to ``GRACE_S``: a feedback that committed
+gets its acknowledgement), then ends the relay; the SDK sees an ordinary end of input, and
+the server shuts down along the same path as a client disconnect: the lifespan exits, the
+registry closes.
 """
 
 from __future__ import annotations
@@ -22,13 +24,17 @@ import anyio
 from mcp.server.mcpserver import MCPServer
 
 from qortex_mcp.logging import get_logger
+from qortex_mcp.tools.boundary import IN_FLIGHT
 
 __all__ = ["serve_stdio", "stdin_relay"]
 
 log = get_logger(__name__)
 
 GRACE_S: Final = 3.0
-"""After a signal, how long the transport may take to wind down before it is cancelled."""
+"""After a signal, how long requests in progress may take to answer, and then how long the
+transport may take to wind down before it is cancelled."""
+_QUIET_S: Final = 0.05
+"""No request in progress for this long: every answer has been written out."""
 _CHUNK: Final = 1 << 16
 
 
@@ -84,6 +90,23 @@ def stdin_relay() -> Iterator[Callable[[], None]]:
             os.close(stop_w)
 
 
+async def _drain(limit_s: float) -> None:
+    """Wait until no request has been in progress for ``_QUIET_S`` (or ``limit_s``).
+
+    The quiet period covers a request still in the pipe when the signal came and the
+    moment between a handler returning and the SDK writing its answer.
+    """
+    deadline = anyio.current_time() + limit_s
+    quiet_since = anyio.current_time()
+    while (now := anyio.current_time()) < deadline:
+        if IN_FLIGHT.count:
+            quiet_since = now
+        elif now - quiet_since >= _QUIET_S:
+            return
+        await anyio.sleep(0.01)
+    log.warning("stdio_drain_timeout", in_flight=IN_FLIGHT.count)
+
+
 async def serve_stdio(server: MCPServer[Any]) -> str:
     """Serve over stdin/stdout until stdin closes or a signal; returns why it stopped."""
     stopped = "eof"
@@ -99,6 +122,7 @@ async def serve_stdio(server: MCPServer[Any]) -> str:
                         stopped = signal.Signals(signum).name
                         break
                 if end_input is not None:
+                    await _drain(GRACE_S)
                     end_input()  # the transport winds down as if the client had left
                     await anyio.sleep(GRACE_S)
                 tg.cancel_scope.cancel()

@@ -13,6 +13,9 @@ server carrying qortex tools gets one ``ToolBoundary`` middleware that, for thos
 3. answers an unexpected exception (which the SDK logged with its traceback) as
    ``INTERNAL_ERROR`` without any detail;
 4. logs one ``tool_call`` event: tool, learner, latency_ms, code.
+
+It also counts the requests in progress (``IN_FLIGHT``): the stdio transport waits for them
+to answer before it stops on a signal.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from qortex_mcp.errors import InvalidInput, InvalidReward, QortexError, preview
 from qortex_mcp.logging import get_logger
 
-__all__ = ["ERROR_META_KEY", "ToolBoundary", "guarded"]
+__all__ = ["ERROR_META_KEY", "IN_FLIGHT", "InFlight", "ToolBoundary", "guarded"]
 
 log = get_logger("qortex_mcp.tools")
 
@@ -48,6 +51,18 @@ _CODES: Final[Mapping[str, type[InvalidInput]]] = {"outcome_value": InvalidRewar
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class InFlight:
+    """How many requests this process's servers are handling right now."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+IN_FLIGHT: Final = InFlight()
 
 
 @dataclass
@@ -210,6 +225,15 @@ class ToolBoundary:
         self._specs[name] = spec
 
     async def __call__(
+        self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
+    ) -> HandlerResult:
+        IN_FLIGHT.count += 1
+        try:
+            return await self._handle(ctx, call_next)
+        finally:
+            IN_FLIGHT.count -= 1
+
+    async def _handle(
         self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
     ) -> HandlerResult:
         params = ctx.params
