@@ -168,13 +168,22 @@ _RESET_APPLY: Final = (
 )
 
 
+_BUSY: Final = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _primary_code(exc: sqlite3.Error) -> int | None:
+    """The primary result code (extended codes carry it in the low byte), if the driver
+    gave one."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
 def _translate(exc: sqlite3.Error, doing: str) -> StoreError:
     """Map a driver error to the tree: retryable conditions get retryable codes."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    primary = code & 0xFF if isinstance(code, int) else None
+    primary = _primary_code(exc)
     if primary == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc):
         return StoreFull(f"the store's disk is full while {doing}; free space and retry")
-    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+    if primary in _BUSY:
         return StoreBusy(f"the database stayed locked by another writer while {doing}; retry")
     if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
         return CorruptState(f"the SQLite file is not a valid qortex database ({doing})")
@@ -295,8 +304,7 @@ class SqliteLearningStore:
             try:
                 return await self._fetchone(conn, "PRAGMA journal_mode = WAL")
             except sqlite3.OperationalError as exc:
-                code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-                if code not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or (
+                if _primary_code(exc) not in _BUSY or (
                     time.monotonic() + pause > deadline
                 ):
                     raise
