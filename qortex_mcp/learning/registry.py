@@ -137,7 +137,10 @@ class LearnerRegistry:
             if learner is not None:
                 self._learners.move_to_end(name)
                 return learner
-            if not create and name not in await self._stored_names(refresh=True):
+            # A name seen stored stays stored (learners are never deleted): only a miss
+            # reads the store's list again (a learner closed to make room reopens cheaply).
+            if not create and name not in await self._stored_names() and \
+                    name not in await self._stored_names(refresh=True):
                 raise UnknownLearner(f"no learner named {preview(name)}; select creates one")
             while len(self._learners) >= self._max:
                 if not await self._evict_one(keep=name):
