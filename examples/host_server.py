@@ -51,7 +51,8 @@ async def search_notes(query: str) -> dict[str, Any]:
          for nid, text in NOTES.items()),
         key=lambda hit: -hit["score"],
     )
-    ranked = await PosteriorReranker(await qortex.learner("notes")).rerank(hits)
+    async with qortex.use("notes") as learner:  # held open for the call
+        ranked = await PosteriorReranker(learner).rerank(hits)
     return {"learner": "notes", "selection_id": ranked.selection_id, "results": ranked.results}
 
 

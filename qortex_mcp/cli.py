@@ -49,6 +49,16 @@ def _setting_flags(parser: argparse.ArgumentParser, *, top: bool) -> None:
                        help="QORTEX_CONFIG: TOML file of learner settings")
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qortex-mcp",
@@ -69,12 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="HTTP address (default 127.0.0.1; others need QORTEX_HTTP_TOKEN)")
     serve.add_argument("--port", type=int, default=8765, help="HTTP port (0 picks a free one)")
     serve.add_argument("--path", default="/mcp", help="HTTP endpoint path")
-    command("status", "where the state lives and what it holds")
+    status = command("status", "where the state lives and what it holds")
+    status.add_argument("--limit", type=_positive, default=50,
+                        help="most learners to list (default 50)")
     inspect = command("inspect", "a learner's arms: posterior mean, credible interval, "
                       "pulls, reward rate")
     inspect.add_argument("learner")
     inspect.add_argument("--context", metavar="JSON", help="posteriors in this context")
-    inspect.add_argument("--limit", type=int, default=50, help="most arms to show")
+    inspect.add_argument("--limit", type=_positive, default=50, help="most arms to show")
     export = command("export", "write all events and state as JSON lines")
     export.add_argument("--learner", action="append", metavar="NAME",
                         help="only this learner (repeatable)")

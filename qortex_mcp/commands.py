@@ -38,7 +38,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
               file=sys.stderr if command == "export" else out)
         return 0 if command == "status" else 1
     if command == "status":
-        return await status(settings, out)
+        return await status(settings, out, getattr(args, "limit", 50))
     if command == "inspect":
         return await inspect(settings, args.learner, args.context, args.limit, out)
     if command == "export":
@@ -116,7 +116,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) ->
         print("  ".join(cells).rstrip(), file=out)
 
 
-async def status(settings: Settings, out: TextIO) -> int:
+async def status(settings: Settings, out: TextIO, limit: int = 50) -> int:
+    """Where state lives, the server's limits, and the first ``limit`` learners (by name)."""
     async with _store(settings) as store:
         info = await store.info()
         learners = await store.learners()
@@ -124,12 +125,32 @@ async def status(settings: Settings, out: TextIO) -> int:
           f"{info.schema_version}", file=out)
     if not learners:
         print("no data: no learner has been used yet", file=out)
+        print(f"limits: {_limits(settings)}", file=out)
         return 0
+    shown = learners[:limit]
     print(f"learners: {len(learners)}", file=out)
     _table(["learner", "arms", "selections", "feedback", "last update"],
            [[s.name, str(s.arms), str(s.selections), str(s.feedback), _when(s.last_update)]
-            for s in learners], out)
+            for s in shown], out)
+    if len(learners) > len(shown):
+        print(f"({len(learners) - len(shown)} more learner(s); raise --limit)", file=out)
+    print(f"limits: {_limits(settings)}", file=out)
     return 0
+
+
+def _limits(settings: Settings) -> str:
+    """The server's resource limits in one line (``[defaults]`` of the TOML file win)."""
+    defaults = settings.learner_options("*")
+
+    def cap(option: str, value: int) -> str:
+        value = defaults.get(option, value) or 0
+        return "no cap" if value == 0 else f"{value}/min"
+
+    return (f"{settings.max_open_learners} open learners, {settings.memory_budget_mb} MiB "
+            f"learner memory, feedback {cap('feedback_per_minute', settings.feedback_per_minute)}"
+            f" per learner and "
+            f"{cap('feedback_per_arm_per_minute', settings.feedback_per_arm_per_minute)}"
+            " per arm")
 
 
 async def inspect(settings: Settings, name: str, context: str | None, limit: int,

@@ -3,7 +3,9 @@
 Environment: ``QORTEX_STORE`` (sqlite | json | memory | postgres), ``QORTEX_STATE_DIR``
 (absolute; default a per-user data directory, never the working directory),
 ``DATABASE_URL``, ``QORTEX_SECRET``, ``QORTEX_LOG_LEVEL``, ``QORTEX_TOOLS``,
-``QORTEX_CONFIG``, ``QORTEX_TOOL_PREFIX``, ``QORTEX_HTTP_TOKEN``, ``QORTEX_SQLITE_SYNCHRONOUS``.
+``QORTEX_CONFIG``, ``QORTEX_TOOL_PREFIX``, ``QORTEX_HTTP_TOKEN``, ``QORTEX_SQLITE_SYNCHRONOUS``,
+and the resource limits ``QORTEX_MAX_OPEN_LEARNERS``, ``QORTEX_MEMORY_BUDGET_MB``,
+``QORTEX_FEEDBACK_PER_MINUTE``, ``QORTEX_FEEDBACK_PER_ARM_PER_MINUTE`` (0: no cap).
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ __all__ = ["STORE_KINDS", "Settings", "default_state_dir", "mask_dsn"]
 STORE_KINDS: Final = ("sqlite", "json", "memory", "postgres")
 StoreKind = Literal["sqlite", "json", "memory", "postgres"]
 _LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+# Resource limits: environment variable, field, default, smallest value (0 = no cap).
+_LIMITS: Final = (
+    ("QORTEX_MAX_OPEN_LEARNERS", "max_open_learners", 1000, 1),
+    ("QORTEX_MEMORY_BUDGET_MB", "memory_budget_mb", 1024, 1),
+    ("QORTEX_FEEDBACK_PER_MINUTE", "feedback_per_minute", 1200, 0),
+    ("QORTEX_FEEDBACK_PER_ARM_PER_MINUTE", "feedback_per_arm_per_minute", 120, 0),
+)
 
 
 def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -61,6 +70,14 @@ class Settings:
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     learners: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Per-learner settings from the TOML file (``[learners.NAME]``), ``"*"`` for defaults."""
+    max_open_learners: int = 1000
+    """Learners kept open at once; idle ones beyond are closed, least recently used first."""
+    memory_budget_mb: int = 1024
+    """In-memory learner state of all open learners together (an estimate), in MiB."""
+    feedback_per_minute: int = 1200
+    """Per learner: the most feedback rows per minute (0: no cap); TOML options win."""
+    feedback_per_arm_per_minute: int = 120
+    """Per learner and arm: the most feedback rows per minute (0: no cap)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -90,6 +107,9 @@ class Settings:
         values["http_token"] = env.get("QORTEX_HTTP_TOKEN") or None
         if sync := env.get("QORTEX_SQLITE_SYNCHRONOUS"):
             values["sqlite_synchronous"] = sync.strip().upper()
+        for var, name, _, _ in _LIMITS:
+            if raw := env.get(var):
+                values[name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.build(**values)
 
@@ -115,6 +135,8 @@ class Settings:
         prefix = str(values.pop("tool_prefix", "qortex_"))
         if not re.fullmatch(r"[A-Za-z0-9_]{0,32}", prefix):
             raise ConfigError("QORTEX_TOOL_PREFIX may use letters, digits and _ (32 at most)")
+        for var, name, default, low in _LIMITS:
+            values[name] = _limit(var, values.pop(name, default), low)
         config_file = values.pop("config_file", None)
         learners: Mapping[str, Mapping[str, Any]] = values.pop("learners", {})
         if config_file is not None:
@@ -152,6 +174,22 @@ class Settings:
         if self.store == "postgres":
             return mask_dsn(self.database_url or "")
         return "process memory (not persisted)"
+
+
+def _limit(var: str, raw: object, low: int) -> int:
+    """A whole number >= ``low`` from an environment string, a flag or a keyword."""
+    try:
+        if isinstance(raw, str):
+            value = int(raw.strip())
+        elif isinstance(raw, int) and not isinstance(raw, bool):
+            value = raw
+        else:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"{var} must be a whole number, got {preview(raw)}") from None
+    if value < low:
+        raise ConfigError(f"{var} must be at least {low}" + (" (0: no cap)" if low == 0 else ""))
+    return value
 
 
 def _read_toml(path: Path) -> dict[str, dict[str, Any]]:

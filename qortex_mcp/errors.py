@@ -19,6 +19,7 @@ and a ``retryable`` flag (retry the same call, with the same selection id, and i
     ├── UnknownLearner              UNKNOWN_LEARNER
     ├── UnknownArm                  UNKNOWN_ARM
     ├── LimitExceeded               LIMIT_EXCEEDED
+    ├── RateLimited                 RATE_LIMITED         retryable, after ``retry_after_s``
     ├── ConfigError                 CONFIG_ERROR
     ├── ClosedError                 CLOSED               used after close()
     └── StoreError                  STORE_ERROR
@@ -52,6 +53,7 @@ __all__ = [
     "InvalidSelection",
     "LimitExceeded",
     "QortexError",
+    "RateLimited",
     "SchemaTooNew",
     "SelectionConflict",
     "SelectionExpired",
@@ -151,6 +153,17 @@ class UnknownArm(QortexError):
 
 class LimitExceeded(QortexError):
     code = "LIMIT_EXCEEDED"
+
+
+class RateLimited(QortexError):
+    """Too many calls of one kind lately; the same call succeeds after ``retry_after_s``."""
+
+    code = "RATE_LIMITED"
+    retryable = True
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class ConfigError(QortexError):

@@ -15,9 +15,9 @@ A registry passed in by the caller is used as is and never closed here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Final
+from typing import Any, Final
 
 import anyio
 
@@ -27,7 +27,13 @@ from qortex_mcp.learning import Learner, LearnerRegistry
 from qortex_mcp.learning.stores.factory import default_signer, open_store
 from qortex_mcp.logging import get_logger
 
-__all__ = ["CLOSE_TIMEOUT_S", "QortexRuntime", "close_registry", "open_registry"]
+__all__ = [
+    "CLOSE_TIMEOUT_S",
+    "QortexRuntime",
+    "close_registry",
+    "open_registry",
+    "server_learner_options",
+]
 
 log = get_logger(__name__)
 
@@ -54,7 +60,10 @@ async def open_registry(settings: Settings) -> LearnerRegistry:
                 f"cannot read or create the selection key in {settings.state_dir}: "
                 f"{exc.strerror}"
             ) from exc
-        registry = LearnerRegistry(store, signer, options=settings.learners)
+        registry = LearnerRegistry(
+            store, signer, options=server_learner_options(settings),
+            max_open=settings.max_open_learners,
+            memory_budget_bytes=settings.memory_budget_mb * 1024 * 1024)
         for name in {"default", *settings.learners} - {"*"}:
             registry.config_for(name)
         await registry.open()
@@ -62,6 +71,17 @@ async def open_registry(settings: Settings) -> LearnerRegistry:
         await store.close()
         raise
     return registry
+
+
+def server_learner_options(settings: Settings) -> dict[str, Mapping[str, Any]]:
+    """The TOML learner options over the server's own defaults: the feedback rate caps of
+    ``QORTEX_FEEDBACK_PER_MINUTE`` / ``QORTEX_FEEDBACK_PER_ARM_PER_MINUTE`` apply to every
+    learner unless ``[defaults]`` or its own table sets them (the library has none)."""
+    options = dict(settings.learners)
+    options["*"] = {"feedback_per_minute": settings.feedback_per_minute,
+                    "feedback_per_arm_per_minute": settings.feedback_per_arm_per_minute,
+                    **settings.learners.get("*", {})}
+    return options
 
 
 class QortexRuntime:
@@ -102,6 +122,17 @@ class QortexRuntime:
             InvalidName, UnknownLearner, LimitExceeded: see ``LearnerRegistry.get``.
         """
         return await (await self.registry()).get(name, create=create)
+
+    @asynccontextmanager
+    async def use(self, name: str, *, create: bool = True) -> AsyncIterator[Learner]:
+        """The learner ``name``, kept open for the block (tools hold their learner so; an
+        idle learner may be closed to make room for others, and reopens when named).
+
+        Raises:
+            InvalidName, UnknownLearner, LimitExceeded: see ``LearnerRegistry.get``.
+        """
+        async with (await self.registry()).use(name, create=create) as learner:
+            yield learner
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[LearnerRegistry]:

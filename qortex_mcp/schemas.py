@@ -20,6 +20,7 @@ __all__ = [
     "FeedbackOutput",
     "LearnerMetricsOut",
     "LearnerStatus",
+    "LimitsStatus",
     "MetricsOutput",
     "PosteriorOut",
     "PosteriorsOutput",
@@ -168,6 +169,20 @@ class LearnerStatus(_Out):
     explored: int
     feedback: int
     last_update: float | None
+    feedback_last_minute: int | None = Field(
+        None, description="feedback rows taken in the last 60 s (learners open in this "
+        "server; null otherwise)")
+
+
+class LimitsStatus(_Out):
+    max_open_learners: int = Field(description="idle learners beyond are closed (LRU)")
+    open_learners: int
+    memory_budget_mb: float | None = Field(description="learner state of open learners")
+    memory_used_mb: float = Field(description="an estimate of the open learners' state")
+    feedback_per_minute: int | None = Field(
+        description="per learner (null: no cap); beyond, RATE_LIMITED says when to retry")
+    feedback_per_arm_per_minute: int | None = Field(description="per learner and arm")
+    max_contexts: int = Field(description="distinct contexts with evidence, per learner")
 
 
 class StatusOutput(_Out):
@@ -177,4 +192,5 @@ class StatusOutput(_Out):
     schema_version: int
     learners: list[LearnerStatus]
     learners_left_out: int
+    limits: LimitsStatus | None = None
     summary: str = Field(description="one line; says 'no data' when nothing was learned yet")

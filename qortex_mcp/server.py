@@ -14,7 +14,7 @@ A host server adds feedback learning in a few lines (``examples/host_server.py``
             yield {}
 
     server = MCPServer("search", lifespan=lifespan)
-    qortex = register_tools(server)      # the nine tools; qortex.learner(name) in your own
+    qortex = register_tools(server)      # the nine tools; `async with qortex.use(name)` in your own
 """
 
 from __future__ import annotations

@@ -144,8 +144,8 @@ def build(settings: Settings | None = None, index: Index | None = None) -> MCPSe
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[State]) -> AsyncIterator[State]:
-        async with qortex.running():
-            learner = await qortex.learner(LEARNER)
+        # use(): the learner stays open for the server's life, however many others are used
+        async with qortex.running(), qortex.use(LEARNER) as learner:
             reranker = PosteriorReranker(learner)
             yield State(reranker.wrap(idx.search, context=idx.context, limit=SHOWN,
                                       explain=True), learner)

@@ -17,8 +17,11 @@ __all__ = ["LearnerConfig"]
 
 _OPTION_NAMES: Final = frozenset({
     "strategy", "reward_model", "prior", "arm_priors", "half_life_s", "context_backoff",
-    "selection_ttl_s", "seed", "max_arms", "max_candidates",
+    "selection_ttl_s", "seed", "max_arms", "max_candidates", "max_contexts",
+    "feedback_per_minute", "feedback_per_arm_per_minute",
 })
+# Caps where 0 means none, as None does (TOML has no null).
+_UNCAPPED_AT_ZERO: Final = ("feedback_per_minute", "feedback_per_arm_per_minute")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,12 @@ class LearnerConfig:
         seed: seeds the learner's random generator (reproducible selections).
         max_arms: the most distinct arms the learner keeps (``LIMIT_EXCEEDED`` beyond).
         max_candidates: the most candidates one ``select`` may offer.
+        max_contexts: the most distinct contexts with learned evidence the learner keeps
+            (``LIMIT_EXCEEDED`` for feedback in a new one beyond).
+        feedback_per_minute: the most feedback rows the learner takes per minute
+            (``RATE_LIMITED`` beyond, retryable); None or 0: no cap (the library's default; a
+            server sets one, see ``QORTEX_FEEDBACK_PER_MINUTE``).
+        feedback_per_arm_per_minute: the same for any one arm.
     """
 
     name: str = "default"
@@ -51,6 +60,9 @@ class LearnerConfig:
     seed: int | None = None
     max_arms: int = 100_000
     max_candidates: int = 10_000
+    max_contexts: int = 10_000
+    feedback_per_minute: int | None = None
+    feedback_per_arm_per_minute: int | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -71,6 +83,17 @@ class LearnerConfig:
             raise ConfigError("selection_ttl_s must be a number of seconds >= 0")
         if self.max_arms < 1 or self.max_candidates < 1:
             raise ConfigError("max_arms and max_candidates must be at least 1")
+        if isinstance(self.max_contexts, bool) or not isinstance(self.max_contexts, int) or (
+            self.max_contexts < 1
+        ):
+            raise ConfigError("max_contexts must be an integer of at least 1")
+        for what in _UNCAPPED_AT_ZERO:
+            cap = getattr(self, what)
+            if cap == 0 and not isinstance(cap, bool):
+                object.__setattr__(self, what, None)  # frozen; 0 is how TOML says "no cap"
+            elif cap is not None and (isinstance(cap, bool) or not isinstance(cap, int)
+                                    or cap < 1):
+                raise ConfigError(f"{what} must be an integer of at least 1 (0 or None: no cap)")
 
     def build_strategy(self) -> LearningStrategy:
         s = self.strategy

@@ -49,6 +49,16 @@ from qortex_mcp.errors import (
 )
 from qortex_mcp.learning.config import LearnerConfig
 from qortex_mcp.learning.context import CanonicalContext, canonical_context
+from qortex_mcp.learning.limits import (
+    ARM_BYTES,
+    CANDIDATE_BYTES,
+    CONTEXT_BYTES,
+    CONTEXT_ROW_BYTES,
+    LEARNER_BYTES,
+    Clock,
+    FeedbackRateLimiter,
+    MemoryBudget,
+)
 from qortex_mcp.learning.replay import replay_events
 from qortex_mcp.learning.stats import beta_interval
 from qortex_mcp.learning.stores.base import LearningStore
@@ -84,6 +94,9 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 _CACHE_SIZE: Final = 64
+# The candidate cache holds each list's ids (the caller's strings): bounded by ids too, or
+# 64 lists of 10,000 fresh ids would hold ~50 MB per learner.
+_CACHE_IDS: Final = 100_000
 _get_id = attrgetter("id")
 _get_prior = attrgetter("prior")
 MAX_K: Final = 1000
@@ -134,6 +147,8 @@ class Learner:
         owns_store: bool,
         refresh_interval_s: float,
         flush_interval_s: float,
+        budget: MemoryBudget | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -180,6 +195,14 @@ class Learner:
         self._candidates: OrderedDict[tuple[Any, ...], IntArray] = OrderedDict()
         self._recent: _Recent | None = None
         self._sync_lock = asyncio.Lock()
+        self._cached_ids = 0
+        # What this learner counts against the (maybe shared) budget; released at close.
+        self._budget = MemoryBudget() if budget is None else budget
+        self._charged = 0
+        self._charge(LEARNER_BYTES)
+        self._limiter = FeedbackRateLimiter(
+            config.name, config.feedback_per_minute, config.feedback_per_arm_per_minute,
+            *(() if clock is None else (clock,)))
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -193,6 +216,8 @@ class Learner:
         rng: np.random.Generator | None = None,
         refresh_interval_s: float = 0.5,
         flush_interval_s: float = 1.0,
+        budget: MemoryBudget | None = None,
+        clock: Clock | None = None,
     ) -> Self:
         """Open (or create) a learner and load its posteriors.
 
@@ -203,6 +228,10 @@ class Learner:
             signer: signs selection ids; default: the key from ``QORTEX_SECRET`` or the
                 state directory (a random one for a memory store).
             rng: the random generator (default: seeded from ``config.seed``).
+            budget: the memory budget this learner's in-memory state counts against
+                (shared by a registry's learners); default: its own, without a limit.
+            clock: monotonic seconds for the feedback rate caps (default
+                ``time.monotonic``; tests pass a fake one).
 
         Raises:
             StoreError: the store cannot be opened.
@@ -220,13 +249,14 @@ class Learner:
             if signer is None:
                 signer = default_signer(settings, store, config.selection_ttl_s)
         learner = cls(config, store, signer, rng or default_generator(config.seed), owns,
-                      refresh_interval_s, flush_interval_s)
+                      refresh_interval_s, flush_interval_s, budget, clock)
         try:
             await store.initialize()
             for arm, prior in config.arm_priors.items():
                 learner._set_prior(learner._slot(arm), prior, persist=False)
             await learner._sync()
         except BaseException:
+            learner._release_budget()
             if owns:
                 await store.close()
             raise
@@ -256,6 +286,7 @@ class Learner:
         except QortexError as exc:
             log.warning("learner_flush_failed", learner=self.name, code=exc.code)
         finally:
+            self._release_budget()
             if self._owns_store:
                 await self.store.close()
 
@@ -272,6 +303,49 @@ class Learner:
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError(f"learner {self.name!r} is closed")
+
+    # --- limits ----------------------------------------------------------------------------
+
+    @property
+    def memory_bytes(self) -> int:
+        """The estimate of this learner's in-memory state (``qortex_mcp.learning.limits``)."""
+        return self._charged
+
+    @property
+    def feedback_last_minute(self) -> int:
+        """Feedback rows this learner took in the last 60 seconds (what the rate caps
+        count; refused calls are not counted)."""
+        return self._limiter.recent()
+
+    def _charge(self, nbytes: int) -> None:
+        self._charged += nbytes
+        self._budget.charge(nbytes)
+
+    def _release_budget(self) -> None:
+        self._budget.release(self._charged)
+        self._charged = 0
+
+    def _admit(self, rows: Sequence[FeedbackRow]) -> None:
+        """Refuse, before anything is written, feedback the limits do not take: a context
+        past ``max_contexts``, new state past the memory budget, or a rate cap (checked
+        last, so a call refused for another reason costs no rate)."""
+        new_ctx = {r.ctx for r in rows if r.ctx != GLOBAL_CONTEXT and r.ctx not in self._ctx}
+        cap = self.config.max_contexts
+        if new_ctx and len(self._ctx) + len(new_ctx) > cap:
+            raise LimitExceeded(
+                f"learner {self.name!r} already keeps evidence in {len(self._ctx)} contexts "
+                f"(max_contexts {cap}); use a coarser context, or none"
+            )
+        nbytes = sum(CONTEXT_BYTES + len(c) for c in new_ctx)
+        fresh = {r.arm for r in rows if r.arm not in self._index}
+        nbytes += sum(ARM_BYTES + len(a) for a in fresh)
+        index = self._index
+        nbytes += CONTEXT_ROW_BYTES * len({
+            (r.ctx, r.arm) for r in rows if r.ctx != GLOBAL_CONTEXT and (
+                r.arm in fresh or index[r.arm] not in self._ctx.get(r.ctx, {}))
+        })
+        self._budget.require(nbytes, f"feedback for learner {self.name!r}")
+        self._limiter.take(r.arm for r in rows)
 
     # --- slots -----------------------------------------------------------------------------
 
@@ -306,6 +380,7 @@ class Learner:
             self._grow(slot + 1)
             self._index[arm] = slot
             self._ids.append(arm)
+            self._charge(ARM_BYTES + len(arm))
         return slot
 
     def _set_prior(self, slot: int, prior: tuple[float, float], persist: bool = True) -> None:
@@ -394,16 +469,33 @@ class Learner:
                     raise InvalidCandidates(f"token_cost of {preview(arm.id)} must be >= 0")
                 if arm.prior is not None:
                     check_prior(arm.prior)
-        if len(self._ids) + sum(1 for i in ids if i not in self._index) > self.config.max_arms:
+        fresh = [i for i in ids if i not in self._index]
+        if len(self._ids) + len(fresh) > self.config.max_arms:
             raise LimitExceeded(f"learner {self.name!r} would exceed {self.config.max_arms} arms")
+        if fresh:
+            self._budget.require(sum(ARM_BYTES + len(i) for i in fresh),
+                                 f"select with {len(fresh)} new arm(s) on learner {self.name!r}")
         slots = np.fromiter((self._slot(i) for i in ids), dtype=np.int64, count=len(ids))
-        self._candidates[key] = slots
-        if len(self._candidates) > _CACHE_SIZE:
-            self._candidates.popitem(last=False)
+        self._cache(key, slots)
         priors = False
         if type(arms[0]) is not str or not all(type(a) is str for a in arms):
             priors = self._apply_arm_priors(arms, slots)
         return _Candidates(ids, slots, arms), priors
+
+    def _cache(self, key: tuple[Any, ...], slots: IntArray) -> None:
+        """Remember a candidate list's slots, within ``_CACHE_SIZE`` lists, ``_CACHE_IDS``
+        ids and the memory budget (a cache never causes a refusal: it just holds less)."""
+        cost = CANDIDATE_BYTES * len(key)
+        while self._candidates and (len(self._candidates) >= _CACHE_SIZE
+                                    or self._cached_ids + len(key) > _CACHE_IDS):
+            _, old = self._candidates.popitem(last=False)
+            self._cached_ids -= old.shape[0]
+            self._charge(-CANDIDATE_BYTES * old.shape[0])
+        if len(key) > _CACHE_IDS or not self._budget.fits(cost):
+            return
+        self._candidates[key] = slots
+        self._cached_ids += len(key)
+        self._charge(cost)
 
     def _apply_arm_priors(self, arms: Sequence[Arm | str], slots: IntArray) -> bool:
         """Set the priors that candidate Arms carry; False when none carries one."""
@@ -693,6 +785,7 @@ class Learner:
             return []
         now = time.time()
         rows = [self._prepare(o, now) for o in outcomes]
+        self._admit(rows)
         await self._ensure_stored()
         result = await self.store.apply(self.name, rows, self._half_life)
         for status, row, standing in zip(result.statuses, rows, result.standing, strict=True):
@@ -734,10 +827,15 @@ class Learner:
                 self._n[slot], self._rsum[slot], self._v[slot] = row.n, row.rsum, row.v
                 self._refit(slot)
             else:
-                table = self._ctx.setdefault(row.ctx, {})
+                table = self._ctx.get(row.ctx)
+                if table is None:
+                    table = self._ctx[row.ctx] = {}
+                    self._charge(CONTEXT_BYTES + len(row.ctx))
                 cur = table.get(slot)
                 if cur is not None and row.v < cur[5]:
                     continue
+                if cur is None:
+                    self._charge(CONTEXT_ROW_BYTES)
                 table[slot] = [row.s, row.f, row.n, row.rsum, row.t, row.v]
 
     def _absorb_arms(self, rows: Sequence[ArmRow]) -> None:

@@ -12,9 +12,15 @@ from the client), the other candidates that were offered (for a select of at mos
 ``MAX_OFFERED`` candidates), the issue time, the kind (select or rerank) and, for a rerank,
 the posterior means the arms were ranked by (click-only feedback weighs skips with them).
 
+A rerank's payload (``issue``) longer than ``_COMPRESS_AT`` is deflated (zlib) before
+base64: a list of 10,000 short result ids and their means takes about 48 KB instead of
+212 KB, so ``max_candidates`` results fit in ``MAX_TOKEN_CHARS``. The id stays
+self-contained (any instance verifies it, nothing is stored); ``select``'s hot path
+(``sign``) is never compressed. A JSON payload starts with ``{``, a deflated one never does.
+
 Verification order matters: length and charset first, then structure, then a constant-time
-tag check, and only then is the payload parsed. Base64 is checked to be canonical (decoded
-and re-encoded) so no variant of a token can ever count twice.
+tag check, and only then is the payload inflated (bounded) and parsed. Base64 is checked to
+be canonical (decoded and re-encoded) so no variant of a token can ever count twice.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import os
 import re
 import secrets
 import time
+import zlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -56,6 +63,11 @@ MAX_OFFERED: Final = 256
 _MEAN_SCALE: Final = 10_000
 _REMEMBERED: Final = 1024
 _REMEMBER_CHARS: Final = 4096
+# Longer authentic ids (large reranks) are remembered by their SHA-256, fewer of them (their
+# claims hold up to max_candidates ids): feedback checks its id once per outcome.
+_REMEMBERED_LARGE: Final = 8
+_COMPRESS_AT: Final = 4096
+_MAX_PAYLOAD_BYTES: Final = 32 * 1024 * 1024  # inflating our own ids: a sanity bound
 _PREFIX: Final = "q1"
 _SHA256_BLOCK: Final = 64
 _TAG_CHARS: Final = 43  # base64url of 32 bytes, unpadded
@@ -170,6 +182,7 @@ class SelectionSigner:
         # server routes by kind, the learner checks arms). Learner and expiry are checked on
         # every call; only the signature and parsing are remembered.
         self._authentic: OrderedDict[str, SelectionClaims] = OrderedDict()
+        self._authentic_large: OrderedDict[bytes, SelectionClaims] = OrderedDict()
 
     @classmethod
     def random(cls) -> SelectionSigner:
@@ -196,7 +209,8 @@ class SelectionSigner:
             # Integers in 1e-4 units: compact, and what verify() reads back exactly.
             scaled = [round(float(m) * _MEAN_SCALE) for m in means]
             quantized = tuple(q / _MEAN_SCALE for q in scaled)
-        token = self._seal(_payload(learner, nonce, context, arms, issued, kind, offered, scaled))
+        token = self._seal(_payload(learner, nonce, context, arms, issued, kind, offered, scaled),
+                           compress=True, shown=len(arms))
         claims = SelectionClaims(learner, nonce, context, tuple(arms), issued, kind,
                                  tuple(offered), quantized)
         return token, claims
@@ -214,13 +228,19 @@ class SelectionSigner:
         issued = int(time.time() * 1000)
         return self._seal(_payload(learner, nonce, context, arms, issued, kind, offered, ()))
 
-    def _seal(self, payload: str) -> str:
-        head = f"{_PREFIX}.{self._kid}.{_b64(payload.encode('utf-8'))}"
+    def _seal(self, payload: str, compress: bool = False, shown: int = 0) -> str:
+        raw = payload.encode("utf-8")
+        if compress and len(raw) > _COMPRESS_AT:
+            raw = zlib.compress(raw, 6)
+        head = f"{_PREFIX}.{self._kid}.{_b64(raw)}"
         token = f"{head}.{_b64(self._mac.digest(head.encode('ascii')))}"
         if len(token) > MAX_TOKEN_CHARS:
+            fit = f" (about {shown * MAX_TOKEN_CHARS * 9 // (len(token) * 10)} of these {shown} " \
+                  "would fit)" if shown > 1 else ""
             raise LimitExceeded(
-                "the selection is too large to sign; offer fewer or shorter ids or a smaller "
-                "context"
+                f"the selection is too large to sign: its id would take {len(token) // 1024} "
+                f"KiB, at most {MAX_TOKEN_CHARS // 1024} KiB{fit}; show fewer results "
+                "(limit), or use shorter ids or a smaller context"
             )
         return token
 
@@ -233,13 +253,23 @@ class SelectionSigner:
         """
         if not isinstance(token, str):
             raise InvalidSelection("selection_id must be a string")
-        claims = self._authentic.get(token)
-        if claims is None:
-            claims = self._authenticate(token)
-            if len(token) <= _REMEMBER_CHARS:
+        if len(token) <= _REMEMBER_CHARS:
+            claims = self._authentic.get(token)
+            if claims is None:
+                claims = self._authenticate(token)
                 self._authentic[token] = claims
                 if len(self._authentic) > _REMEMBERED:
                     self._authentic.popitem(last=False)
+        elif len(token) > MAX_TOKEN_CHARS:
+            claims = self._authenticate(token)  # refuses it before hashing a huge string
+        else:
+            digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+            claims = self._authentic_large.get(digest)
+            if claims is None:
+                claims = self._authenticate(token)
+                self._authentic_large[digest] = claims
+                if len(self._authentic_large) > _REMEMBERED_LARGE:
+                    self._authentic_large.popitem(last=False)
         if claims.learner != learner:
             raise InvalidSelection(
                 "selection_id belongs to another learner; send feedback to the learner "
@@ -275,6 +305,11 @@ class SelectionSigner:
         if not hmac.compare_digest(given, mac.digest(head.encode("ascii"))):
             raise InvalidSelection("selection_id signature does not match; it was altered")
         try:
+            if raw[:1] != b"{":  # deflated (see the module docstring)
+                inflate = zlib.decompressobj()
+                raw = inflate.decompress(raw, _MAX_PAYLOAD_BYTES)
+                if not inflate.eof or inflate.unconsumed_tail or inflate.unused_data:
+                    raise ValueError("not one complete deflated payload")
             data = json.loads(raw)
             claims = SelectionClaims(
                 learner=str(data["l"]), nonce=str(data["n"]), context=data["c"],
@@ -283,7 +318,7 @@ class SelectionSigner:
                 offered=tuple(str(a) for a in data.get("o", ())),
                 means=tuple(int(q) / _MEAN_SCALE for q in data.get("m", ())),
             )
-        except (ValueError, KeyError, TypeError):  # signed by us, so only a format change
+        except (ValueError, KeyError, TypeError, zlib.error):  # signed by us: a format change
             raise InvalidSelection("selection_id payload is not understood") from None
         return claims
 

@@ -9,7 +9,8 @@ server carrying qortex tools gets one ``ToolBoundary`` middleware that, for thos
    and answers a failure itself (``INVALID_ARGUMENT: ...``) before the tool runs;
 2. lets the SDK run the tool; a ``QortexError`` raised inside is turned into a ``ToolError``
    by ``guarded`` (which also records it here), and the boundary rewrites the SDK's text
-   to ``CODE: message`` and adds ``_meta["qortex-mcp/error"]`` (code, message, retryable);
+   to ``CODE: message`` and adds ``_meta["qortex-mcp/error"]`` (code, message, retryable,
+   and ``retry_after_s`` for ``RATE_LIMITED``);
 3. answers an unexpected exception (which the SDK logged with its traceback) as
    ``INTERNAL_ERROR`` without any detail;
 4. logs one ``tool_call`` event: tool, learner, latency_ms, code.
@@ -36,7 +37,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from qortex_mcp.errors import InvalidInput, InvalidReward, QortexError, preview
+from qortex_mcp.errors import InvalidInput, InvalidReward, QortexError, RateLimited, preview
 from qortex_mcp.logging import get_logger
 
 __all__ = ["ERROR_META_KEY", "IN_FLIGHT", "InFlight", "ToolBoundary", "guarded"]
@@ -182,6 +183,8 @@ def _error_result(exc: QortexError, result: Mapping[str, Any] | None = None) -> 
     meta = dict(result.get("_meta") or {}) if result else {}
     meta[ERROR_META_KEY] = {"code": exc.code, "message": exc.message,
                             "retryable": exc.retryable}
+    if isinstance(exc, RateLimited):  # when the same call will be accepted
+        meta[ERROR_META_KEY]["retry_after_s"] = exc.retry_after_s
     base = dict(result) if result else {}
     return {**base, "content": [{"type": "text", "text": str(exc)}], "isError": True,
             "_meta": meta}

@@ -8,6 +8,7 @@ from mcp.types import CallToolResult
 from pydantic import Field
 
 from qortex_mcp import __version__
+from qortex_mcp.learning import LearnerRegistry
 from qortex_mcp.learning.context import canonical_context
 from qortex_mcp.learning.types import GLOBAL_CONTEXT
 from qortex_mcp.runtime import QortexRuntime
@@ -15,6 +16,7 @@ from qortex_mcp.schemas import (
     ArmMetricsOut,
     LearnerMetricsOut,
     LearnerStatus,
+    LimitsStatus,
     MetricsOutput,
     PosteriorOut,
     PosteriorsOutput,
@@ -51,14 +53,14 @@ def _posteriors(rt: QortexRuntime) -> Any:
     ) -> Annotated[CallToolResult, PosteriorsOutput]:
         """Show what a learner believes about each arm: alpha, beta, mean, 95% credible
         interval, pulls. Call to explain a choice or check learning progress."""
-        lrn = await rt.learner(learner, create=False)
-        page = await lrn.posteriors(arm_ids, context, limit=limit)
-        if arm_ids is not None:
-            total = len(arm_ids)
-        elif len(page) < limit:
-            total = len(page)
-        else:  # count every arm (metrics skips the credible intervals, so it is cheaper)
-            total = len((await lrn.metrics()).arms)
+        async with rt.use(learner, create=False) as lrn:
+            page = await lrn.posteriors(arm_ids, context, limit=limit)
+            if arm_ids is not None:
+                total = len(arm_ids)
+            elif len(page) < limit:
+                total = len(page)
+            else:  # count every arm (metrics skips the credible intervals, so it is cheaper)
+                total = len((await lrn.metrics()).arms)
         return reply(PosteriorsOutput(
             learner=lrn.name, context_key=_context_key(context),
             arms=[PosteriorOut.model_validate(p) for p in page], total=total,
@@ -78,8 +80,8 @@ def _top_arms(rt: QortexRuntime) -> Any:
     ) -> Annotated[CallToolResult, TopArmsOutput]:
         """List the arms with the highest expected reward, best first. Call to see what
         works best (in a context)."""
-        lrn = await rt.learner(learner, create=False)
-        top = await lrn.top_arms(k, context)
+        async with rt.use(learner, create=False) as lrn:
+            top = await lrn.top_arms(k, context)
         return reply(TopArmsOutput(learner=lrn.name, context_key=_context_key(context),
                                    arms=[PosteriorOut.model_validate(p) for p in top]))
 
@@ -102,7 +104,8 @@ def _metrics(rt: QortexRuntime) -> Any:
             names = [(await registry.get(learner, create=False)).name]
         out = []
         for name in names[:limit]:
-            m = await (await registry.get(name, create=False)).metrics()
+            async with registry.use(name, create=False) as lrn:
+                m = await lrn.metrics()
             arms = sorted(m.arms, key=lambda a: (-a.selections, a.id))[:limit]
             out.append(LearnerMetricsOut(
                 learner=m.learner, selections=m.selections, explored=m.explored,
@@ -119,6 +122,18 @@ def _metrics(rt: QortexRuntime) -> Any:
     return metrics
 
 
+def _limits(registry: LearnerRegistry) -> LimitsStatus:
+    config, budget = registry.default_config(), registry.budget
+    return LimitsStatus(
+        max_open_learners=registry.max_open, open_learners=len(registry.open_learners()),
+        memory_budget_mb=None if budget.limit_bytes is None else budget.limit_bytes / 2**20,
+        memory_used_mb=round(budget.used_bytes / 2**20, 3),
+        feedback_per_minute=config.feedback_per_minute,
+        feedback_per_arm_per_minute=config.feedback_per_arm_per_minute,
+        max_contexts=config.max_contexts,
+    )
+
+
 def _status(rt: QortexRuntime) -> Any:
     @guarded
     async def status(*, limit: LimitArg = 100) -> Annotated[CallToolResult, StatusOutput]:
@@ -127,7 +142,9 @@ def _status(rt: QortexRuntime) -> Any:
         registry = await rt.registry()
         info = await registry.store.info()
         learners = await registry.summaries()
-        shown = [LearnerStatus.model_validate(s) for s in learners[:limit]]
+        rates = {lrn.name: lrn.feedback_last_minute for lrn in registry.open_learners()}
+        shown = [LearnerStatus.model_validate(s).model_copy(
+            update={"feedback_last_minute": rates.get(s.name)}) for s in learners[:limit]]
         feedback = sum(s.feedback for s in learners)
         if not learners:
             summary = "no data: no learner has been used yet"
@@ -138,7 +155,8 @@ def _status(rt: QortexRuntime) -> Any:
         return reply(StatusOutput(
             version=__version__, store=info.kind, location=info.location,
             schema_version=info.schema_version, learners=shown,
-            learners_left_out=len(learners) - len(shown), summary=summary,
+            learners_left_out=len(learners) - len(shown), limits=_limits(registry),
+            summary=summary,
         ))
 
     return status

@@ -51,8 +51,8 @@ def _select(rt: QortexRuntime) -> Any:
         """Choose the best of your candidates (prompt variants, tools, strategies) from what
         worked before. Call before acting; then send qortex_feedback with the selection_id."""
         arms = [c if isinstance(c, str) else c.to_arm() for c in candidates]
-        lrn = await rt.learner(learner)
-        result = await lrn.select(arms, context, k, token_budget)
+        async with rt.use(learner) as lrn:
+            result = await lrn.select(arms, context, k, token_budget)
         return reply(SelectOutput.model_validate(result))
 
     return select
@@ -69,13 +69,18 @@ def _rerank(rt: QortexRuntime) -> Any:
         explore: Annotated[bool, Field(
             description="Sample posteriors instead of ranking by their means."
         )] = False,
+        limit: Annotated[int | None, Field(
+            ge=1, description="Return (and sign) only the first limit results of the new "
+            "order; omit for all."
+        )] = None,
     ) -> Annotated[CallToolResult, RerankOutput]:
         """Reorder search results so ones accepted before rise and rejected ones sink. Call
         after retrieval; then send qortex_feedback with the selection_id for results used."""
-        lrn = await rt.learner(learner)
-        ranked = await PosteriorReranker(lrn).rerank(
-            [r.model_dump() for r in results], context, explain=explain, explore=explore
-        )
+        async with rt.use(learner) as lrn:
+            ranked = await PosteriorReranker(lrn).rerank(
+                [r.model_dump() for r in results], context, explain=explain, explore=explore,
+                limit=limit,
+            )
         return reply(RerankOutput(learner=lrn.name, selection_id=ranked.selection_id,
                                   results=ranked.results, explanations=ranked.explanations))
 
@@ -112,9 +117,9 @@ def _feedback(rt: QortexRuntime) -> Any:
             # selection so far; a forged one is refused before any learner is opened for it.
             check_name(learner, "learner name")  # a bad name is INVALID_NAME, as elsewhere
             (await rt.registry()).signer.verify(selection_id, learner)
-        lrn = await rt.learner(learner)
-        kind, answers = await _apply(lrn, selection_id, pairs, context, idempotency_key,
-                                     clicks_only)
+        async with rt.use(learner) as lrn:
+            kind, answers = await _apply(lrn, selection_id, pairs, context, idempotency_key,
+                                         clicks_only)
         arms = [ArmFeedback.model_validate(a) for a in answers]
         applied = sum(a.status == "applied" for a in arms)
         return reply(FeedbackOutput(learner=lrn.name, selection_id=selection_id, kind=kind,

@@ -30,14 +30,14 @@ def _decay(rt: QortexRuntime) -> Any:
     ) -> Annotated[CallToolResult, DecayOutput]:
         """Shrink learned evidence toward the prior so the learner adapts faster. Call when
         the world changed (new model, new data) and old outcomes count for less."""
-        lrn = await rt.learner(learner, create=False)
-        if arm_id is None:
-            await lrn.decay(factor)
-            posterior = None
-            summary = f"evidence of every arm of {lrn.name!r} multiplied by {factor}"
-        else:
-            posterior = PosteriorOut.model_validate(await lrn.decay_arm(arm_id, factor))
-            summary = f"evidence of arm {arm_id!r} multiplied by {factor}"
+        async with rt.use(learner, create=False) as lrn:
+            if arm_id is None:
+                await lrn.decay(factor)
+                posterior = None
+                summary = f"evidence of every arm of {lrn.name!r} multiplied by {factor}"
+            else:
+                posterior = PosteriorOut.model_validate(await lrn.decay_arm(arm_id, factor))
+                summary = f"evidence of arm {arm_id!r} multiplied by {factor}"
         return reply(DecayOutput(learner=lrn.name, factor=factor, arm_id=arm_id,
                                  posterior=posterior, summary=summary))
 
@@ -57,8 +57,8 @@ def _reset(rt: QortexRuntime) -> Any:
     ) -> Annotated[CallToolResult, ResetOutput]:
         """Forget what a learner learned (all arms, some arms, or one context). Previews by
         default; call again with confirm=true only when the user asked for a reset."""
-        lrn = await rt.learner(learner, create=False)
-        report = await lrn.reset(arm_ids, context, dry_run=not confirm)
+        async with rt.use(learner, create=False) as lrn:
+            report = await lrn.reset(arm_ids, context, dry_run=not confirm)
         shown = list(report.arms[:MAX_LIMIT])
         if not report.rows:
             summary = "nothing to reset: no learned evidence matches"

@@ -81,8 +81,11 @@ def server_env(state_dir: Path, *, store: str = "sqlite", log_level: str = "info
     """The environment of a test server: nothing inherited from the user's QORTEX_*."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("QORTEX_") and k not in ("DATABASE_URL", "PYTHONUNBUFFERED")}
+    # The feedback rate caps are off: these servers take load on purpose (the caps have
+    # their own tests in tests/server/test_limits.py).
     env.update(QORTEX_STATE_DIR=str(state_dir), QORTEX_STORE=store, QORTEX_SECRET=SECRET,
-               QORTEX_LOG_LEVEL=log_level,
+               QORTEX_LOG_LEVEL=log_level, QORTEX_FEEDBACK_PER_MINUTE="0",
+               QORTEX_FEEDBACK_PER_ARM_PER_MINUTE="0",
                PYTHONPATH=os.pathsep.join(filter(None, [str(_REPO), env.get("PYTHONPATH")])))
     env.update(extra or {})
     return env

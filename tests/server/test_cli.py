@@ -162,3 +162,33 @@ def test_the_console_script_answers_version_and_help(tmp_path: Path) -> None:
                           env=base_env(tmp_path / "state"), timeout=30)
     assert done.returncode == 0
     assert "--transport {stdio,http}" in done.stdout
+
+
+def test_status_lists_at_most_limit_learners_and_counts_the_rest(
+    environment: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    async def run() -> None:
+        s = open_store(Settings.build(store="sqlite", state_dir=environment))
+        await s.initialize()
+        try:
+            for i in range(60):
+                cfg = LearnerConfig(name=f"l{i:02d}")
+                async with await Learner.create(cfg, s, signer=SelectionSigner.random()) as lrn:
+                    await lrn.observe(ArmOutcome("a", reward=1.0))
+        finally:
+            await s.close()
+
+    anyio.run(run)
+    assert cli.main(["status"]) == 0  # before: one line per learner, however many
+    out = capsys.readouterr().out.splitlines()
+    assert "learners: 60" in out
+    rows = [line for line in out if line[:2] in ("l0", "l1", "l2", "l3", "l4", "l5")]
+    assert len(rows) == 50
+    assert "(10 more learner(s); raise --limit)" in out
+    assert any(line.startswith("limits: 1000 open learners, 1024 MiB") for line in out)
+    assert cli.main(["status", "--limit", "3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out if line[:2] == "l0"] == ["l00", "l01", "l02"]
+    assert "(57 more learner(s); raise --limit)" in out
+    with pytest.raises(SystemExit):
+        cli.main(["status", "--limit", "0"])
