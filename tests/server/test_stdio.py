@@ -128,6 +128,8 @@ def test_the_server_stops_within_5_s_with_the_last_acknowledged_feedback_durable
     ({"QORTEX_STORE": "cassandra"}, "QORTEX_STORE must be one of"),
     ({"QORTEX_STATE_DIR": "relative/dir"}, "QORTEX_STATE_DIR must be an absolute path"),
     ({"QORTEX_SECRET": "short"}, "QORTEX_SECRET must be at least 32 bytes"),
+    ({"QORTEX_SECRET": "changeme" * 5}, "QORTEX_SECRET is a placeholder"),
+    ({"QORTEX_SECRET": "x" * 40}, "QORTEX_SECRET is one pattern repeated"),
     ({"QORTEX_TOOLS": "qortex_teleport"}, "unknown tool"),
 ])
 def test_a_bad_configuration_exits_2_with_one_clear_line(
@@ -153,7 +155,8 @@ def test_a_store_that_cannot_open_exits_2_without_a_traceback(
     else:
         state.mkdir()
         (state / "qortex.db").write_bytes(b"this is not an SQLite database" * 100)
-    done = subprocess.run([str(SCRIPT)], env=base_env(state, QORTEX_SECRET="s" * 40),
+    done = subprocess.run([str(SCRIPT)],
+                          env=base_env(state, QORTEX_SECRET="9c1f4e7a2b6d8053e1a4c7f92d6b0e38a5"),
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert done.stdout == ""
