@@ -39,29 +39,43 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ANCHORS_ENV = "QORTEX_ANCHORS"
 DEFAULT_ANCHORS = REPO_ROOT.parent / "shared" / "bench" / "anchors.py"
+BUNDLED_REFERENCE = REPO_ROOT / "bench" / "reference.py"
+reference_used: str | None = None
+"""The path of the reference ``load_anchors`` loaded (also in ``machine_notes``)."""
+
+
+def reference_path() -> Path:
+    """Which numpy reference the scripts compare against.
+
+    ``QORTEX_ANCHORS`` if set (it must exist); else the shared yardstick
+    ``../shared/bench/anchors.py`` next to the checkout when it is there (side-by-side runs
+    across projects use it); else the project's own ``bench/reference.py``, so a plain
+    clone runs its benchmarks (and its tests) with nothing beside it.
+
+    Raises:
+        SystemExit: ``QORTEX_ANCHORS`` names a file that does not exist.
+    """
+    if chosen := os.environ.get(ANCHORS_ENV):
+        path = Path(chosen)
+        if not path.is_file():
+            raise SystemExit(f"bench: {ANCHORS_ENV}={chosen} is not a file; unset it to use "
+                             f"{DEFAULT_ANCHORS} when present, else {BUNDLED_REFERENCE}")
+        return path
+    return DEFAULT_ANCHORS if DEFAULT_ANCHORS.is_file() else BUNDLED_REFERENCE
 
 
 def load_anchors() -> ModuleType:
-    """Import ``anchors.py`` (the numpy reference: ``RefTS``, ``make_problem``, ...) by path.
-
-    It lives outside the repository, at ``../shared/bench/anchors.py`` next to the checkout
-    (in CI too); ``QORTEX_ANCHORS`` overrides the path.
-
-    Raises:
-        SystemExit: the file is missing (the benchmarks are meaningless without it).
-    """
-    path = Path(os.environ.get(ANCHORS_ENV) or DEFAULT_ANCHORS)
-    if not path.is_file():
-        raise SystemExit(
-            f"bench: the numpy reference {path} is missing. The benchmarks compare against "
-            f"it in the same run; put shared/bench/anchors.py next to the repository or set "
-            f"{ANCHORS_ENV}=/path/to/anchors.py"
-        )
+    """Import the numpy reference (``RefTS``, ``make_problem``, ...) by path (see
+    ``reference_path``) and say on stderr which one it is."""
+    global reference_used
+    path = reference_path()
     spec = importlib.util.spec_from_file_location("qortex_bench_anchors", path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    reference_used = str(path)
+    print(f"bench: numpy reference: {path}", file=sys.stderr, flush=True)
     return module
 
 
@@ -230,7 +244,7 @@ def machine_notes() -> dict[str, Any]:
             return "?"
         return done.stdout.strip() or "?"
 
-    return {
+    notes = {
         "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"),
         "python": sys.version.split()[0],
         "numpy": np.__version__,
@@ -240,6 +254,9 @@ def machine_notes() -> dict[str, Any]:
         "commit": git("rev-parse", "--short", "HEAD"),
         "tree_dirty": git("status", "--porcelain", "--untracked-files=no") not in ("", "?"),
     }
+    if reference_used is not None:  # the scripts that compare against the numpy reference
+        notes["reference"] = reference_used
+    return notes
 
 
 def print_notes(notes: dict[str, Any], argv: Sequence[str]) -> None:

@@ -1,5 +1,9 @@
 """Settings from the environment (mirrored by CLI flags) and the optional TOML file.
 
+``Settings.from_env`` is the one function of the package that reads the environment: the
+server (``qortex-mcp``) and ``Learner.create(config)`` without a store both resolve their
+store and selection key through it. A learner given a store reads no variable at all.
+
 Environment: ``QORTEX_STORE`` (sqlite | json | memory | postgres), ``QORTEX_STATE_DIR``
 (absolute; default a per-user data directory, never the working directory),
 ``DATABASE_URL``, ``QORTEX_SECRET``, ``QORTEX_LOG_LEVEL``, ``QORTEX_TOOLS``,
@@ -78,6 +82,9 @@ class Settings:
     """Per learner: the most feedback rows per minute (0: no cap); TOML options win."""
     feedback_per_arm_per_minute: int = 120
     """Per learner and arm: the most feedback rows per minute (0: no cap)."""
+    test_faults: frozenset[str] = frozenset()
+    """``QORTEX_TEST_FAULTS``: deliberate SQLite store bugs the reliability suite must catch
+    (tests only; see ``SqliteLearningStore``)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -110,6 +117,8 @@ class Settings:
         for var, name, _, _ in _LIMITS:
             if raw := env.get(var):
                 values[name] = raw
+        if faults := env.get("QORTEX_TEST_FAULTS"):
+            values["test_faults"] = frozenset(f.strip() for f in faults.split(",") if f.strip())
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.build(**values)
 

@@ -37,7 +37,17 @@ def get_logger(name: str) -> Any:
 
 class _LevelName(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.lower()} {record.name}: {record.getMessage()}"
+        line = f"{record.levelname.lower()} {record.name}: {record.getMessage()}"
+        # Another library's logger.exception() (the MCP SDK's for a crashed tool, uvicorn's)
+        # carries its exception in the record, not the message: without this the log would
+        # say an error happened and never which one. stderr only, never a client.
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line = f"{line}\n{record.exc_text}"
+        if record.stack_info:
+            line = f"{line}\n{self.formatStack(record.stack_info)}"
+        return line
 
 
 def configure_logging(level: str = "info") -> None:

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
 from typing import Any, Final
 
 import anyio
@@ -26,7 +28,7 @@ from mcp.server.mcpserver import MCPServer
 from qortex_mcp.logging import get_logger
 from qortex_mcp.tools.boundary import IN_FLIGHT
 
-__all__ = ["serve_stdio", "stdin_relay"]
+__all__ = ["announce_if_terminal", "serve_stdio", "stdin_relay"]
 
 log = get_logger(__name__)
 
@@ -107,9 +109,33 @@ async def _drain(limit_s: float) -> None:
     log.warning("stdio_drain_timeout", in_flight=IN_FLIGHT.count)
 
 
+def _launch_command() -> str:
+    """How this process was started, as a host's config would spell it."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    if argv0.endswith("__main__.py"):  # python -m qortex_mcp
+        return f"{sys.executable} -m qortex_mcp"
+    found = shutil.which(argv0) if argv0 else None
+    return str(Path(found).resolve()) if found else "qortex-mcp"
+
+
+def announce_if_terminal() -> None:
+    """One line on stderr when a person started the server in a terminal: it is waiting
+    for an MCP client, not hung (stdout stays the protocol's, so nothing goes there)."""
+    try:
+        interactive = os.isatty(0)
+    except OSError:  # fd 0 closed: certainly no person typing
+        return
+    if interactive:
+        print(f"qortex-mcp: MCP server waiting for an MCP client on stdin/stdout; attach it "
+              f"from a host (e.g. claude mcp add qortex -- {_launch_command()}, or the "
+              f"command in claude_desktop_config.json); Ctrl-D or Ctrl-C quits; --help for "
+              f"the other commands", file=sys.stderr, flush=True)
+
+
 async def serve_stdio(server: MCPServer[Any]) -> str:
     """Serve over stdin/stdout until stdin closes or a signal; returns why it stopped."""
     stopped = "eof"
+    announce_if_terminal()  # before the relay: after it, fd 0 is a pipe
     relay: AbstractContextManager[Callable[[], None] | None] = (
         nullcontext(None) if sys.platform == "win32" else stdin_relay())
     with relay as end_input:

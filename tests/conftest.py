@@ -16,25 +16,43 @@ from qortex_mcp.learning import (
     SqliteLearningStore,
 )
 
-PG_DSN = os.environ.get("QORTEX_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+PG_DSN_VARIABLE = "QORTEX_TEST_DATABASE_URL"
+PG_DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+PG_DSN = os.environ.get(PG_DSN_VARIABLE) or PG_DEFAULT_DSN
+_PG_PROBE_TIMEOUT_S = 5.0
 
 
-def _postgres_reachable() -> str | None:
-    """None when PostgreSQL answers, else why not."""
+def postgres_unavailable(dsn: str) -> str | None:
+    """None when ``dsn`` accepts a real connection whose user may create schemas (every
+    PostgreSQL test makes its own), else why not. An open port is not enough: a server that
+    refuses these credentials or this database must skip the tests, not fail them."""
     try:
-        import asyncpg  # noqa: F401
+        import asyncpg
     except ImportError:
         return "asyncpg is not installed (pip install -e '.[postgres]')"
-    import socket
+    import asyncio
 
+    from qortex_mcp.config import mask_dsn
+
+    async def probe() -> bool:
+        conn = await asyncpg.connect(dsn, timeout=_PG_PROBE_TIMEOUT_S)
+        try:
+            return bool(await conn.fetchval(
+                "SELECT has_database_privilege(current_database(), 'CREATE')"))
+        finally:
+            await conn.close()
+
+    where = f"{mask_dsn(dsn)} (set {PG_DSN_VARIABLE} to another DSN)"
     try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1.0):
-            return None
-    except OSError as exc:
-        return f"no PostgreSQL server on 127.0.0.1:5432 ({exc})"
+        may_create = asyncio.run(asyncio.wait_for(probe(), _PG_PROBE_TIMEOUT_S * 2))
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return f"cannot connect to {where}: {type(exc).__name__}: {exc}"
+    if not may_create:
+        return f"the user of {where} may not create schemas in its database"
+    return None
 
 
-PG_UNAVAILABLE = _postgres_reachable()
+PG_UNAVAILABLE = postgres_unavailable(PG_DSN)
 STORE_KINDS = ["memory", "sqlite", "json", "postgres"]
 
 

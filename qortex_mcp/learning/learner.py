@@ -221,12 +221,24 @@ class Learner:
     ) -> Self:
         """Open (or create) a learner and load its posteriors.
 
+        Without a store, the learner lives where the environment says, resolved exactly as
+        the server resolves it (``Settings.from_env``: ``QORTEX_STORE``, ``DATABASE_URL``,
+        ``QORTEX_STATE_DIR``, default SQLite in the per-user state directory) and signs with
+        ``QORTEX_SECRET`` or the state directory's key file; it owns that store and closes
+        it. Given a store, it reads no environment variable and writes nothing outside that
+        store.
+
         Args:
             config: the learner's settings (default: ``LearnerConfig()``, named "default").
-            store: where state lives; default from the environment (SQLite in the state
-                directory). A store passed in is initialized but not closed by the learner.
-            signer: signs selection ids; default: the key from ``QORTEX_SECRET`` or the
-                state directory (a random one for a memory store).
+            store: where state lives. A store passed in stays the caller's: the learner
+                initializes it but never closes it, so close it yourself (``async with
+                store:``, or ``await store.close()`` after the learner).
+            signer: signs selection ids. Default without a store: ``QORTEX_SECRET`` or the
+                key file in the state directory (a random key for a memory store). Default
+                with a store: the key kept in that store (SQLite, PostgreSQL; created on first
+                use), else a random key for this process (memory, JSON), see
+                ``stores.factory.store_signer``. Pass one to share selection ids with a
+                server using its own key.
             rng: the random generator (default: seeded from ``config.seed``).
             budget: the memory budget this learner's in-memory state counts against
                 (shared by a registry's learners); default: its own, without a limit.
@@ -237,26 +249,30 @@ class Learner:
             StoreError: the store cannot be opened.
             ConfigError: the configuration is invalid.
         """
+        from qortex_mcp.learning.stores.factory import default_signer, open_store, store_signer
+
         config = config or LearnerConfig()
         owns = store is None
-        if store is None or signer is None:
+        if store is None:
             from qortex_mcp.config import Settings
-            from qortex_mcp.learning.stores.factory import default_signer, open_store
 
-            settings = Settings.from_env()
-            if store is None:
-                store = open_store(settings)
+            settings = Settings.from_env()  # the only place a learner reads the environment
+            store = open_store(settings)
             if signer is None:
                 signer = default_signer(settings, store, config.selection_ttl_s)
-        learner = cls(config, store, signer, rng or default_generator(config.seed), owns,
-                      refresh_interval_s, flush_interval_s, budget, clock)
+        learner: Self | None = None
         try:
             await store.initialize()
+            if signer is None:
+                signer = await store_signer(store, config.selection_ttl_s)
+            learner = cls(config, store, signer, rng or default_generator(config.seed), owns,
+                          refresh_interval_s, flush_interval_s, budget, clock)
             for arm, prior in config.arm_priors.items():
                 learner._set_prior(learner._slot(arm), prior, persist=False)
             await learner._sync()
         except BaseException:
-            learner._release_budget()
+            if learner is not None:
+                learner._release_budget()
             if owns:
                 await store.close()
             raise

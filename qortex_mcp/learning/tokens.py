@@ -48,6 +48,7 @@ from qortex_mcp.errors import (
     LimitExceeded,
     SelectionExpired,
 )
+from qortex_mcp.logging import get_logger
 
 __all__ = [
     "MAX_TOKEN_CHARS",
@@ -56,6 +57,8 @@ __all__ = [
     "SelectionSigner",
     "load_secret",
 ]
+
+log = get_logger(__name__)
 
 MAX_TOKEN_CHARS: Final = 96 * 1024
 MAX_OFFERED: Final = 256
@@ -74,7 +77,22 @@ _TAG_CHARS: Final = 43  # base64url of 32 bytes, unpadded
 _SHAPE: Final = re.compile(r"q1\.([0-9a-f]{8})\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]{43})")
 _FUTURE_SKEW_MS: Final = 5 * 60 * 1000
 _MIN_SECRET_BYTES: Final = 32
-_PLACEHOLDERS: Final = frozenset({"change-me", "changeme", "secret", "change-me-in-production"})
+# Compared with the secret lowercased and stripped of everything but letters and digits.
+_PLACEHOLDERS: Final = frozenset({
+    "changeme", "changemeinproduction", "secret", "password", "passwd", "mysecret",
+    "supersecret", "topsecret", "secretkey", "yoursecret", "yoursecrethere", "qortexsecret",
+    "default", "example", "insecure", "test", "testing", "dev", "development", "todo",
+    "replaceme", "placeholder", "letmein", "admin", "qwerty", "hunter2",
+})
+_PLACEHOLDER_MARKERS: Final = ("changeme", "replaceme", "yoursecret", "placeholder",
+                               "putyour", "insertyour", "notsecret")
+"""Words no random key contains and every template secret does ("your-secret-here-...")."""
+_SEQUENCES: Final = ("0123456789" * 8, "abcdefghijklmnopqrstuvwxyz" * 4,
+                     "0123456789abcdefghijklmnopqrstuvwxyz" * 3,
+                     "0123456789abcdef" * 6, "qwertyuiopasdfghjklzxcvbnm" * 3)
+_PLACEHOLDER: Final = "is a placeholder"
+_MAX_REPEAT_UNIT: Final = 8
+_MIN_DISTINCT_BYTES: Final = 8
 SECRET_FILE: Final = "selection.key"
 # A JSON string literal, as json.dumps(..., ensure_ascii=False) writes one (C accelerated).
 _str: Final = json.encoder.encode_basestring
@@ -323,12 +341,66 @@ class SelectionSigner:
         return claims
 
 
+def _weakness(secret: bytes) -> str | None:
+    """Why ``secret`` is obviously not random, or None. Catches what people paste by hand
+    (one character repeated, a placeholder word, "changeme" four times, 0123...), never a
+    key made by a random generator; it is no strength meter."""
+    text = secret.decode("utf-8", "replace").lower()
+    word = "".join(c for c in text if c.isalnum())
+    # Word checks only for text that is mostly letters and digits (random bytes decode to
+    # a few stray letters, which may spell anything).
+    wordy = bool(word) and len(word) * 2 >= len(text)
+    if wordy and (word in _PLACEHOLDERS or any(m in word for m in _PLACEHOLDER_MARKERS)):
+        return _PLACEHOLDER
+    # "aaaa...", "abab...", "Password1234Password1234": a whole number of copies of one
+    # part (a string is such a repetition exactly when it occurs inside itself doubled,
+    # first and last characters removed), or a short part cut off anywhere.
+    if len(secret) > 1 and secret in (secret + secret)[1:-1]:
+        return "is one pattern repeated"
+    for unit in range(1, _MAX_REPEAT_UNIT + 1):
+        if len(secret) >= 2 * unit and secret == (secret[:unit] * (len(secret) // unit + 1))[
+            : len(secret)
+        ]:
+            return "is one pattern repeated"
+    if wordy and any(word in seq for seq in _SEQUENCES):
+        return "is a run of consecutive characters"
+    if len(set(secret)) < _MIN_DISTINCT_BYTES:
+        return f"uses fewer than {_MIN_DISTINCT_BYTES} different characters"
+    if wordy and any(len(word) >= 2 * len(p) and word == (p * (len(word) // len(p) + 1))[
+        : len(word)
+    ] for p in _PLACEHOLDERS):
+        return "is a placeholder repeated"
+    return None
+
+
 def _check_secret(secret: bytes, source: str) -> bytes:
-    if secret.strip().decode("utf-8", "replace").lower() in _PLACEHOLDERS:
-        raise ConfigError(f"{source} is a placeholder; set a random secret of 32+ bytes")
-    if len(secret) < _MIN_SECRET_BYTES:
-        raise ConfigError(f"{source} must be at least {_MIN_SECRET_BYTES} bytes long")
+    """``secret`` if it may sign selection ids; never echoes it in the refusal.
+
+    Raises:
+        ConfigError: too short or obviously weak (one line, the fix included).
+    """
+    fix = "set a random secret of 32+ bytes, e.g. the output of `openssl rand -hex 32`"
+    weakness = _weakness(secret.strip())
+    if len(secret) < _MIN_SECRET_BYTES and weakness != _PLACEHOLDER:
+        raise ConfigError(f"{source} must be at least {_MIN_SECRET_BYTES} bytes long; {fix}")
+    if weakness is not None:
+        raise ConfigError(f"{source} {weakness}; {fix}")
     return secret
+
+
+def _warn_if_exposed(path: Path) -> None:
+    """Warn (the key is still used) when the key file could be read or swapped by others:
+    anyone who reads it can forge selection ids."""
+    try:
+        if path.is_symlink():
+            log.warning("selection_key_is_a_symlink", path=str(path),
+                        fix="replace the link with the file itself (mode 0600)")
+        mode = path.stat().st_mode
+    except OSError:
+        return  # reading it fails just after with its own error
+    if mode & 0o077:
+        log.warning("selection_key_readable_by_others", path=str(path),
+                    mode=f"{mode & 0o777:04o}", fix=f"chmod 600 {path}")
 
 
 def load_secret(state_dir: Path, env_secret: str | None) -> bytes:
@@ -354,4 +426,5 @@ def load_secret(state_dir: Path, env_secret: str | None) -> bytes:
             pass
         finally:
             tmp.unlink()
+    _warn_if_exposed(path)
     return _check_secret(path.read_bytes().strip(), str(path.name))

@@ -11,8 +11,8 @@ server carrying qortex tools gets one ``ToolBoundary`` middleware that, for thos
    by ``guarded`` (which also records it here), and the boundary rewrites the SDK's text
    to ``CODE: message`` and adds ``_meta["qortex-mcp/error"]`` (code, message, retryable,
    and ``retry_after_s`` for ``RATE_LIMITED``);
-3. answers an unexpected exception (which the SDK logged with its traceback) as
-   ``INTERNAL_ERROR`` without any detail;
+3. answers an unexpected exception as ``INTERNAL_ERROR`` without any detail, and logs it
+   (``tool_crashed``: its type and traceback) on stderr;
 4. logs one ``tool_call`` event: tool, learner, latency_ms, code.
 
 It also counts the requests in progress (``IN_FLIGHT``): the stdio transport waits for them
@@ -69,6 +69,8 @@ IN_FLIGHT: Final = InFlight()
 @dataclass
 class _Call:
     error: QortexError | None = None
+    crash: Exception | None = None
+    """An unexpected exception of the tool body: logged with its traceback, never sent."""
 
 
 _current: ContextVar[_Call | None] = ContextVar("qortex_tool_call", default=None)
@@ -86,6 +88,11 @@ def guarded(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             if call is not None:
                 call.error = exc
             raise ToolError(str(exc)) from exc
+        except Exception as exc:
+            call = _current.get()
+            if call is not None:
+                call.crash = exc
+            raise
 
     return tool
 
@@ -281,8 +288,12 @@ class ToolBoundary:
         if error is None:
             text = "".join(c.get("text", "") for c in result.get("content", []))
             if text == f"Error executing tool {name}":
-                # The SDK logged the traceback; the client learns only that it happened.
-                log.error("tool_crashed", tool=name)
+                # The log gets the exception's type and traceback (stderr, never stdout);
+                # the client learns only that it happened.
+                crash = call.crash
+                log.error("tool_crashed", tool=name,
+                          error_type=type(crash).__name__ if crash is not None else None,
+                          exc_info=crash if crash is not None else False)
                 error = _Internal("unexpected server error; the server log has the details")
             else:
                 error = InvalidInput(text.removeprefix(f"Error executing tool {name}: "))

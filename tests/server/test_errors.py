@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -214,6 +217,57 @@ async def test_an_unexpected_failure_is_internal_logged_and_not_leaked(
     assert "tool_crashed" in logged
     assert "secret detail" in logged
     assert (await ok(client, "qortex_status"))["store"] == "sqlite"  # and the server lives on
+
+
+CRASHING_SERVER = """
+import sys
+import anyio
+from mcp import Client
+from qortex_mcp.config import Settings
+from qortex_mcp.learning import Learner
+from qortex_mcp.logging import configure_logging
+from qortex_mcp.server import build_server
+
+configure_logging("info")  # what the qortex-mcp command does first
+
+
+async def crash(*_, **__):
+    raise RuntimeError("secret detail /etc/passwd")
+
+
+Learner.select = crash
+
+
+async def main():
+    settings = Settings.build(store="memory", state_dir=sys.argv[1])
+    async with Client(build_server(settings)) as client:
+        result = await client.call_tool("qortex_select", {"candidates": ["a"]})
+    print(result.content[0].text)
+
+
+anyio.run(main)
+"""
+
+
+def test_an_internal_error_logs_the_exception_type_and_traceback_on_stderr(
+    tmp_path: Path,
+) -> None:
+    """The client is told the server log has the details: it must have them (type and
+    traceback), on stderr, with nothing of them on stdout or in the answer."""
+    script = tmp_path / "crashing_server.py"
+    script.write_text(CRASHING_SERVER, encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "state")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == (
+        "INTERNAL_ERROR: unexpected server error; the server log has the details")
+    (crashed,) = [line for line in done.stderr.splitlines() if "event='tool_crashed'" in line]
+    assert "error_type='RuntimeError'" in crashed
+    assert "Traceback (most recent call last)" in crashed
+    assert "RuntimeError: secret detail /etc/passwd" in crashed
+    # The SDK's own logger.exception() line keeps its traceback too (it used to be dropped).
+    sdk = done.stderr.split("raised an unexpected exception", 1)[1]
+    assert sdk.startswith("\nTraceback (most recent call last)")
 
 
 async def test_a_closed_registry_answers_closed(client: Client, registry: LearnerRegistry) -> None:

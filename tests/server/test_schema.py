@@ -81,7 +81,8 @@ async def test_instructions_explain_the_loop(settings: Settings) -> None:
 
 async def test_the_tool_list_is_the_same_for_every_server(tmp_path: Path) -> None:
     # No user data (paths, learner names, secrets) ever reaches a description or schema.
-    one = Settings.build(store="sqlite", state_dir=tmp_path / "one", secret="a" * 40)
+    one = Settings.build(store="sqlite", state_dir=tmp_path / "one",
+                         secret="9c1f4e7a2b6d8053e1a4c7f92d6b0e38a5")
     two = Settings.build(store="memory", state_dir=tmp_path / "two",
                          learners={"*": {"prior": [2, 2]}, "secret-learner": {}})
     first, second = await _tools(one), await _tools(two)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import signal
 import subprocess
 from pathlib import Path
@@ -13,6 +15,7 @@ from mcp import Client, StdioServerParameters
 from tests.server.support import (
     SCRIPT,
     RawStdioServer,
+    _Lines,
     assert_only_jsonrpc,
     base_env,
     ok,
@@ -125,6 +128,8 @@ def test_the_server_stops_within_5_s_with_the_last_acknowledged_feedback_durable
     ({"QORTEX_STORE": "cassandra"}, "QORTEX_STORE must be one of"),
     ({"QORTEX_STATE_DIR": "relative/dir"}, "QORTEX_STATE_DIR must be an absolute path"),
     ({"QORTEX_SECRET": "short"}, "QORTEX_SECRET must be at least 32 bytes"),
+    ({"QORTEX_SECRET": "changeme" * 5}, "QORTEX_SECRET is a placeholder"),
+    ({"QORTEX_SECRET": "x" * 40}, "QORTEX_SECRET is one pattern repeated"),
     ({"QORTEX_TOOLS": "qortex_teleport"}, "unknown tool"),
 ])
 def test_a_bad_configuration_exits_2_with_one_clear_line(
@@ -150,10 +155,57 @@ def test_a_store_that_cannot_open_exits_2_without_a_traceback(
     else:
         state.mkdir()
         (state / "qortex.db").write_bytes(b"this is not an SQLite database" * 100)
-    done = subprocess.run([str(SCRIPT)], env=base_env(state, QORTEX_SECRET="s" * 40),
+    done = subprocess.run([str(SCRIPT)],
+                          env=base_env(state, QORTEX_SECRET="9c1f4e7a2b6d8053e1a4c7f92d6b0e38a5"),
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert done.stdout == ""
     assert "Traceback" not in done.stderr
     line = done.stderr.strip().splitlines()[-1]
     assert line.startswith(("qortex-mcp: STORE_", "qortex-mcp: CORRUPT_STATE")), line
+
+
+WAITING = "waiting for an MCP client"
+
+
+def test_started_in_a_terminal_it_says_on_stderr_that_it_waits_for_a_client(
+    tmp_path: Path,
+) -> None:
+    """A person who runs ``qortex-mcp`` in a terminal sees why nothing happens (stdin is a
+    pty here); stdout stays empty, and Ctrl-D ends it like any end of input."""
+    leader, follower = pty.openpty()
+    with subprocess.Popen([str(SCRIPT)], stdin=follower, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, env=base_env(tmp_path / "state"),
+                          text=True) as proc:
+        os.close(follower)
+        try:
+            assert proc.stderr is not None
+            stderr = _Lines(proc.stderr)
+            lines: list[str] = []
+            while (line := stderr.next(timeout=30)) is not None:
+                lines.append(line)
+                if WAITING in line:
+                    break
+            said = [x for x in lines if WAITING in x]
+            assert said, "".join(lines)
+            assert said[0].startswith("qortex-mcp: MCP server waiting for an MCP client")
+            assert f"claude mcp add qortex -- {SCRIPT.resolve()}" in said[0]
+            os.write(leader, b"\x04")  # Ctrl-D
+            assert proc.wait(10) == 0
+            stderr.join()
+            assert sum(WAITING in x for x in stderr.all) == 1  # one line, once
+            assert proc.stdout is not None
+            assert proc.stdout.read() == ""
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+            os.close(leader)
+
+
+def test_started_by_a_client_it_prints_no_greeting(tmp_path: Path) -> None:
+    done = subprocess.run([str(SCRIPT)], env=base_env(tmp_path / "state"),
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0
+    assert WAITING not in done.stderr
+    assert done.stdout == ""

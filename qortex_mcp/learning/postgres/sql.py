@@ -234,6 +234,15 @@ ON CONFLICT (name) DO NOTHING
 
 _SCHEMA_VERSION: Final = "SELECT value FROM {s}.meta WHERE key = 'schema_version'"
 
+# The selection key of a learner given this store and no signer (first instance wins).
+_SELECTION_KEY: Final = """
+WITH added AS (
+    INSERT INTO {s}.meta (key, value) VALUES ('selection_key', $1)
+    ON CONFLICT (key) DO NOTHING RETURNING value)
+SELECT value FROM added UNION ALL SELECT value FROM {s}.meta WHERE key = 'selection_key'
+LIMIT 1
+"""
+
 
 @dataclass(frozen=True)
 class Statements:
@@ -254,6 +263,7 @@ class Statements:
     contexts: str
     ensure_learner: str
     schema_version: str
+    selection_key: str
 
     @classmethod
     def for_schema(cls, schema: str, version: int) -> Statements:
@@ -265,7 +275,7 @@ class Statements:
             "reset_match": _RESET_MATCH, "reset_apply": _RESET_APPLY, "since": _SINCE,
             "events": _EVENTS, "evidence": _EVIDENCE, "learners": _LEARNERS,
             "contexts": _CONTEXTS, "ensure_learner": _ENSURE_LEARNER,
-            "schema_version": _SCHEMA_VERSION,
+            "schema_version": _SCHEMA_VERSION, "selection_key": _SELECTION_KEY,
         }
         assert set(templates) == {f.name for f in dataclasses.fields(cls)}
         return cls(**{name: text.replace("{s}", quoted) for name, text in templates.items()})

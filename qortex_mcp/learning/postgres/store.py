@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from qortex_mcp.config import mask_dsn
-from qortex_mcp.errors import ClosedError
+from qortex_mcp.errors import ClosedError, StoreUnavailable
 from qortex_mcp.learning.postgres.listener import Listener
 from qortex_mcp.learning.postgres.runner import Runner
 from qortex_mcp.learning.postgres.sql import Statements
@@ -253,6 +253,27 @@ class PostgresLearningStore:
 
         # Idempotent (first writer's config stays), so it may retry like a read.
         await self._read("creating a learner", run)
+
+    async def selection_key(self, candidate: bytes) -> bytes:
+        """The selection-signing key kept in this schema's ``meta`` table: ``candidate``
+        (ASCII) is stored when there is none yet; the first instance wins, so every instance
+        on the schema signs with the same key. Used only by a ``Learner`` given this store and
+        no signer; the server signs with ``QORTEX_SECRET`` or its key file instead."""
+
+        async def run(conn: Any) -> bytes:
+            value = None
+            for _ in range(3):
+                # None: another instance inserted its key after this statement's snapshot
+                # was taken; the next statement sees it.
+                value = await conn.fetchval(self._sql.selection_key, candidate.decode("ascii"))
+                if value is not None:
+                    break
+            if value is None:
+                raise StoreUnavailable("the selection key in the store could not be read")
+            return str(value).encode("ascii")
+
+        # Idempotent (the first key stays), so it may retry like a read.
+        return await self._read("reading the selection key", run)
 
     async def record_selections(
         self,

@@ -23,9 +23,12 @@ Durability and concurrency rules, each for a reason:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
+import threading
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,6 +248,19 @@ class SqliteLearningStore:
 
     # --- lifecycle -------------------------------------------------------------------------
 
+    def __del__(self) -> None:
+        # Like an unclosed file or httpx client: say so (shown when ResourceWarnings are on,
+        # e.g. python -X dev or pytest), and stop the worker threads so nothing lingers.
+        if getattr(self, "_closed", True) or getattr(self, "_writer", None) is None:
+            return
+        warnings.warn(f"SqliteLearningStore({str(self.path)!r}) was never closed; use "
+                      "'async with store:' or 'await store.close()'", ResourceWarning,
+                      stacklevel=2, source=self)
+        for conn in (self._writer, self._reader):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.stop()
+
     async def __aenter__(self) -> SqliteLearningStore:
         await self.initialize()
         return self
@@ -253,7 +269,16 @@ class SqliteLearningStore:
         await self.close()
 
     async def _connect(self) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        pending = aiosqlite.connect(self.path, isolation_level=None)
+        # aiosqlite runs each connection on a non-daemon thread, started when awaited: a
+        # store its program forgot to close would keep the interpreter from ever exiting.
+        # As a daemon the thread ends with the program (what was committed is on disk, WAL
+        # recovers the rest like after a crash); ``__del__`` still reports the unclosed
+        # store with a ResourceWarning. tests/learning/test_store_lifecycle.py checks both.
+        worker = getattr(pending, "_thread", None)
+        if isinstance(worker, threading.Thread) and not worker.is_alive():
+            worker.daemon = True
+        conn = await pending
         try:
             await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
@@ -570,6 +595,25 @@ class SqliteLearningStore:
             )
 
         await self._submit_job(run, "creating a learner")
+
+    async def selection_key(self, candidate: bytes) -> bytes:
+        """The selection-signing key kept in this file (``qortex_meta``): ``candidate`` (ASCII)
+        is stored when there is none yet; the first writer wins, so every process on the file
+        signs with the same key. Used only by a ``Learner`` given this store and no signer;
+        the server signs with its key file or ``QORTEX_SECRET`` instead."""
+
+        async def run(conn: aiosqlite.Connection) -> bytes:
+            await conn.execute(
+                "INSERT OR IGNORE INTO qortex_meta (key, value) VALUES ('selection_key', ?)",
+                (candidate.decode("ascii"),),
+            )
+            row = await self._fetchone(
+                conn, "SELECT value FROM qortex_meta WHERE key = 'selection_key'")
+            assert row is not None
+            return str(row[0]).encode("ascii")
+
+        key: bytes = await self._submit_job(run, "reading the selection key")
+        return key
 
     async def record_selections(
         self,
