@@ -14,7 +14,8 @@ and a ``retryable`` flag (retry the same call, with the same selection id, and i
     │   └── BudgetTooSmall          BUDGET_TOO_SMALL
     ├── InvalidSelection            INVALID_SELECTION    forged, altered, malformed or foreign id
     ├── SelectionExpired            SELECTION_EXPIRED
-    ├── ArmNotInSelection           ARM_NOT_IN_SELECTION
+    ├── ArmNotInSelection           ARM_NOT_IN_SELECTION an arm the selection never offered
+    │   └── ArmNotChosen            ARM_NOT_CHOSEN       offered to a select, but not chosen
     ├── SelectionConflict           SELECTION_CONFLICT   a different answer for an answered arm
     ├── UnknownLearner              UNKNOWN_LEARNER
     ├── UnknownArm                  UNKNOWN_ARM
@@ -37,6 +38,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "ArmNotChosen",
     "ArmNotInSelection",
     "BudgetTooSmall",
     "ClosedError",
@@ -135,6 +137,13 @@ class SelectionExpired(QortexError):
 
 class ArmNotInSelection(QortexError):
     code = "ARM_NOT_IN_SELECTION"
+
+
+class ArmNotChosen(ArmNotInSelection):
+    """Feedback on an arm a select offered but did not choose: the agent never tried it,
+    so its outcome would be a pull that never happened."""
+
+    code = "ARM_NOT_CHOSEN"
 
 
 class SelectionConflict(QortexError):

@@ -17,7 +17,7 @@ __all__ = ["LearnerConfig"]
 
 _OPTION_NAMES: Final = frozenset({
     "strategy", "reward_model", "prior", "arm_priors", "half_life_s", "context_backoff",
-    "selection_ttl_s", "seed", "max_arms", "max_candidates",
+    "selection_ttl_s", "seed", "max_arms", "max_candidates", "accept_unchosen_feedback",
 })
 
 
@@ -34,10 +34,14 @@ class LearnerConfig:
         half_life_s: evidence older than this counts half (applied lazily per arm); None
             keeps evidence forever.
         context_backoff: ``m`` of the back-off rule (``qortex_mcp.learning.context``).
-        selection_ttl_s: selection ids older than this are refused; 0 means never.
+        selection_ttl_s: selection ids older than this are refused; 0 means never. Every
+            feedback path (``observe``, the tools, the reranker) enforces it.
         seed: seeds the learner's random generator (reproducible selections).
         max_arms: the most distinct arms the learner keeps (``LIMIT_EXCEEDED`` beyond).
         max_candidates: the most candidates one ``select`` may offer.
+        accept_unchosen_feedback: let feedback quoting a select name candidates it
+            offered but did not choose (for agents that really tried them, e.g. as a
+            fallback); by default that is refused with ``ARM_NOT_CHOSEN``.
     """
 
     name: str = "default"
@@ -51,6 +55,7 @@ class LearnerConfig:
     seed: int | None = None
     max_arms: int = 100_000
     max_candidates: int = 10_000
+    accept_unchosen_feedback: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -71,6 +76,8 @@ class LearnerConfig:
             raise ConfigError("selection_ttl_s must be a number of seconds >= 0")
         if self.max_arms < 1 or self.max_candidates < 1:
             raise ConfigError("max_arms and max_candidates must be at least 1")
+        if not isinstance(self.accept_unchosen_feedback, bool):
+            raise ConfigError("accept_unchosen_feedback must be true or false")
 
     def build_strategy(self) -> LearningStrategy:
         s = self.strategy

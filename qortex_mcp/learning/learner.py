@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from qortex_mcp.errors import (
+    ArmNotChosen,
     ArmNotInSelection,
     BudgetTooSmall,
     ClosedError,
@@ -600,8 +601,13 @@ class Learner:
     # --- feedback --------------------------------------------------------------------------
 
     def verify_selection(self, selection_id: str) -> SelectionClaims:
-        """The claims of a selection id this learner issued (raises ``InvalidSelection``)."""
-        return self._signer.verify(selection_id, self.name)
+        """The claims of an unexpired selection id this learner issued.
+
+        Raises:
+            InvalidSelection: not an id this learner issued.
+            SelectionExpired: older than ``config.selection_ttl_s`` (0: never expires).
+        """
+        return self._signer.verify(selection_id, self.name, ttl_s=self.config.selection_ttl_s)
 
     def issue_selection(
         self,
@@ -648,11 +654,17 @@ class Learner:
         weight = check_weight(outcome.weight)
         if outcome.selection_id is not None:
             claims = self.verify_selection(outcome.selection_id)
-            if not claims.covers(arm):
-                raise ArmNotInSelection(
-                    f"arm {preview(arm)} was not part of this selection; feedback applies only "
-                    "to the arms it offered"
-                )
+            if not claims.chose(arm):
+                if not claims.covers(arm):
+                    raise ArmNotInSelection(
+                        f"arm {preview(arm)} was not part of this selection; feedback applies "
+                        "only to the arms it chose"
+                    )
+                if not self.config.accept_unchosen_feedback:
+                    raise ArmNotChosen(
+                        f"arm {preview(arm)} was offered but not chosen; only the chosen arms "
+                        "of a select can get feedback on that selection"
+                    )
             ctx = canonical_context(json.loads(claims.context)) if claims.context else None
             key = claims.nonce
         else:

@@ -111,7 +111,9 @@ def _feedback(rt: QortexRuntime) -> Any:
             # A genuine id proves its learner exists, maybe only on the instance that made the
             # selection so far; a forged one is refused before any learner is opened for it.
             check_name(learner, "learner name")  # a bad name is INVALID_NAME, as elsewhere
-            (await rt.registry()).signer.verify(selection_id, learner)
+            registry = await rt.registry()
+            registry.signer.verify(selection_id, learner,
+                                   ttl_s=registry.config_for(learner).selection_ttl_s)
         lrn = await rt.learner(learner)
         kind, answers = await _apply(lrn, selection_id, pairs, context, idempotency_key,
                                      clicks_only)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from qortex_mcp.errors import (
+    ArmNotChosen,
     ArmNotInSelection,
     BudgetTooSmall,
     ClosedError,
@@ -185,12 +186,39 @@ async def test_feedback_for_an_arm_outside_the_selection_is_refused(store: Learn
     await learner.close()
 
 
-async def test_feedback_may_name_any_candidate_the_select_offered(store: LearningStore) -> None:
+async def test_feedback_on_an_offered_arm_that_was_not_chosen_is_refused(
+    store: LearningStore,
+) -> None:
     learner = await make(store)
+    sel = await learner.select(["a", "b", "c"], k=1)
+    chosen = sel.selected[0].id
+    other = next(a for a in "abc" if a != chosen)
+    before = await snapshot(learner)
+    with pytest.raises(ArmNotChosen, match="only the chosen arms") as err:
+        await learner.observe(ArmOutcome(other, reward=0.0, selection_id=sel.selection_id))
+    assert err.value.code == "ARM_NOT_CHOSEN"
+    # all or nothing: the chosen arm's feedback in the same batch is not applied either
+    with pytest.raises(ArmNotChosen):
+        await learner.batch_observe([
+            ArmOutcome(chosen, reward=1.0, selection_id=sel.selection_id),
+            ArmOutcome(other, reward=0.0, selection_id=sel.selection_id),
+        ])
+    assert await snapshot(learner) == before
+    fb = await learner.observe(ArmOutcome(chosen, reward=1.0, selection_id=sel.selection_id))
+    assert fb.status == "applied"
+    await learner.close()
+
+
+async def test_a_learner_may_accept_feedback_on_offered_arms_it_did_not_choose(
+    store: LearningStore,
+) -> None:
+    learner = await make(store, accept_unchosen_feedback=True)
     sel = await learner.select(["a", "b"], k=1)
     other = "b" if sel.selected[0].id == "a" else "a"
     fb = await learner.observe(ArmOutcome(other, reward=1.0, selection_id=sel.selection_id))
     assert fb.status == "applied"
+    with pytest.raises(ArmNotInSelection):  # never offered: refused whatever the option
+        await learner.observe(ArmOutcome("z", reward=1.0, selection_id=sel.selection_id))
     await learner.close()
 
 

@@ -53,10 +53,10 @@ async def test_feedback_quoting_a_selection_moves_the_posterior(client: Client) 
                    "alpha": 2.0, "beta": 1.0, "pulls": 1}
 
 
-async def test_feedback_may_name_any_candidate_offered_and_numbers_are_rewards(
+async def test_feedback_may_name_every_chosen_arm_and_numbers_are_rewards(
     client: Client,
 ) -> None:
-    sel = await ok(client, "qortex_select", {"candidates": ["a", "b", "c"]})
+    sel = await ok(client, "qortex_select", {"candidates": ["a", "b", "c"], "k": 3})
     out = await ok(client, "qortex_feedback", {"selection_id": sel["selection_id"],
                                                "outcomes": {"a": 0.25, "b": 1, "c": "rejected"}})
     assert {a["arm_id"]: a["reward"] for a in out["arms"]} == {"a": 0.25, "b": 1.0, "c": 0.0}
