@@ -19,6 +19,7 @@ and a ``retryable`` flag (retry the same call, with the same selection id, and i
     ├── SelectionConflict           SELECTION_CONFLICT   a different answer for an answered arm
     ├── UnknownLearner              UNKNOWN_LEARNER
     ├── UnknownArm                  UNKNOWN_ARM
+    ├── UnknownTool                 UNKNOWN_TOOL         a tool name the server does not have
     ├── LimitExceeded               LIMIT_EXCEEDED
     ├── ConfigError                 CONFIG_ERROR
     ├── ClosedError                 CLOSED               used after close()
@@ -63,6 +64,7 @@ __all__ = [
     "StoreUnavailable",
     "UnknownArm",
     "UnknownLearner",
+    "UnknownTool",
     "preview",
 ]
 
@@ -156,6 +158,10 @@ class UnknownLearner(QortexError):
 
 class UnknownArm(QortexError):
     code = "UNKNOWN_ARM"
+
+
+class UnknownTool(QortexError):
+    code = "UNKNOWN_TOOL"
 
 
 class LimitExceeded(QortexError):

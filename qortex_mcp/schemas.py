@@ -53,8 +53,15 @@ class SelectOutput(_Out):
     selected: list[ScoredArmOut] = Field(description="the chosen arms, best first")
     context_key: str = Field(description="key of the context the selection used ('' = global)")
     strategy: str
-    explored: bool = Field(description="true when the top choice was not the best mean")
+    explored: bool = Field(
+        description="true when the top choice's posterior mean was below the best candidate's"
+    )
     candidates: int
+    requested: int = Field(1, description="the k asked for")
+    note: str | None = Field(
+        None, description="set when fewer than k arms were chosen, and why (fewer candidates, "
+        "or fewer fit token_budget)",
+    )
 
 
 class ArmFeedback(_Out):
@@ -168,6 +175,11 @@ class LearnerStatus(_Out):
     explored: int
     feedback: int
     last_update: float | None
+    reward_model: str | None = Field(None, description="how this learner scores outcomes")
+    outcome_rewards: dict[str, float] | None = Field(
+        None, description="the reward each outcome word counts as for this learner, e.g. "
+        "{\"accepted\": 1, \"partial\": 0.5, \"rejected\": 0}",
+    )
 
 
 class StatusOutput(_Out):

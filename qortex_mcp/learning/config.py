@@ -28,7 +28,8 @@ class LearnerConfig:
     Args:
         name: the learner's name (same rule as arm ids).
         strategy: ``"thompson"`` (default), ``"mean"`` or a ``LearningStrategy``.
-        reward_model: ``"binary"`` (default), ``"ternary"``, ``"tool"`` or a ``RewardModel``.
+        reward_model: ``"ternary"`` (default: accepted = 1, partial = 0.5, rejected = 0),
+            ``"binary"`` (partial = 0), ``"tool"`` or a ``RewardModel``.
         prior: the default Beta prior ``(alpha, beta)`` of every arm.
         arm_priors: seeded priors for named arms, e.g. ``{"concise-v1": (8, 2)}``.
         half_life_s: evidence older than this counts half (applied lazily per arm); None
@@ -46,7 +47,8 @@ class LearnerConfig:
 
     name: str = "default"
     strategy: str | LearningStrategy = "thompson"
-    reward_model: str | RewardModel = "binary"
+    # Ternary by default: every tool description offers "partial", so it must count.
+    reward_model: str | RewardModel = "ternary"
     prior: tuple[float, float] = (1.0, 1.0)
     arm_priors: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     half_life_s: float | None = None

@@ -485,7 +485,9 @@ class Learner:
         """Choose up to ``k`` distinct arms among ``arms`` by the learner's strategy.
 
         Unknown arms start at their prior. With ``token_budget``, the best arms (in score
-        order) whose ``token_cost`` sum fits are chosen. Never waits on the store.
+        order) whose ``token_cost`` sum fits are chosen. Fewer than ``k`` (fewer candidates,
+        or fewer fit the budget) is not an error: ``SelectionResult.note`` says so. Never
+        waits on the store.
 
         Raises:
             InvalidCandidates, InvalidName, InvalidContext, InvalidInput, BudgetTooSmall,
@@ -520,7 +522,10 @@ class Learner:
             # call per element.
             pairs = zip((-scores[top]).tolist(), top.tolist(), strict=True)
             chosen = [p for _, p in sorted(pairs)]
-        explored = chosen[0] != int((alpha / (alpha + beta)).argmax())
+        # Exploring means taking an arm believed worse: strictly below the best mean (ties,
+        # such as every candidate still at its prior, are not exploration).
+        means = alpha / (alpha + beta)
+        explored = bool(means[chosen[0]] < means.max())
         ids = cands.ids
         offered: list[str] = []
         if count <= MAX_OFFERED and count > len(chosen):
@@ -544,8 +549,12 @@ class Learner:
             log.debug("select", learner=self.name, candidates=count, arms=[a.id for a in selected],
                       explored=explored,
                       latency_ms=round((time.perf_counter() - started) * 1e3, 3))
+        note = None
+        if len(chosen) < k:
+            note = (f"only {count} candidate(s) for k={k}: all are returned" if count < k else
+                    f"only {len(chosen)} of k={k} fit token_budget={token_budget:g}")
         return SelectionResult(selected, token, self.name, ctx.key if ctx else GLOBAL_CONTEXT,
-                               self._strategy.name, explored, count)
+                               self._strategy.name, explored, count, k, note)
 
     @staticmethod
     def _scored(

@@ -145,8 +145,13 @@ class SelectionResult:
     context_key: str
     strategy: str
     explored: bool
-    """True when the top choice was not the candidate with the highest posterior mean."""
+    """True when the top choice's posterior mean is strictly below the best candidate's (a
+    tie, e.g. every candidate still at its prior, is not exploration)."""
     candidates: int
+    requested: int = 1
+    """The ``k`` asked for; ``selected`` holds fewer when there were fewer candidates, or
+    when fewer fit ``token_budget`` (``note`` then says which)."""
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from qortex_mcp import __version__
 from qortex_mcp.learning.context import canonical_context
+from qortex_mcp.learning.rewards import outcome_rewards
 from qortex_mcp.learning.types import GLOBAL_CONTEXT
 from qortex_mcp.runtime import QortexRuntime
 from qortex_mcp.schemas import (
@@ -27,7 +28,7 @@ from qortex_mcp.tools.params import (
     MAX_LIMIT,
     ArmIdsArg,
     ContextArg,
-    LearnerArg,
+    ExistingLearnerArg,
     LimitArg,
     OptionalLearnerArg,
 )
@@ -44,7 +45,7 @@ def _posteriors(rt: QortexRuntime) -> Any:
     @guarded
     async def posteriors(
         *,
-        learner: LearnerArg = "default",
+        learner: ExistingLearnerArg = "default",
         arm_ids: ArmIdsArg = None,
         context: ContextArg = None,
         limit: LimitArg = 50,
@@ -72,7 +73,7 @@ def _top_arms(rt: QortexRuntime) -> Any:
     @guarded
     async def top_arms(
         *,
-        learner: LearnerArg = "default",
+        learner: ExistingLearnerArg = "default",
         k: Annotated[int, Field(ge=1, le=MAX_LIMIT, description="How many arms.")] = 5,
         context: ContextArg = None,
     ) -> Annotated[CallToolResult, TopArmsOutput]:
@@ -123,11 +124,16 @@ def _status(rt: QortexRuntime) -> Any:
     @guarded
     async def status(*, limit: LimitArg = 100) -> Annotated[CallToolResult, StatusOutput]:
         """Report the server version, which store holds the learning and where, and each
-        learner's arm, selection and feedback counts. Call first when unsure what exists."""
+        learner's arm, selection and feedback counts and how each outcome word counts for
+        it. Call first when unsure what exists."""
         registry = await rt.registry()
         info = await registry.store.info()
         learners = await registry.summaries()
-        shown = [LearnerStatus.model_validate(s) for s in learners[:limit]]
+        shown = []
+        for learner in learners[:limit]:
+            model = registry.config_for(learner.name).build_reward_model()
+            shown.append(LearnerStatus.model_validate(learner).model_copy(update={
+                "reward_model": model.name, "outcome_rewards": outcome_rewards(model)}))
         feedback = sum(s.feedback for s in learners)
         if not learners:
             summary = "no data: no learner has been used yet"

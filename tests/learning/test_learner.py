@@ -69,10 +69,37 @@ async def test_select_returns_k_distinct_arms_best_first(store: LearningStore) -
     await learner.close()
 
 
-async def test_k_larger_than_the_candidates_returns_them_all(store: LearningStore) -> None:
+async def test_k_larger_than_the_candidates_returns_them_all_and_says_so(
+    store: LearningStore,
+) -> None:
     learner = await make(store)
     result = await learner.select(["a", "b"], k=5)
     assert sorted(a.id for a in result.selected) == ["a", "b"]
+    assert result.requested == 5
+    assert result.note == "only 2 candidate(s) for k=5: all are returned"
+    budget = await learner.select([Arm("a", token_cost=5), Arm("b", token_cost=5)], k=2,
+                                  token_budget=6)
+    assert len(budget.selected) == 1
+    assert budget.note == "only 1 of k=2 fit token_budget=6"
+    assert (await learner.select(["a", "b"], k=2)).note is None
+    await learner.close()
+
+
+async def test_ties_at_the_prior_are_not_exploration(store: LearningStore) -> None:
+    learner = await make(store)
+    results = [await learner.select(["a", "b", "c"]) for _ in range(40)]
+    assert {r.selected[0].id for r in results} == {"a", "b", "c"}  # random among equals
+    assert not any(r.explored for r in results)
+    assert (await learner.metrics()).explored == 0
+    await learner.close()
+
+
+async def test_exploration_is_choosing_an_arm_below_the_best_mean(store: LearningStore) -> None:
+    learner = await make(store, arm_priors={"good": (3, 2), "bad": (2, 3)})
+    results = [await learner.select(["good", "bad"]) for _ in range(60)]
+    for r in results:
+        assert r.explored == (r.selected[0].id == "bad")
+    assert 0 < sum(r.explored for r in results) < 60
     await learner.close()
 
 

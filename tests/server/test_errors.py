@@ -62,7 +62,9 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("qortex_feedback", {"selection_id": SEL, "outcomes": {"b": "0.5"}}, "INVALID_REWARD"),
     ("qortex_feedback", {"selection_id": SEL, "outcomes": {"b": True}}, "INVALID_REWARD"),
     ("qortex_feedback", {"selection_id": SEL, "outcomes": {"b": None}}, "INVALID_REWARD"),
-    ("qortex_feedback", {"selection_id": SEL, "outcomes": {"b": "great"}}, "INVALID_REWARD"),
+    ("qortex_feedback", {"selection_id": SEL, "outcomes": {"b": "great"}}, "INVALID_OUTCOME"),
+    ("qortex_feedback", {"selection_id": SEL, "outcomes": {"b": "Accepted"}}, "INVALID_OUTCOME"),
+    ("qortex_feedback", {"arm_id": "a", "outcome": "ACCEPTED"}, "INVALID_OUTCOME"),
     ("qortex_feedback", {"selection_id": SEL, "outcomes": {"b": 1.5}}, "INVALID_REWARD"),
     ("qortex_feedback", {"selection_id": SEL, "outcomes": {"b": -0.1}}, "INVALID_REWARD"),
     ("qortex_feedback", {"arm_id": "a", "outcome": 2}, "INVALID_REWARD"),
@@ -156,6 +158,11 @@ async def test_refusals_say_what_was_wrong(client: Client, seeded: dict[str, str
                                                         "outcomes": {"b": "0.5"}})
     assert text == ("INVALID_REWARD: outcomes['b']: must be 'accepted', 'rejected', 'partial' "
                     "or a number in [0, 1], got '0.5'")
+    _, text = await refused(client, "qortex_feedback", {"selection_id": seeded[SEL],
+                                                        "outcomes": {"b": "Accepted"}})
+    assert text == ("INVALID_OUTCOME: outcomes['b']: unknown outcome word; use one of "
+                    "accepted, rejected, partial (lowercase) or a number in [0, 1], "
+                    "got 'Accepted'")
     _, text = await refused(client, "qortex_feedback", {"arm_id": "a", "outcome": 2})
     assert text == "INVALID_REWARD: reward must be a finite number in [0, 1], got '2.0'"
     _, text = await refused(client, "qortex_select", {"candidates": [1, 2]})
