@@ -134,9 +134,13 @@ class LearnerMetricsOut(_Out):
     selections: int
     explored: int
     feedback: int
-    feedback_rate: float | None = Field(description="feedbacks received per arm selected")
+    answered: int = Field(0, description="selections that got feedback on at least one arm")
+    feedback_rate: float | None = Field(
+        description="share of selections that got any feedback (answered / selections, at "
+        "most 1; bare and rerank feedback are not selections)"
+    )
     exploration_rate: float | None = Field(
-        description="share of selections whose top choice was not the best mean"
+        description="share of selections whose top choice's mean was below the best one's"
     )
     last_update: float | None
     arms: list[ArmMetricsOut]

@@ -178,6 +178,8 @@ class Learner:
         self._pending_priors: dict[int, tuple[float, float]] = {}
         self._pending_selections = 0
         self._pending_explored = 0
+        self._answered = 0
+        self._pending_answered = 0
         self._candidates: OrderedDict[tuple[Any, ...], IntArray] = OrderedDict()
         self._recent: _Recent | None = None
         self._sync_lock = asyncio.Lock()
@@ -655,7 +657,9 @@ class Learner:
             raise InvalidOutcome("give an outcome word or a reward in [0, 1]")
         return check_reward(self._reward_model(raw)), text
 
-    def _prepare(self, outcome: ArmOutcome, now: float) -> FeedbackRow:
+    def _prepare(self, outcome: ArmOutcome, now: float, selects: set[str]) -> FeedbackRow:
+        """Check one feedback and build its row; the nonce of a select it quotes goes into
+        ``selects``."""
         if not isinstance(outcome, ArmOutcome):
             raise InvalidInput("feedback must be an ArmOutcome")
         arm = check_name(outcome.arm_id, "arm id")
@@ -676,6 +680,8 @@ class Learner:
                     )
             ctx = canonical_context(json.loads(claims.context)) if claims.context else None
             key = claims.nonce
+            if claims.kind == "select":
+                selects.add(key)
         else:
             ctx = canonical_context(outcome.context)
             if outcome.idempotency_key is not None:
@@ -713,7 +719,8 @@ class Learner:
         if not outcomes:
             return []
         now = time.time()
-        rows = [self._prepare(o, now) for o in outcomes]
+        selects: set[str] = set()
+        rows = [self._prepare(o, now, selects) for o in outcomes]
         await self._ensure_stored()
         result = await self.store.apply(self.name, rows, self._half_life)
         for status, row, standing in zip(result.statuses, rows, result.standing, strict=True):
@@ -723,6 +730,10 @@ class Learner:
                     f"{standing}; the first answer stands"
                 )
         self._absorb(result.rows)
+        # Selections (of select, not rerank) answered for the first time: feedback rate.
+        first = len(result.new_keys & selects) if selects else 0
+        self._answered += first
+        self._pending_answered += first
         out = []
         for status, row in zip(result.statuses, rows, strict=True):
             slot = self._slot(row.arm)
@@ -782,6 +793,7 @@ class Learner:
                 snap = await self.store.load(self.name)
                 self._selections = snap.selections + self._pending_selections
                 self._explored = snap.explored + self._pending_explored
+                self._answered = snap.answered + self._pending_answered
                 cursor, ev, arms = snap.cursor, snap.evidence, snap.arms
             else:
                 cursor, ev, arms = await self.store.changes(self.name, self._cursor)
@@ -803,18 +815,20 @@ class Learner:
                 log.warning("learner_refresh_failed", learner=self.name, code=exc.code)
 
     async def _flush(self) -> None:
-        if not (self._pending or self._pending_priors or self._pending_selections):
+        if not (self._pending or self._pending_priors or self._pending_selections
+                or self._pending_answered):
             return
         pending, priors = self._pending, self._pending_priors
-        sels, expl = self._pending_selections, self._pending_explored
+        sels, expl, answered = (self._pending_selections, self._pending_explored,
+                                self._pending_answered)
         self._pending, self._pending_priors = {}, {}
-        self._pending_selections = self._pending_explored = 0
+        self._pending_selections = self._pending_explored = self._pending_answered = 0
         try:
             await self._ensure_stored()
             await self.store.record_selections(
                 self.name,
                 {self._ids[s]: (n, float(self._last_sel[s])) for s, n in pending.items()},
-                {self._ids[s]: p for s, p in priors.items()}, sels, expl,
+                {self._ids[s]: p for s, p in priors.items()}, sels, expl, answered,
             )
         except BaseException:
             # Keep the counts for the next flush (merged with what arrived meanwhile).
@@ -824,6 +838,7 @@ class Learner:
                 self._pending_priors.setdefault(slot, p)
             self._pending_selections += sels
             self._pending_explored += expl
+            self._pending_answered += answered
             raise
 
     async def _flush_loop(self) -> None:
@@ -906,12 +921,10 @@ class Learner:
         await self._sync()
         arms = []
         feedback = 0
-        chosen = 0
         last: float | None = None
         for slot in sorted(range(len(self._ids)), key=self._ids.__getitem__):
             n = int(self._n[slot])
             feedback += n
-            chosen += int(self._sel[slot])
             a = float(self._a0[slot] + self._s[slot])
             b = float(self._b0[slot] + self._f[slot])
             t = float(self._t[slot]) if n else None
@@ -923,11 +936,14 @@ class Learner:
                 reward_rate=float(self._rsum[slot]) / n if n else None, mean=a / (a + b),
                 last_selected=None if math.isnan(ls) else ls, last_update=t,
             ))
+        # Counters of other processes sharing the store are read at start only, so their
+        # later answers can outnumber the selections seen here: the share stays <= 1.
+        rate = min(1.0, self._answered / self._selections) if self._selections else None
         return LearnerMetrics(
             learner=self.name, selections=self._selections, explored=self._explored,
-            feedback=feedback, feedback_rate=feedback / chosen if chosen else None,
+            feedback=feedback, feedback_rate=rate,
             exploration_rate=self._explored / self._selections if self._selections else None,
-            arms=tuple(arms), last_update=last,
+            arms=tuple(arms), last_update=last, answered=self._answered,
         )
 
     async def evidence(

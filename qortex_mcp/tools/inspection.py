@@ -107,7 +107,7 @@ def _metrics(rt: QortexRuntime) -> Any:
             arms = sorted(m.arms, key=lambda a: (-a.selections, a.id))[:limit]
             out.append(LearnerMetricsOut(
                 learner=m.learner, selections=m.selections, explored=m.explored,
-                feedback=m.feedback, feedback_rate=m.feedback_rate,
+                feedback=m.feedback, answered=m.answered, feedback_rate=m.feedback_rate,
                 exploration_rate=m.exploration_rate, last_update=m.last_update,
                 arms=[ArmMetricsOut.model_validate(a) for a in arms],
                 arms_left_out=len(m.arms) - len(arms),
