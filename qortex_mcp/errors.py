@@ -14,10 +14,12 @@ and a ``retryable`` flag (retry the same call, with the same selection id, and i
     │   └── BudgetTooSmall          BUDGET_TOO_SMALL
     ├── InvalidSelection            INVALID_SELECTION    forged, altered, malformed or foreign id
     ├── SelectionExpired            SELECTION_EXPIRED
-    ├── ArmNotInSelection           ARM_NOT_IN_SELECTION
+    ├── ArmNotInSelection           ARM_NOT_IN_SELECTION an arm the selection never offered
+    │   └── ArmNotChosen            ARM_NOT_CHOSEN       offered to a select, but not chosen
     ├── SelectionConflict           SELECTION_CONFLICT   a different answer for an answered arm
     ├── UnknownLearner              UNKNOWN_LEARNER
     ├── UnknownArm                  UNKNOWN_ARM
+    ├── UnknownTool                 UNKNOWN_TOOL         a tool name the server does not have
     ├── LimitExceeded               LIMIT_EXCEEDED
     ├── RateLimited                 RATE_LIMITED         retryable, after ``retry_after_s``
     ├── ConfigError                 CONFIG_ERROR
@@ -38,6 +40,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "ArmNotChosen",
     "ArmNotInSelection",
     "BudgetTooSmall",
     "ClosedError",
@@ -63,6 +66,7 @@ __all__ = [
     "StoreUnavailable",
     "UnknownArm",
     "UnknownLearner",
+    "UnknownTool",
     "preview",
 ]
 
@@ -139,6 +143,13 @@ class ArmNotInSelection(QortexError):
     code = "ARM_NOT_IN_SELECTION"
 
 
+class ArmNotChosen(ArmNotInSelection):
+    """Feedback on an arm a select offered but did not choose: the agent never tried it,
+    so its outcome would be a pull that never happened."""
+
+    code = "ARM_NOT_CHOSEN"
+
+
 class SelectionConflict(QortexError):
     code = "SELECTION_CONFLICT"
 
@@ -149,6 +160,10 @@ class UnknownLearner(QortexError):
 
 class UnknownArm(QortexError):
     code = "UNKNOWN_ARM"
+
+
+class UnknownTool(QortexError):
+    code = "UNKNOWN_TOOL"
 
 
 class LimitExceeded(QortexError):

@@ -54,8 +54,15 @@ class SelectOutput(_Out):
     selected: list[ScoredArmOut] = Field(description="the chosen arms, best first")
     context_key: str = Field(description="key of the context the selection used ('' = global)")
     strategy: str
-    explored: bool = Field(description="true when the top choice was not the best mean")
+    explored: bool = Field(
+        description="true when the top choice's posterior mean was below the best candidate's"
+    )
     candidates: int
+    requested: int = Field(1, description="the k asked for")
+    note: str | None = Field(
+        None, description="set when fewer than k arms were chosen, and why (fewer candidates, "
+        "or fewer fit token_budget)",
+    )
 
 
 class ArmFeedback(_Out):
@@ -128,9 +135,13 @@ class LearnerMetricsOut(_Out):
     selections: int
     explored: int
     feedback: int
-    feedback_rate: float | None = Field(description="feedbacks received per arm selected")
+    answered: int = Field(0, description="selections that got feedback on at least one arm")
+    feedback_rate: float | None = Field(
+        description="share of selections that got any feedback (answered / selections, at "
+        "most 1; bare and rerank feedback are not selections)"
+    )
     exploration_rate: float | None = Field(
-        description="share of selections whose top choice was not the best mean"
+        description="share of selections whose top choice's mean was below the best one's"
     )
     last_update: float | None
     arms: list[ArmMetricsOut]
@@ -172,6 +183,11 @@ class LearnerStatus(_Out):
     feedback_last_minute: int | None = Field(
         None, description="feedback rows taken in the last 60 s (learners open in this "
         "server; null otherwise)")
+    reward_model: str | None = Field(None, description="how this learner scores outcomes")
+    outcome_rewards: dict[str, float] | None = Field(
+        None, description="the reward each outcome word counts as for this learner, e.g. "
+        "{\"accepted\": 1, \"partial\": 0.5, \"rejected\": 0}",
+    )
 
 
 class LimitsStatus(_Out):

@@ -411,7 +411,7 @@ async def test_a_sync_retriever_can_run_in_a_worker_thread(learner: Learner) -> 
 
 
 async def test_explicit_feedback_teaches_only_the_items_it_names(learner: Learner) -> None:
-    learner2 = await make_learner(name="ternary", reward_model="ternary")
+    learner2 = await make_learner(name="binary", reward_model="binary")
     try:
         for lr in (learner, learner2):
             reranker = PosteriorReranker(lr)
@@ -420,7 +420,7 @@ async def test_explicit_feedback_teaches_only_the_items_it_names(learner: Learne
                 "d4": "accepted", "d1": "rejected", "d7": "partial", "d9": 0.25})
             assert [r.status for r in out] == ["applied"] * 4
             s, f = await lr.evidence([f"d{i}" for i in range(10)])
-            half = 0.5 if lr is learner2 else 0.0  # partial: the learner's reward model
+            half = 0.0 if lr is learner2 else 0.5  # partial: the learner's reward model
             assert s.tolist() == [0, 0, 0, 0, 1, 0, 0, half, 0, 0.25]
             assert f.tolist() == [0, 1, 0, 0, 0, 0, 0, 1 - half, 0, 0.75]
     finally:

@@ -17,6 +17,7 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 
+from qortex_mcp import __version__ as qortex_version
 from qortex_mcp.learning import LearnerConfig
 
 pytestmark = pytest.mark.anyio
@@ -67,8 +68,13 @@ async def feedback(client: Client, found: dict[str, Any], outcomes: dict[str, st
 
 async def test_accepted_documents_rise_rejected_ones_drop_and_contexts_stay_apart(
         client: Client) -> None:
-    tools = {t.name for t in (await client.list_tools()).tools}
-    assert {"search", "qortex_feedback", "qortex_rerank", "qortex_posteriors"} <= tools
+    listed = {t.name: t for t in (await client.list_tools()).tools}
+    assert {"search", "qortex_feedback", "qortex_rerank", "qortex_posteriors"} <= set(listed)
+    description = listed["search"].description or ""
+    assert description.startswith("Search the knowledge base")
+    assert "\n" not in description  # no docstring indentation
+    assert "  " not in description
+    assert client.server_info.version == qortex_version
 
     # --- an accepted document, first shown at rank 8, rises into the top 3 ----------------
     first = await search(client, SLOW_QUERY)

@@ -33,6 +33,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
+from qortex_mcp import __version__
 from qortex_mcp.config import Settings
 from qortex_mcp.learning import Learner
 from qortex_mcp.logging import configure_logging
@@ -138,6 +139,13 @@ search's selection_id, and outcomes mapping each document id you judged to "acce
 "rejected" (or clicks_only=true listing only the documents you used)."""
 
 
+SEARCH_DESCRIPTION = (
+    "Search the knowledge base (BM25, reranked by earlier feedback). Then call "
+    f'qortex_feedback with learner="{LEARNER}", the selection_id and the documents you '
+    "accepted or rejected."
+)
+
+
 def build(settings: Settings | None = None, index: Index | None = None) -> MCPServer[State]:
     """The example server: ``search`` (reranked) plus the qortex tools."""
     idx = index or Index()
@@ -151,10 +159,12 @@ def build(settings: Settings | None = None, index: Index | None = None) -> MCPSe
                                       explain=True), learner)
 
     server: MCPServer[State] = MCPServer(
-        "qortex-retrieval-example", instructions=INSTRUCTIONS, lifespan=lifespan)
+        "qortex-retrieval-example", version=__version__, instructions=INSTRUCTIONS,
+        lifespan=lifespan)
     qortex = register_tools(server, settings)
 
-    @server.tool(title="Search the knowledge base",
+    # The SDK copies a docstring verbatim (indentation included): pass the text instead.
+    @server.tool(title="Search the knowledge base", description=SEARCH_DESCRIPTION,
                  annotations=ToolAnnotations(read_only_hint=False, open_world_hint=False))
     async def search(
         query: Annotated[str, Field(min_length=1, max_length=500, description="what to find")],
@@ -165,8 +175,6 @@ def build(settings: Settings | None = None, index: Index | None = None) -> MCPSe
         explain: Annotated[bool, Field(description="say why each result is where it is")]
         = False,
     ) -> SearchOutput:
-        """Search the knowledge base (BM25, reranked by earlier feedback). Then call
-        qortex_feedback with the selection_id and the documents you accepted or rejected."""
         state = ctx.request_context.lifespan_context
         ranked = await state.search(query, CANDIDATES, topic)
         signed = state.learner.verify_selection(ranked.selection_id).context

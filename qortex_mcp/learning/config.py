@@ -18,7 +18,7 @@ __all__ = ["LearnerConfig"]
 _OPTION_NAMES: Final = frozenset({
     "strategy", "reward_model", "prior", "arm_priors", "half_life_s", "context_backoff",
     "selection_ttl_s", "seed", "max_arms", "max_candidates", "max_contexts",
-    "feedback_per_minute", "feedback_per_arm_per_minute",
+    "feedback_per_minute", "feedback_per_arm_per_minute", "accept_unchosen_feedback",
 })
 # Caps where 0 means none, as None does (TOML has no null).
 _UNCAPPED_AT_ZERO: Final = ("feedback_per_minute", "feedback_per_arm_per_minute")
@@ -31,13 +31,15 @@ class LearnerConfig:
     Args:
         name: the learner's name (same rule as arm ids).
         strategy: ``"thompson"`` (default), ``"mean"`` or a ``LearningStrategy``.
-        reward_model: ``"binary"`` (default), ``"ternary"``, ``"tool"`` or a ``RewardModel``.
+        reward_model: ``"ternary"`` (default: accepted = 1, partial = 0.5, rejected = 0),
+            ``"binary"`` (partial = 0), ``"tool"`` or a ``RewardModel``.
         prior: the default Beta prior ``(alpha, beta)`` of every arm.
         arm_priors: seeded priors for named arms, e.g. ``{"concise-v1": (8, 2)}``.
         half_life_s: evidence older than this counts half (applied lazily per arm); None
             keeps evidence forever.
         context_backoff: ``m`` of the back-off rule (``qortex_mcp.learning.context``).
-        selection_ttl_s: selection ids older than this are refused; 0 means never.
+        selection_ttl_s: selection ids older than this are refused; 0 means never. Every
+            feedback path (``observe``, the tools, the reranker) enforces it.
         seed: seeds the learner's random generator (reproducible selections).
         max_arms: the most distinct arms the learner keeps (``LIMIT_EXCEEDED`` beyond).
         max_candidates: the most candidates one ``select`` may offer.
@@ -47,11 +49,15 @@ class LearnerConfig:
             (``RATE_LIMITED`` beyond, retryable); None or 0: no cap (the library's default; a
             server sets one, see ``QORTEX_FEEDBACK_PER_MINUTE``).
         feedback_per_arm_per_minute: the same for any one arm.
+        accept_unchosen_feedback: let feedback quoting a select name candidates it
+            offered but did not choose (for agents that really tried them, e.g. as a
+            fallback); by default that is refused with ``ARM_NOT_CHOSEN``.
     """
 
     name: str = "default"
     strategy: str | LearningStrategy = "thompson"
-    reward_model: str | RewardModel = "binary"
+    # Ternary by default: every tool description offers "partial", so it must count.
+    reward_model: str | RewardModel = "ternary"
     prior: tuple[float, float] = (1.0, 1.0)
     arm_priors: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     half_life_s: float | None = None
@@ -63,6 +69,7 @@ class LearnerConfig:
     max_contexts: int = 10_000
     feedback_per_minute: int | None = None
     feedback_per_arm_per_minute: int | None = None
+    accept_unchosen_feedback: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -94,6 +101,8 @@ class LearnerConfig:
             elif cap is not None and (isinstance(cap, bool) or not isinstance(cap, int)
                                     or cap < 1):
                 raise ConfigError(f"{what} must be an integer of at least 1 (0 or None: no cap)")
+        if not isinstance(self.accept_unchosen_feedback, bool):
+            raise ConfigError("accept_unchosen_feedback must be true or false")
 
     def build_strategy(self) -> LearningStrategy:
         s = self.strategy

@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from qortex_mcp.errors import (
+    ArmNotChosen,
     ArmNotInSelection,
     BudgetTooSmall,
     ClosedError,
@@ -192,6 +193,8 @@ class Learner:
         self._pending_priors: dict[int, tuple[float, float]] = {}
         self._pending_selections = 0
         self._pending_explored = 0
+        self._answered = 0
+        self._pending_answered = 0
         self._candidates: OrderedDict[tuple[Any, ...], IntArray] = OrderedDict()
         self._recent: _Recent | None = None
         self._sync_lock = asyncio.Lock()
@@ -592,7 +595,9 @@ class Learner:
         """Choose up to ``k`` distinct arms among ``arms`` by the learner's strategy.
 
         Unknown arms start at their prior. With ``token_budget``, the best arms (in score
-        order) whose ``token_cost`` sum fits are chosen. Never waits on the store.
+        order) whose ``token_cost`` sum fits are chosen. Fewer than ``k`` (fewer candidates,
+        or fewer fit the budget) is not an error: ``SelectionResult.note`` says so. Never
+        waits on the store.
 
         Raises:
             InvalidCandidates, InvalidName, InvalidContext, InvalidInput, BudgetTooSmall,
@@ -627,7 +632,10 @@ class Learner:
             # call per element.
             pairs = zip((-scores[top]).tolist(), top.tolist(), strict=True)
             chosen = [p for _, p in sorted(pairs)]
-        explored = chosen[0] != int((alpha / (alpha + beta)).argmax())
+        # Exploring means taking an arm believed worse: strictly below the best mean (ties,
+        # such as every candidate still at its prior, are not exploration).
+        means = alpha / (alpha + beta)
+        explored = bool(means[chosen[0]] < means.max())
         ids = cands.ids
         offered: list[str] = []
         if count <= MAX_OFFERED and count > len(chosen):
@@ -651,8 +659,12 @@ class Learner:
             log.debug("select", learner=self.name, candidates=count, arms=[a.id for a in selected],
                       explored=explored,
                       latency_ms=round((time.perf_counter() - started) * 1e3, 3))
+        note = None
+        if len(chosen) < k:
+            note = (f"only {count} candidate(s) for k={k}: all are returned" if count < k else
+                    f"only {len(chosen)} of k={k} fit token_budget={token_budget:g}")
         return SelectionResult(selected, token, self.name, ctx.key if ctx else GLOBAL_CONTEXT,
-                               self._strategy.name, explored, count)
+                               self._strategy.name, explored, count, k, note)
 
     @staticmethod
     def _scored(
@@ -708,8 +720,13 @@ class Learner:
     # --- feedback --------------------------------------------------------------------------
 
     def verify_selection(self, selection_id: str) -> SelectionClaims:
-        """The claims of a selection id this learner issued (raises ``InvalidSelection``)."""
-        return self._signer.verify(selection_id, self.name)
+        """The claims of an unexpired selection id this learner issued.
+
+        Raises:
+            InvalidSelection: not an id this learner issued.
+            SelectionExpired: older than ``config.selection_ttl_s`` (0: never expires).
+        """
+        return self._signer.verify(selection_id, self.name, ttl_s=self.config.selection_ttl_s)
 
     def issue_selection(
         self,
@@ -748,7 +765,9 @@ class Learner:
             raise InvalidOutcome("give an outcome word or a reward in [0, 1]")
         return check_reward(self._reward_model(raw)), text
 
-    def _prepare(self, outcome: ArmOutcome, now: float) -> FeedbackRow:
+    def _prepare(self, outcome: ArmOutcome, now: float, selects: set[str]) -> FeedbackRow:
+        """Check one feedback and build its row; the nonce of a select it quotes goes into
+        ``selects``."""
         if not isinstance(outcome, ArmOutcome):
             raise InvalidInput("feedback must be an ArmOutcome")
         arm = check_name(outcome.arm_id, "arm id")
@@ -756,13 +775,21 @@ class Learner:
         weight = check_weight(outcome.weight)
         if outcome.selection_id is not None:
             claims = self.verify_selection(outcome.selection_id)
-            if not claims.covers(arm):
-                raise ArmNotInSelection(
-                    f"arm {preview(arm)} was not part of this selection; feedback applies only "
-                    "to the arms it offered"
-                )
+            if not claims.chose(arm):
+                if not claims.covers(arm):
+                    raise ArmNotInSelection(
+                        f"arm {preview(arm)} was not part of this selection; feedback applies "
+                        "only to the arms it chose"
+                    )
+                if not self.config.accept_unchosen_feedback:
+                    raise ArmNotChosen(
+                        f"arm {preview(arm)} was offered but not chosen; only the chosen arms "
+                        "of a select can get feedback on that selection"
+                    )
             ctx = canonical_context(json.loads(claims.context)) if claims.context else None
             key = claims.nonce
+            if claims.kind == "select":
+                selects.add(key)
         else:
             ctx = canonical_context(outcome.context)
             if outcome.idempotency_key is not None:
@@ -800,7 +827,8 @@ class Learner:
         if not outcomes:
             return []
         now = time.time()
-        rows = [self._prepare(o, now) for o in outcomes]
+        selects: set[str] = set()
+        rows = [self._prepare(o, now, selects) for o in outcomes]
         self._admit(rows)
         await self._ensure_stored()
         result = await self.store.apply(self.name, rows, self._half_life)
@@ -811,6 +839,10 @@ class Learner:
                     f"{standing}; the first answer stands"
                 )
         self._absorb(result.rows)
+        # Selections (of select, not rerank) answered for the first time: feedback rate.
+        first = len(result.new_keys & selects) if selects else 0
+        self._answered += first
+        self._pending_answered += first
         out = []
         for status, row in zip(result.statuses, rows, strict=True):
             slot = self._slot(row.arm)
@@ -875,6 +907,7 @@ class Learner:
                 snap = await self.store.load(self.name)
                 self._selections = snap.selections + self._pending_selections
                 self._explored = snap.explored + self._pending_explored
+                self._answered = snap.answered + self._pending_answered
                 cursor, ev, arms = snap.cursor, snap.evidence, snap.arms
             else:
                 cursor, ev, arms = await self.store.changes(self.name, self._cursor)
@@ -896,18 +929,20 @@ class Learner:
                 log.warning("learner_refresh_failed", learner=self.name, code=exc.code)
 
     async def _flush(self) -> None:
-        if not (self._pending or self._pending_priors or self._pending_selections):
+        if not (self._pending or self._pending_priors or self._pending_selections
+                or self._pending_answered):
             return
         pending, priors = self._pending, self._pending_priors
-        sels, expl = self._pending_selections, self._pending_explored
+        sels, expl, answered = (self._pending_selections, self._pending_explored,
+                                self._pending_answered)
         self._pending, self._pending_priors = {}, {}
-        self._pending_selections = self._pending_explored = 0
+        self._pending_selections = self._pending_explored = self._pending_answered = 0
         try:
             await self._ensure_stored()
             await self.store.record_selections(
                 self.name,
                 {self._ids[s]: (n, float(self._last_sel[s])) for s, n in pending.items()},
-                {self._ids[s]: p for s, p in priors.items()}, sels, expl,
+                {self._ids[s]: p for s, p in priors.items()}, sels, expl, answered,
             )
         except BaseException:
             # Keep the counts for the next flush (merged with what arrived meanwhile).
@@ -917,6 +952,7 @@ class Learner:
                 self._pending_priors.setdefault(slot, p)
             self._pending_selections += sels
             self._pending_explored += expl
+            self._pending_answered += answered
             raise
 
     async def _flush_loop(self) -> None:
@@ -999,12 +1035,10 @@ class Learner:
         await self._sync()
         arms = []
         feedback = 0
-        chosen = 0
         last: float | None = None
         for slot in sorted(range(len(self._ids)), key=self._ids.__getitem__):
             n = int(self._n[slot])
             feedback += n
-            chosen += int(self._sel[slot])
             a = float(self._a0[slot] + self._s[slot])
             b = float(self._b0[slot] + self._f[slot])
             t = float(self._t[slot]) if n else None
@@ -1016,11 +1050,14 @@ class Learner:
                 reward_rate=float(self._rsum[slot]) / n if n else None, mean=a / (a + b),
                 last_selected=None if math.isnan(ls) else ls, last_update=t,
             ))
+        # Counters of other processes sharing the store are read at start only, so their
+        # later answers can outnumber the selections seen here: the share stays <= 1.
+        rate = min(1.0, self._answered / self._selections) if self._selections else None
         return LearnerMetrics(
             learner=self.name, selections=self._selections, explored=self._explored,
-            feedback=feedback, feedback_rate=feedback / chosen if chosen else None,
+            feedback=feedback, feedback_rate=rate,
             exploration_rate=self._explored / self._selections if self._selections else None,
-            arms=tuple(arms), last_update=last,
+            arms=tuple(arms), last_update=last, answered=self._answered,
         )
 
     async def evidence(

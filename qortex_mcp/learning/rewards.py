@@ -20,6 +20,7 @@ __all__ = [
     "RewardModel",
     "TernaryReward",
     "ToolOutcomeReward",
+    "outcome_rewards",
     "reward_model_by_name",
 ]
 
@@ -133,3 +134,15 @@ def reward_model_by_name(name: str) -> RewardModel:
         raise ConfigError(
             f"unknown reward model {preview(name)}; use one of {', '.join(_BY_NAME)}"
         ) from None
+
+
+def outcome_rewards(model: RewardModel) -> dict[str, float]:
+    """The reward each outcome word gets from ``model`` (words it refuses are left out):
+    what agents are told each word counts for."""
+    out = {}
+    for word in OUTCOME_WORDS:
+        try:
+            out[word] = float(model(word))
+        except InvalidOutcome:
+            continue
+    return out

@@ -36,7 +36,7 @@ import secrets
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -76,6 +76,7 @@ _SHA256_BLOCK: Final = 64
 _TAG_CHARS: Final = 43  # base64url of 32 bytes, unpadded
 _SHAPE: Final = re.compile(r"q1\.([0-9a-f]{8})\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]{43})")
 _FUTURE_SKEW_MS: Final = 5 * 60 * 1000
+"""How far in the future an id may be dated when its TTL is shorter than this."""
 _MIN_SECRET_BYTES: Final = 32
 # Compared with the secret lowercased and stripped of everything but letters and digits.
 _PLACEHOLDERS: Final = frozenset({
@@ -96,6 +97,10 @@ _MIN_DISTINCT_BYTES: Final = 8
 SECRET_FILE: Final = "selection.key"
 # A JSON string literal, as json.dumps(..., ensure_ascii=False) writes one (C accelerated).
 _str: Final = json.encoder.encode_basestring
+
+
+def _seconds(ms: int) -> str:
+    return str(ms // 1000) if ms % 1000 == 0 else str(ms / 1000)
 
 
 def _b64(raw: bytes) -> str:
@@ -126,8 +131,13 @@ class SelectionClaims:
     1e-4). Click-only feedback reads its relevance estimates from here, not the client."""
 
     def covers(self, arm: str) -> bool:
-        """Whether feedback for ``arm`` may quote this selection."""
+        """Whether ``arm`` was part of this selection (shown, or offered to the select)."""
         return arm in self.arms or arm in self.offered
+
+    def chose(self, arm: str) -> bool:
+        """Whether ``arm`` was chosen: a select's chosen arms, or any result a rerank
+        showed (the whole shown list counts as chosen)."""
+        return arm in self.arms
 
 
 def _payload(
@@ -184,9 +194,18 @@ class SelectionSigner:
     Args:
         keys: signing keys, newest first. The first signs; all verify (key rotation).
         ttl_s: selection ids older than this are refused as expired; 0 disables expiry.
+            A learner passes its own ``selection_ttl_s`` to ``verify``; this is the
+            default for other callers.
+        clock: the time in seconds since the epoch (issue times, expiry); tests inject one.
     """
 
-    def __init__(self, keys: Sequence[bytes], ttl_s: float = 30 * 86400) -> None:
+    def __init__(
+        self,
+        keys: Sequence[bytes],
+        ttl_s: float = 30 * 86400,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         if not keys:
             raise ConfigError("a selection signer needs at least one key")
         for key in keys:
@@ -196,6 +215,7 @@ class SelectionSigner:
         self._kid = hashlib.sha256(keys[0]).hexdigest()[:8]
         self._mac = self._keys[self._kid]
         self.ttl_ms = int(ttl_s * 1000)
+        self.clock = clock
         # Authentic ids seen lately: one feedback call checks its id more than once (the
         # server routes by kind, the learner checks arms). Learner and expiry are checked on
         # every call; only the signature and parsing are remembered.
@@ -203,9 +223,11 @@ class SelectionSigner:
         self._authentic_large: OrderedDict[bytes, SelectionClaims] = OrderedDict()
 
     @classmethod
-    def random(cls) -> SelectionSigner:
+    def random(
+        cls, ttl_s: float = 30 * 86400, *, clock: Callable[[], float] = time.time
+    ) -> SelectionSigner:
         """A signer with a fresh random key (tests, in-memory learners)."""
-        return cls([secrets.token_bytes(32)])
+        return cls([secrets.token_bytes(32)], ttl_s, clock=clock)
 
     def issue(
         self,
@@ -218,7 +240,7 @@ class SelectionSigner:
     ) -> tuple[str, SelectionClaims]:
         """A new selection id and its claims (what ``verify`` will return for it)."""
         nonce = _b64(secrets.token_bytes(16))
-        issued = int(time.time() * 1000)
+        issued = int(self.clock() * 1000)
         quantized: tuple[float, ...] = ()
         scaled: list[int] = []
         if len(means):
@@ -243,7 +265,7 @@ class SelectionSigner:
     ) -> str:
         """``issue`` without building the claims (``select``'s hot path never reads them)."""
         nonce = _b64(secrets.token_bytes(16))
-        issued = int(time.time() * 1000)
+        issued = int(self.clock() * 1000)
         return self._seal(_payload(learner, nonce, context, arms, issued, kind, offered, ()))
 
     def _seal(self, payload: str, compress: bool = False, shown: int = 0) -> str:
@@ -262,12 +284,26 @@ class SelectionSigner:
             )
         return token
 
-    def verify(self, token: object, learner: str, now_ms: int | None = None) -> SelectionClaims:
+    def verify(
+        self,
+        token: object,
+        learner: str,
+        now_ms: int | None = None,
+        *,
+        ttl_s: float | None = None,
+    ) -> SelectionClaims:
         """Return the claims of a genuine, unexpired id issued for ``learner``.
+
+        Args:
+            ttl_s: the learner's TTL (0: never expires); None uses the signer's.
+
+        An id dated in the future is accepted up to the TTL ahead (at least 5 minutes):
+        the signature proves this server issued it, so a clock stepped back (an NTP
+        correction) must not lose a genuine feedback.
 
         Raises:
             InvalidSelection: malformed, altered, forged, foreign-key or other-learner ids.
-            SelectionExpired: an authentic id older than the configured TTL.
+            SelectionExpired: an authentic id older than the TTL.
         """
         if not isinstance(token, str):
             raise InvalidSelection("selection_id must be a string")
@@ -293,12 +329,13 @@ class SelectionSigner:
                 "selection_id belongs to another learner; send feedback to the learner "
                 "that made the selection"
             )
-        now = int(time.time() * 1000) if now_ms is None else now_ms
-        if claims.issued_ms - now > _FUTURE_SKEW_MS:
-            raise InvalidSelection("selection_id is dated in the future")
-        if self.ttl_ms and now - claims.issued_ms > self.ttl_ms:
+        now = int(self.clock() * 1000) if now_ms is None else now_ms
+        ttl_ms = self.ttl_ms if ttl_s is None else int(ttl_s * 1000)
+        if ttl_ms and claims.issued_ms - now > max(ttl_ms, _FUTURE_SKEW_MS):
+            raise InvalidSelection("selection_id is dated in the future beyond its lifetime")
+        if ttl_ms and now - claims.issued_ms > ttl_ms:
             raise SelectionExpired(
-                f"selection_id is older than {self.ttl_ms // 1000} s; select again"
+                f"selection_id is older than {_seconds(ttl_ms)} s; select again"
             )
         return claims
 

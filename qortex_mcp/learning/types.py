@@ -145,8 +145,13 @@ class SelectionResult:
     context_key: str
     strategy: str
     explored: bool
-    """True when the top choice was not the candidate with the highest posterior mean."""
+    """True when the top choice's posterior mean is strictly below the best candidate's (a
+    tie, e.g. every candidate still at its prior, is not exploration)."""
     candidates: int
+    requested: int = 1
+    """The ``k`` asked for; ``selected`` holds fewer when there were fewer candidates, or
+    when fewer fit ``token_budget`` (``note`` then says which)."""
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,11 +204,16 @@ class LearnerMetrics:
     explored: int
     feedback: int
     feedback_rate: float | None
-    """Feedbacks received per arm selected."""
+    """Share of selections (``select`` calls) that got feedback on at least one of their
+    arms: ``answered / selections``, at most 1. A selection counts once however many of
+    its arms were answered; bare feedback and rerank feedback are not selections."""
     exploration_rate: float | None
-    """Share of selections whose top choice was not the arm with the highest posterior mean."""
+    """Share of selections whose top choice's posterior mean was strictly below the best
+    candidate's."""
     arms: tuple[ArmMetrics, ...]
     last_update: float | None
+    answered: int = 0
+    """Selections that got feedback on at least one arm."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +303,9 @@ class ApplyResult:
     statuses: tuple[RowStatus, ...]
     standing: tuple[float | None, ...]
     rows: tuple[EvidenceRow, ...]
+    new_keys: frozenset[str] = frozenset()
+    """Keys that had no answer (for any arm) before this call and got one now: a selection
+    answered for the first time (feedback rate counts selections, not arms)."""
 
 
 @dataclass(frozen=True, slots=True)

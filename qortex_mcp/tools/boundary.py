@@ -21,6 +21,7 @@ to answer before it stops on a signal.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import json
@@ -37,7 +38,15 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from qortex_mcp.errors import InvalidInput, InvalidReward, QortexError, RateLimited, preview
+from qortex_mcp.errors import (
+    InvalidInput,
+    InvalidOutcome,
+    InvalidReward,
+    QortexError,
+    RateLimited,
+    UnknownTool,
+    preview,
+)
 from qortex_mcp.logging import get_logger
 
 __all__ = ["ERROR_META_KEY", "IN_FLIGHT", "InFlight", "ToolBoundary", "guarded"]
@@ -48,7 +57,8 @@ ERROR_META_KEY: Final = "qortex-mcp/error"
 _INTERNAL: Final = "INTERNAL_ERROR"
 _STRICT: Final = ConfigDict(extra="forbid", strict=True)
 # Custom error types raised by parameter validators that deserve a more specific code.
-_CODES: Final[Mapping[str, type[InvalidInput]]] = {"outcome_value": InvalidReward}
+_CODES: Final[Mapping[str, type[InvalidInput]]] = {"outcome_value": InvalidReward,
+                                                   "outcome_word": InvalidOutcome}
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -248,8 +258,12 @@ class ToolBoundary:
     ) -> HandlerResult:
         params = ctx.params
         spec = None
+        if ctx.method == "tools/list":
+            return self._strict_schemas(await call_next(ctx))
         if ctx.method == "tools/call" and params is not None:
             spec = self._specs.get(str(params.get("name")))
+            if spec is None:
+                return self._unknown_tool(await call_next(ctx), params.get("name"))
         if spec is None or params is None:
             return await call_next(ctx)
         name = str(params["name"])
@@ -264,6 +278,36 @@ class ToolBoundary:
             log.info("tool_call", tool=name,
                      learner=learner if isinstance(learner, str) else None,
                      latency_ms=round((time.perf_counter() - started) * 1e3, 3), code=code)
+
+    def _strict_schemas(self, result: HandlerResult) -> HandlerResult:
+        """Publish what the boundary enforces: unknown arguments are refused, so each
+        guarded tool's input schema says ``additionalProperties: false``."""
+        data = _wire(result)
+        if data is None:
+            return result
+        for tool in data.get("tools") or ():
+            schema = tool.get("inputSchema") if isinstance(tool, dict) else None
+            if isinstance(schema, dict) and tool.get("name") in self._specs:
+                schema["additionalProperties"] = False
+        return data
+
+    def _unknown_tool(self, result: HandlerResult, name: object) -> HandlerResult:
+        """The SDK answers an unknown tool with bare text; give it a code and ``_meta``
+        like every other error (only when the SDK's own text says so: a host tool's
+        errors pass through untouched)."""
+        data = _wire(result)
+        if data is None or not data.get("isError"):
+            return result
+        text = "".join(c.get("text", "") for c in data.get("content") or ()
+                       if isinstance(c, dict))
+        if text != f"Unknown tool: {name}":
+            return result
+        close = difflib.get_close_matches(str(name), list(self._specs), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "list the tools for the names"
+        error = UnknownTool(f"this server has no tool named {preview(name)}; {hint}")
+        log.info("tool_call", tool=preview(name), learner=None, latency_ms=0.0,
+                 code=error.code)
+        return _error_result(error, data)
 
     async def _call(
         self, ctx: ServerRequestContext[Any, Any], call_next: CallNext, name: str, spec: _Spec,
@@ -298,6 +342,15 @@ class ToolBoundary:
             else:
                 error = InvalidInput(text.removeprefix(f"Error executing tool {name}: "))
         return _error_result(error, result), error.code
+
+
+def _wire(result: HandlerResult) -> dict[str, Any] | None:
+    """A handler's result as its wire dict (camelCase), whatever form it came in."""
+    if isinstance(result, BaseModel):
+        dumped: dict[str, Any] = result.model_dump(by_alias=True, mode="json",
+                                                   exclude_none=True)
+        return dumped
+    return result if isinstance(result, dict) else None
 
 
 def _refusal(

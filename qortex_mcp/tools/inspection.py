@@ -10,6 +10,7 @@ from pydantic import Field
 from qortex_mcp import __version__
 from qortex_mcp.learning import LearnerRegistry
 from qortex_mcp.learning.context import canonical_context
+from qortex_mcp.learning.rewards import outcome_rewards
 from qortex_mcp.learning.types import GLOBAL_CONTEXT
 from qortex_mcp.runtime import QortexRuntime
 from qortex_mcp.schemas import (
@@ -29,7 +30,7 @@ from qortex_mcp.tools.params import (
     MAX_LIMIT,
     ArmIdsArg,
     ContextArg,
-    LearnerArg,
+    ExistingLearnerArg,
     LimitArg,
     OptionalLearnerArg,
 )
@@ -46,7 +47,7 @@ def _posteriors(rt: QortexRuntime) -> Any:
     @guarded
     async def posteriors(
         *,
-        learner: LearnerArg = "default",
+        learner: ExistingLearnerArg = "default",
         arm_ids: ArmIdsArg = None,
         context: ContextArg = None,
         limit: LimitArg = 50,
@@ -74,7 +75,7 @@ def _top_arms(rt: QortexRuntime) -> Any:
     @guarded
     async def top_arms(
         *,
-        learner: LearnerArg = "default",
+        learner: ExistingLearnerArg = "default",
         k: Annotated[int, Field(ge=1, le=MAX_LIMIT, description="How many arms.")] = 5,
         context: ContextArg = None,
     ) -> Annotated[CallToolResult, TopArmsOutput]:
@@ -109,7 +110,7 @@ def _metrics(rt: QortexRuntime) -> Any:
             arms = sorted(m.arms, key=lambda a: (-a.selections, a.id))[:limit]
             out.append(LearnerMetricsOut(
                 learner=m.learner, selections=m.selections, explored=m.explored,
-                feedback=m.feedback, feedback_rate=m.feedback_rate,
+                feedback=m.feedback, answered=m.answered, feedback_rate=m.feedback_rate,
                 exploration_rate=m.exploration_rate, last_update=m.last_update,
                 arms=[ArmMetricsOut.model_validate(a) for a in arms],
                 arms_left_out=len(m.arms) - len(arms),
@@ -138,13 +139,18 @@ def _status(rt: QortexRuntime) -> Any:
     @guarded
     async def status(*, limit: LimitArg = 100) -> Annotated[CallToolResult, StatusOutput]:
         """Report the server version, which store holds the learning and where, and each
-        learner's arm, selection and feedback counts. Call first when unsure what exists."""
+        learner's arm, selection and feedback counts and how each outcome word counts for
+        it. Call first when unsure what exists."""
         registry = await rt.registry()
         info = await registry.store.info()
         learners = await registry.summaries()
         rates = {lrn.name: lrn.feedback_last_minute for lrn in registry.open_learners()}
-        shown = [LearnerStatus.model_validate(s).model_copy(
-            update={"feedback_last_minute": rates.get(s.name)}) for s in learners[:limit]]
+        shown = []
+        for learner in learners[:limit]:
+            model = registry.config_for(learner.name).build_reward_model()
+            shown.append(LearnerStatus.model_validate(learner).model_copy(update={
+                "feedback_last_minute": rates.get(learner.name),
+                "reward_model": model.name, "outcome_rewards": outcome_rewards(model)}))
         feedback = sum(s.feedback for s in learners)
         if not learners:
             summary = "no data: no learner has been used yet"

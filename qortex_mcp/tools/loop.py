@@ -32,7 +32,9 @@ SelectionIdArg = Annotated[str | None, Field(
     description="The selection_id returned by select or rerank, quoted exactly.",
 )]
 OutcomesArg = Annotated[dict[str, OutcomeValue] | None, Field(
-    description="Per arm id: 'accepted', 'rejected', 'partial' or a reward in [0, 1].",
+    description="Per chosen arm id: 'accepted', 'rejected', 'partial' or a reward in [0, 1]. "
+    "Words count by the learner's reward model: by default accepted = 1, partial = 0.5, "
+    "rejected = 0 (qortex_status shows each learner's).",
 )]
 
 
@@ -49,7 +51,8 @@ def _select(rt: QortexRuntime) -> Any:
         )] = None,
     ) -> Annotated[CallToolResult, SelectOutput]:
         """Choose the best of your candidates (prompt variants, tools, strategies) from what
-        worked before. Call before acting; then send qortex_feedback with the selection_id."""
+        worked before. Call before acting; then send qortex_feedback with the selection_id for
+        the arms it chose. Keep context coarse and stable (the task type, not the query)."""
         arms = [c if isinstance(c, str) else c.to_arm() for c in candidates]
         async with rt.use(learner) as lrn:
             result = await lrn.select(arms, context, k, token_budget)
@@ -98,7 +101,8 @@ def _feedback(rt: QortexRuntime) -> Any:
             description="Bare form: the arm the outcome is about (with outcome)."
         )] = None,
         outcome: Annotated[OutcomeValue | None, Field(
-            description="Bare form: 'accepted', 'rejected', 'partial' or a reward in [0, 1]."
+            description="Bare form: 'accepted', 'rejected', 'partial' or a reward in [0, 1] "
+            "(words count as for outcomes)."
         )] = None,
         context: ContextArg = None,
         idempotency_key: Annotated[str | None, Field(
@@ -110,13 +114,17 @@ def _feedback(rt: QortexRuntime) -> Any:
         )] = False,
     ) -> Annotated[CallToolResult, FeedbackOutput]:
         """Report how the chosen arms worked: ALWAYS call after acting on select or rerank,
-        quoting its selection_id, good outcome or bad. Safe to retry (duplicates count once)."""
+        quoting its selection_id, good outcome or bad. Safe to retry (duplicates count once).
+        Use the bare form (arm_id + outcome, no selection_id) only for an arm no select or
+        rerank chose, e.g. an option you tried on your own."""
         pairs = _pairs(outcomes, arm_id, outcome)
         if selection_id is not None:
             # A genuine id proves its learner exists, maybe only on the instance that made the
             # selection so far; a forged one is refused before any learner is opened for it.
             check_name(learner, "learner name")  # a bad name is INVALID_NAME, as elsewhere
-            (await rt.registry()).signer.verify(selection_id, learner)
+            registry = await rt.registry()
+            registry.signer.verify(selection_id, learner,
+                                   ttl_s=registry.config_for(learner).selection_ttl_s)
         async with rt.use(learner) as lrn:
             kind, answers = await _apply(lrn, selection_id, pairs, context, idempotency_key,
                                          clicks_only)

@@ -11,7 +11,13 @@ from qortex_mcp.runtime import QortexRuntime
 from qortex_mcp.schemas import DecayOutput, PosteriorOut, ResetOutput
 from qortex_mcp.tools.base import ToolSpec, reply
 from qortex_mcp.tools.boundary import guarded
-from qortex_mcp.tools.params import MAX_LIMIT, ArmIdArg, ArmIdsArg, ContextArg, LearnerArg
+from qortex_mcp.tools.params import (
+    MAX_LIMIT,
+    ArmIdArg,
+    ArmIdsArg,
+    ContextArg,
+    ExistingLearnerArg,
+)
 
 __all__ = ["MAINTENANCE_TOOLS"]
 
@@ -20,7 +26,7 @@ def _decay(rt: QortexRuntime) -> Any:
     @guarded
     async def decay(
         *,
-        learner: LearnerArg = "default",
+        learner: ExistingLearnerArg = "default",
         factor: Annotated[float, Field(
             ge=0, le=1, description="Keep this share of the learned evidence (0.5 halves it)."
         )],
@@ -48,7 +54,7 @@ def _reset(rt: QortexRuntime) -> Any:
     @guarded
     async def reset(
         *,
-        learner: LearnerArg = "default",
+        learner: ExistingLearnerArg = "default",
         arm_ids: ArmIdsArg = None,
         context: ContextArg = None,
         confirm: Annotated[bool, Field(

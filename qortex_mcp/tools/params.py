@@ -27,6 +27,7 @@ __all__ = [
     "CandidateIn",
     "CandidatesArg",
     "ContextArg",
+    "ExistingLearnerArg",
     "LearnerArg",
     "LimitArg",
     "OptionalLearnerArg",
@@ -43,8 +44,14 @@ LearnerArg = Annotated[str, Field(
     description="Learner name: one learner per kind of decision (e.g. 'prompt-variant'). "
     "Created on first use.", json_schema_extra=_NAME_SCHEMA,
 )]
+ExistingLearnerArg = Annotated[str, Field(
+    description="Learner name (one learner per kind of decision). It must exist already: "
+    "select, rerank or feedback creates it; otherwise the answer is UNKNOWN_LEARNER.",
+    json_schema_extra=_NAME_SCHEMA,
+)]
 OptionalLearnerArg = Annotated[str | None, Field(
-    description="Learner name; omit for every learner.", json_schema_extra=_NAME_SCHEMA,
+    description="Learner name (it must exist, else UNKNOWN_LEARNER); omit for every learner.",
+    json_schema_extra=_NAME_SCHEMA,
 )]
 ArmIdArg = Annotated[str, Field(description="An arm id.", json_schema_extra=_NAME_SCHEMA)]
 ArmIdsArg = Annotated[list[str] | None, Field(
@@ -52,7 +59,9 @@ ArmIdsArg = Annotated[list[str] | None, Field(
 )]
 ContextArg = Annotated[dict[str, Any] | None, Field(
     description="JSON object describing the situation, e.g. {\"task\": \"type-check\"}. "
-    "Learning is kept per context, backing off to the arm's overall record.",
+    "Keep it coarse and stable: the kind of task, never the query text or anything that "
+    "changes every call (each distinct context learns on its own). Learning is kept per "
+    "context, backing off to the arm's overall record.",
 )]
 LimitArg = Annotated[int, Field(ge=1, le=MAX_LIMIT, description="Most items to return.")]
 KArg = Annotated[int, Field(ge=1, le=MAX_K, description="How many arms to choose.")]
@@ -99,8 +108,18 @@ CandidatesArg = Annotated[list[Candidate], Field(
 
 
 def _outcome_value(value: object) -> str | float:
-    if isinstance(value, str) and value in OUTCOME_WORDS:
-        return value
+    if isinstance(value, str):
+        if value in OUTCOME_WORDS:
+            return value
+        try:
+            float(value)
+        except ValueError:
+            # Words are matched exactly, like every other argument: "Accepted" is refused
+            # (with the valid words) rather than guessed at.
+            raise PydanticCustomError(
+                "outcome_word", "unknown outcome word; use one of "
+                f"{', '.join(OUTCOME_WORDS)} (lowercase) or a number in [0, 1]",
+            ) from None
     if isinstance(value, int | float) and not isinstance(value, bool):
         with contextlib.suppress(OverflowError):  # a 400-digit integer is refused below
             return float(value)  # the library refuses NaN and values outside [0, 1] by name

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from qortex_mcp.errors import (
+    ArmNotChosen,
     ArmNotInSelection,
     BudgetTooSmall,
     ClosedError,
@@ -68,10 +69,37 @@ async def test_select_returns_k_distinct_arms_best_first(store: LearningStore) -
     await learner.close()
 
 
-async def test_k_larger_than_the_candidates_returns_them_all(store: LearningStore) -> None:
+async def test_k_larger_than_the_candidates_returns_them_all_and_says_so(
+    store: LearningStore,
+) -> None:
     learner = await make(store)
     result = await learner.select(["a", "b"], k=5)
     assert sorted(a.id for a in result.selected) == ["a", "b"]
+    assert result.requested == 5
+    assert result.note == "only 2 candidate(s) for k=5: all are returned"
+    budget = await learner.select([Arm("a", token_cost=5), Arm("b", token_cost=5)], k=2,
+                                  token_budget=6)
+    assert len(budget.selected) == 1
+    assert budget.note == "only 1 of k=2 fit token_budget=6"
+    assert (await learner.select(["a", "b"], k=2)).note is None
+    await learner.close()
+
+
+async def test_ties_at_the_prior_are_not_exploration(store: LearningStore) -> None:
+    learner = await make(store)
+    results = [await learner.select(["a", "b", "c"]) for _ in range(40)]
+    assert {r.selected[0].id for r in results} == {"a", "b", "c"}  # random among equals
+    assert not any(r.explored for r in results)
+    assert (await learner.metrics()).explored == 0
+    await learner.close()
+
+
+async def test_exploration_is_choosing_an_arm_below_the_best_mean(store: LearningStore) -> None:
+    learner = await make(store, arm_priors={"good": (3, 2), "bad": (2, 3)})
+    results = [await learner.select(["good", "bad"]) for _ in range(60)]
+    for r in results:
+        assert r.explored == (r.selected[0].id == "bad")
+    assert 0 < sum(r.explored for r in results) < 60
     await learner.close()
 
 
@@ -185,12 +213,39 @@ async def test_feedback_for_an_arm_outside_the_selection_is_refused(store: Learn
     await learner.close()
 
 
-async def test_feedback_may_name_any_candidate_the_select_offered(store: LearningStore) -> None:
+async def test_feedback_on_an_offered_arm_that_was_not_chosen_is_refused(
+    store: LearningStore,
+) -> None:
     learner = await make(store)
+    sel = await learner.select(["a", "b", "c"], k=1)
+    chosen = sel.selected[0].id
+    other = next(a for a in "abc" if a != chosen)
+    before = await snapshot(learner)
+    with pytest.raises(ArmNotChosen, match="only the chosen arms") as err:
+        await learner.observe(ArmOutcome(other, reward=0.0, selection_id=sel.selection_id))
+    assert err.value.code == "ARM_NOT_CHOSEN"
+    # all or nothing: the chosen arm's feedback in the same batch is not applied either
+    with pytest.raises(ArmNotChosen):
+        await learner.batch_observe([
+            ArmOutcome(chosen, reward=1.0, selection_id=sel.selection_id),
+            ArmOutcome(other, reward=0.0, selection_id=sel.selection_id),
+        ])
+    assert await snapshot(learner) == before
+    fb = await learner.observe(ArmOutcome(chosen, reward=1.0, selection_id=sel.selection_id))
+    assert fb.status == "applied"
+    await learner.close()
+
+
+async def test_a_learner_may_accept_feedback_on_offered_arms_it_did_not_choose(
+    store: LearningStore,
+) -> None:
+    learner = await make(store, accept_unchosen_feedback=True)
     sel = await learner.select(["a", "b"], k=1)
     other = "b" if sel.selected[0].id == "a" else "a"
     fb = await learner.observe(ArmOutcome(other, reward=1.0, selection_id=sel.selection_id))
     assert fb.status == "applied"
+    with pytest.raises(ArmNotInSelection):  # never offered: refused whatever the option
+        await learner.observe(ArmOutcome("z", reward=1.0, selection_id=sel.selection_id))
     await learner.close()
 
 

@@ -117,9 +117,9 @@ def test_state_matches_a_plain_model_and_the_event_replay(
         selections: list[tuple[str, tuple[str, ...]]] = []
         for action, idx, arm, reward in history:
             if action == "select" or not selections:
-                # a select signs every candidate it was offered (up to MAX_OFFERED)
+                # only the chosen arms of a select may get feedback on it
                 sel = await learner.select(["a", "b", "c"], k=2)
-                selections.append((sel.selection_id, ("a", "b", "c")))
+                selections.append((sel.selection_id, tuple(a.id for a in sel.selected)))
                 continue
             sid, shown = selections[idx % len(selections)]
             valid = 0.0 <= reward <= 1.0

@@ -125,7 +125,8 @@ async def _seed(call: Any) -> World:
             reply = await call("qortex_select", {"learner": learner, "candidates": world.arms})
             assert reply.ok, reply.text
             sid = reply.data["selection_id"]
-            world.selections.append((learner, sid, world.arms))
+            # feedback may name only the arms a select chose
+            world.selections.append((learner, sid, [a["id"] for a in reply.data["selected"]]))
             if i % 2:
                 arm = reply.data["selected"][0]["id"]
                 answered = await call("qortex_feedback", {"learner": learner,

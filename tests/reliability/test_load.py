@@ -62,7 +62,7 @@ class Victim:
             ("Infinity literal", fb(outcomes={arm: float("inf")}), "INVALID_REWARD"),
             ("null reward", fb(outcomes={arm: None}), "INVALID_REWARD"),
             ("400-digit reward", fb(outcomes={arm: 10**400}), "INVALID_REWARD"),
-            ("unknown outcome word", fb(outcomes={arm: "great"}), "INVALID_REWARD"),
+            ("unknown outcome word", fb(outcomes={arm: "great"}), "INVALID_OUTCOME"),
             ("altered selection id", {**fb(outcomes={arm: 1}), "selection_id": flipped},
              "INVALID_SELECTION"),
             ("empty selection id", {**fb(outcomes={arm: 1}), "selection_id": ""},

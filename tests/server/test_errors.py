@@ -22,7 +22,7 @@ from tests.server.support import fingerprint, ok, refused
 
 pytestmark = pytest.mark.anyio
 
-SEL, FORGED = "$SEL", "$FORGED"
+SEL, FORGED, PICKED = "$SEL", "$FORGED", "$PICKED"
 NESTED: dict[str, Any] = {}
 _inner = NESTED
 for _ in range(40):
@@ -65,7 +65,9 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("qortex_feedback", {"selection_id": SEL, "outcomes": {"b": "0.5"}}, "INVALID_REWARD"),
     ("qortex_feedback", {"selection_id": SEL, "outcomes": {"b": True}}, "INVALID_REWARD"),
     ("qortex_feedback", {"selection_id": SEL, "outcomes": {"b": None}}, "INVALID_REWARD"),
-    ("qortex_feedback", {"selection_id": SEL, "outcomes": {"b": "great"}}, "INVALID_REWARD"),
+    ("qortex_feedback", {"selection_id": SEL, "outcomes": {"b": "great"}}, "INVALID_OUTCOME"),
+    ("qortex_feedback", {"selection_id": SEL, "outcomes": {"b": "Accepted"}}, "INVALID_OUTCOME"),
+    ("qortex_feedback", {"arm_id": "a", "outcome": "ACCEPTED"}, "INVALID_OUTCOME"),
     ("qortex_feedback", {"selection_id": SEL, "outcomes": {"b": 1.5}}, "INVALID_REWARD"),
     ("qortex_feedback", {"selection_id": SEL, "outcomes": {"b": -0.1}}, "INVALID_REWARD"),
     ("qortex_feedback", {"arm_id": "a", "outcome": 2}, "INVALID_REWARD"),
@@ -92,6 +94,9 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("qortex_feedback", {"learner": "other", "selection_id": SEL, "outcomes": {"b": 1}},
      "INVALID_SELECTION"),
     ("qortex_feedback", {"selection_id": SEL, "outcomes": {"zzz": 1}}, "ARM_NOT_IN_SELECTION"),
+    ("qortex_feedback", {"selection_id": PICKED, "outcomes": {"worse": 0}}, "ARM_NOT_CHOSEN"),
+    ("qortex_feedback", {"selection_id": PICKED, "outcomes": {"best": 1, "worse": 0}},
+     "ARM_NOT_CHOSEN"),
     ("qortex_feedback", {"selection_id": SEL, "outcomes": {"a": "rejected"}},
      "SELECTION_CONFLICT"),
     ("qortex_feedback", {"selection_id": SEL, "outcomes": {"b": 1, "a": 0}},
@@ -113,15 +118,19 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
 
 @pytest.fixture
 async def seeded(client: Client) -> AsyncIterator[dict[str, str]]:
-    """A learner with a selection of a, b, c whose arm a was accepted, and a learner 'other'."""
-    sel = await ok(client, "qortex_select", {"candidates": ["a", "b", "c"]})
+    """A learner with a selection of a, b, c (all chosen) whose arm a was accepted, a
+    selection that chose 'best' over 'worse', and a learner 'other'."""
+    sel = await ok(client, "qortex_select", {"candidates": ["a", "b", "c"], "k": 3})
+    picked = await ok(client, "qortex_select", {"candidates": [
+        {"id": "best", "prior": [10_000, 1]}, {"id": "worse", "prior": [1, 10_000]}]})
+    assert picked["selected"][0]["id"] == "best"
     await ok(client, "qortex_feedback", {"selection_id": sel["selection_id"],
                                          "outcomes": {"a": "accepted"}})
     await ok(client, "qortex_feedback", {"learner": "other", "arm_id": "x", "outcome": 1})
     token = sel["selection_id"]
     head, tag = token[:-43], token[-43:]
     forged = head + ("A" if tag[0] != "A" else "B") + tag[1:]
-    return {SEL: token, FORGED: forged}
+    return {SEL: token, FORGED: forged, PICKED: picked["selection_id"]}
 
 
 def _fill(args: dict[str, Any], tokens: dict[str, str]) -> dict[str, Any]:
@@ -152,6 +161,11 @@ async def test_refusals_say_what_was_wrong(client: Client, seeded: dict[str, str
                                                         "outcomes": {"b": "0.5"}})
     assert text == ("INVALID_REWARD: outcomes['b']: must be 'accepted', 'rejected', 'partial' "
                     "or a number in [0, 1], got '0.5'")
+    _, text = await refused(client, "qortex_feedback", {"selection_id": seeded[SEL],
+                                                        "outcomes": {"b": "Accepted"}})
+    assert text == ("INVALID_OUTCOME: outcomes['b']: unknown outcome word; use one of "
+                    "accepted, rejected, partial (lowercase) or a number in [0, 1], "
+                    "got 'Accepted'")
     _, text = await refused(client, "qortex_feedback", {"arm_id": "a", "outcome": 2})
     assert text == "INVALID_REWARD: reward must be a finite number in [0, 1], got '2.0'"
     _, text = await refused(client, "qortex_select", {"candidates": [1, 2]})
@@ -168,10 +182,10 @@ async def test_lists_sent_as_json_text_are_read_as_lists(client: Client) -> None
 async def test_an_expired_selection_is_refused(
     client: Client, registry: LearnerRegistry, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = time.time
-    with monkeypatch.context() as patch:  # issued 60 days ago
-        patch.setattr(time, "time", lambda: real() - 60 * 86400)
-        sel = await ok(client, "qortex_select", {"candidates": ["a"]})
+    issued = time.time() - 60 * 86400
+    monkeypatch.setattr(registry.signer, "clock", lambda: issued)  # issued 60 days ago
+    sel = await ok(client, "qortex_select", {"candidates": ["a"]})
+    monkeypatch.setattr(registry.signer, "clock", time.time)
     before = await fingerprint(registry.store, registry)
     code, text = await refused(client, "qortex_feedback", {"selection_id": sel["selection_id"],
                                                            "outcomes": {"a": 1}})

@@ -111,3 +111,66 @@ def test_an_unknown_tool_name_is_a_config_error(settings: Settings) -> None:
     with pytest.raises(ConfigError, match="unknown tool"):
         tool_names(settings.with_overrides(tools=("qortex_select", "qortex_teleport")))
     assert len(TOOL_NAMES) == 9
+
+
+async def test_input_schemas_say_unknown_arguments_are_refused(settings: Settings) -> None:
+    for tool in await _tools(settings):
+        assert tool["inputSchema"]["additionalProperties"] is False, tool["name"]
+    async with Client(build_server(settings), mode="legacy") as client:  # 2025-11-25 too
+        for listed in (await client.list_tools()).tools:
+            assert listed.input_schema["additionalProperties"] is False
+
+
+async def test_a_host_tools_schema_is_left_as_the_host_wrote_it(settings: Settings) -> None:
+    from mcp.server.mcpserver import MCPServer
+
+    from qortex_mcp.server import register_tools
+
+    host: MCPServer[Any] = MCPServer("host")
+
+    @host.tool()
+    def search(query: str) -> str:
+        """Search."""
+        return query
+
+    register_tools(host, settings)
+    async with Client(host) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    assert "additionalProperties" not in tools["search"].input_schema
+    assert tools["qortex_select"].input_schema["additionalProperties"] is False
+
+
+async def test_an_unknown_tool_answers_with_a_code_like_other_errors(
+    settings: Settings,
+) -> None:
+    from tests.server.support import refused
+
+    for mode in ("auto", "legacy"):
+        async with Client(build_server(settings), mode=mode) as client:  # type: ignore[arg-type]
+            code, text = await refused(client, "qortex_selec", {"candidates": ["a"]})
+            assert code == "UNKNOWN_TOOL"
+            assert text == ("UNKNOWN_TOOL: this server has no tool named 'qortex_selec'; "
+                            "did you mean 'qortex_select'?")
+            code, text = await refused(client, "teleport", {})
+            assert code == "UNKNOWN_TOOL"
+
+
+async def test_descriptions_say_which_tools_create_learners_and_how_outcomes_count(
+    settings: Settings,
+) -> None:
+    tools = {t["name"]: t for t in await _tools(settings)}
+    for name in ("qortex_select", "qortex_feedback", "qortex_rerank"):
+        assert "Created on first use" in tools[name]["inputSchema"]["properties"][
+            "learner"]["description"], name
+    for name in ("qortex_posteriors", "qortex_top_arms", "qortex_decay", "qortex_reset",
+                 "qortex_metrics"):
+        learner = tools[name]["inputSchema"]["properties"]["learner"]["description"]
+        assert "Created on first use" not in learner, name
+        assert "UNKNOWN_LEARNER" in learner, name
+    props = tools["qortex_feedback"]["inputSchema"]["properties"]
+    assert "partial = 0.5" in props["outcomes"]["description"]
+    assert "bare form" in tools["qortex_feedback"]["description"]
+    context = tools["qortex_select"]["inputSchema"]["properties"]["context"]["description"]
+    assert "coarse and stable" in context
+    assert "never the query text" in context
+    assert "coarse and stable" in tools["qortex_select"]["description"]

@@ -30,6 +30,14 @@ async def test_select_chooses_k_candidates_and_signs_the_selection(client: Clien
     assert out["context_key"].startswith("c")
 
 
+async def test_select_says_when_k_exceeds_the_candidates(client: Client) -> None:
+    out = await ok(client, "qortex_select", {"candidates": ["a", "b"], "k": 3})
+    assert len(out["selected"]) == 2
+    assert out["requested"] == 3
+    assert out["note"] == "only 2 candidate(s) for k=3: all are returned"
+    assert out["explored"] is False  # both still at the prior: a tie is not exploration
+
+
 async def test_candidate_objects_carry_priors_costs_and_metadata(client: Client) -> None:
     out = await ok(client, "qortex_select", {"candidates": [
         {"id": "cheap", "token_cost": 10, "metadata": {"text": "be brief"}},
@@ -53,10 +61,10 @@ async def test_feedback_quoting_a_selection_moves_the_posterior(client: Client) 
                    "alpha": 2.0, "beta": 1.0, "pulls": 1}
 
 
-async def test_feedback_may_name_any_candidate_offered_and_numbers_are_rewards(
+async def test_feedback_may_name_every_chosen_arm_and_numbers_are_rewards(
     client: Client,
 ) -> None:
-    sel = await ok(client, "qortex_select", {"candidates": ["a", "b", "c"]})
+    sel = await ok(client, "qortex_select", {"candidates": ["a", "b", "c"], "k": 3})
     out = await ok(client, "qortex_feedback", {"selection_id": sel["selection_id"],
                                                "outcomes": {"a": 0.25, "b": 1, "c": "rejected"}})
     assert {a["arm_id"]: a["reward"] for a in out["arms"]} == {"a": 0.25, "b": 1.0, "c": 0.0}
@@ -85,19 +93,26 @@ async def test_bare_feedback_with_an_idempotency_key_counts_once(client: Client)
     assert post["arms"][0]["pulls"] == 1
 
 
-async def test_partial_counts_as_zero_for_the_default_binary_reward(client: Client) -> None:
+async def test_partial_counts_as_half_for_the_default_reward_model(client: Client) -> None:
     out = await ok(client, "qortex_feedback", {"arm_id": "a", "outcome": "partial"})
-    assert out["arms"][0]["reward"] == 0.0
+    assert out["arms"][0]["reward"] == 0.5
+    status = await ok(client, "qortex_status")
+    (learner,) = status["learners"]
+    assert learner["reward_model"] == "ternary"
+    assert learner["outcome_rewards"] == {"accepted": 1.0, "rejected": 0.0, "partial": 0.5}
 
 
-async def test_ternary_learners_from_the_toml_file_score_partial_as_half(
+async def test_binary_learners_from_the_toml_file_score_partial_as_zero(
     tmp_path: object, settings: Settings,
 ) -> None:
-    cfg = settings.with_overrides(learners={"graded": {"reward_model": "ternary"}})
+    cfg = settings.with_overrides(learners={"strict": {"reward_model": "binary"}})
     async with Client(build_server(cfg)) as client:
-        out = await ok(client, "qortex_feedback", {"learner": "graded", "arm_id": "a",
+        out = await ok(client, "qortex_feedback", {"learner": "strict", "arm_id": "a",
                                                    "outcome": "partial"})
-    assert out["arms"][0]["reward"] == 0.5
+        status = await ok(client, "qortex_status")
+    assert out["arms"][0]["reward"] == 0.0
+    (learner,) = status["learners"]
+    assert learner["outcome_rewards"] == {"accepted": 1.0, "rejected": 0.0, "partial": 0.0}
 
 
 async def test_rerank_returns_every_result_with_a_rerank_selection_id(client: Client) -> None:

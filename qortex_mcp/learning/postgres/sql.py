@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS {s}.meta (key text PRIMARY KEY, value text NOT NULL);
 CREATE TABLE IF NOT EXISTS {s}.learners (
     name text PRIMARY KEY, config text NOT NULL, version bigint NOT NULL DEFAULT 0,
     selections bigint NOT NULL DEFAULT 0, explored bigint NOT NULL DEFAULT 0,
-    created_at double precision NOT NULL);
+    created_at double precision NOT NULL, answered bigint NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS {s}.evidence (
     learner text NOT NULL, ctx text NOT NULL, arm text NOT NULL,
     s double precision NOT NULL, f double precision NOT NULL, n bigint NOT NULL,
@@ -151,7 +151,8 @@ FROM ev
 
 _COUNT_SELECTIONS: Final = """
 WITH head AS (
-    UPDATE {s}.learners SET selections = selections + $2, explored = explored + $3
+    UPDATE {s}.learners SET selections = selections + $2, explored = explored + $3,
+        answered = answered + $10
     WHERE name = $1
 )
 INSERT INTO {s}.arms AS a (learner, arm, a0, b0, selections, last_selected, v)
@@ -196,7 +197,7 @@ ORDER BY ord
 
 # One statement, so one snapshot: the head and the rows agree with each other.
 _SINCE: Final = """
-SELECT l.version, l.selections, l.explored,
+SELECT l.version, l.selections, l.explored, l.answered,
        CASE WHEN l.version > $2 THEN (
            SELECT array_agg(ROW(e.ctx, e.arm, e.s, e.f, e.n, e.rsum, e.t, e.v))
            FROM {s}.evidence e WHERE e.learner = $1 AND e.v > $2) END AS evidence,
@@ -243,6 +244,11 @@ SELECT value FROM added UNION ALL SELECT value FROM {s}.meta WHERE key = 'select
 LIMIT 1
 """
 
+# Schemas created before the answered counter get the column (0); their data is intact.
+_ADD_ANSWERED: Final = (
+    "ALTER TABLE {s}.learners ADD COLUMN IF NOT EXISTS answered bigint NOT NULL DEFAULT 0"
+)
+
 
 @dataclass(frozen=True)
 class Statements:
@@ -264,6 +270,7 @@ class Statements:
     ensure_learner: str
     schema_version: str
     selection_key: str
+    add_answered: str
 
     @classmethod
     def for_schema(cls, schema: str, version: int) -> Statements:
@@ -276,6 +283,7 @@ class Statements:
             "events": _EVENTS, "evidence": _EVIDENCE, "learners": _LEARNERS,
             "contexts": _CONTEXTS, "ensure_learner": _ENSURE_LEARNER,
             "schema_version": _SCHEMA_VERSION, "selection_key": _SELECTION_KEY,
+            "add_answered": _ADD_ANSWERED,
         }
         assert set(templates) == {f.name for f in dataclasses.fields(cls)}
         return cls(**{name: text.replace("{s}", quoted) for name, text in templates.items()})

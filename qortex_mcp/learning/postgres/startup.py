@@ -79,6 +79,12 @@ async def prepare_schema(conn: Any, sql: Statements, schema: str) -> bool:
                 f"PostgreSQL schema {schema!r} has schema version {found}, newer than this "
                 f"qortex-mcp understands ({SCHEMA_VERSION}); upgrade qortex-mcp"
             )
+        # Checked first: ALTER TABLE would lock the table even when the column exists.
+        if not await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = $1 "
+            "AND table_name = 'learners' AND column_name = 'answered')", schema,
+        ):
+            await conn.execute(sql.add_answered)
     return created
 
 

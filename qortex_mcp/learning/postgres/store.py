@@ -282,6 +282,7 @@ class PostgresLearningStore:
         priors: Mapping[str, tuple[float, float]],
         selections: int,
         explored: int,
+        answered: int = 0,
     ) -> None:
         arms = sorted(set(counts) | set(priors))
         none2: tuple[None, None] = (None, None)
@@ -291,7 +292,7 @@ class PostgresLearningStore:
                 self._sql.count_selections, learner, selections, explored, v, arms,
                 [priors.get(a, none2)[0] for a in arms], [priors.get(a, none2)[1] for a in arms],
                 [counts.get(a, (0, None))[0] for a in arms],
-                [counts.get(a, (0, None))[1] for a in arms],
+                [counts.get(a, (0, None))[1] for a in arms], answered,
             )
 
         await self._write(learner, "recording selections", run)
@@ -333,25 +334,26 @@ class PostgresLearningStore:
 
     async def _since(
         self, learner: str, cursor: int
-    ) -> tuple[int | None, int, int, list[EvidenceRow], list[ArmRow]]:
+    ) -> tuple[int | None, tuple[int, int, int], list[EvidenceRow], list[ArmRow]]:
         async def run(conn: Any) -> Any:
             return await conn.fetchrow(self._sql.since, learner, cursor)
 
         rec = await self._read("reading changes", run)
         if rec is None:
-            return None, 0, 0, [], []
-        return (int(rec[0]), int(rec[1]), int(rec[2]),
-                [EvidenceRow(*r) for r in rec[3] or ()], [ArmRow(*r) for r in rec[4] or ()])
+            return None, (0, 0, 0), [], []
+        return (int(rec[0]), (int(rec[1]), int(rec[2]), int(rec[3])),
+                [EvidenceRow(*r) for r in rec[4] or ()], [ArmRow(*r) for r in rec[5] or ()])
 
     async def load(self, learner: str) -> LearnerSnapshot:
-        version, selections, explored, ev, arms = await self._since(learner, -1)
+        version, (selections, explored, answered), ev, arms = await self._since(learner, -1)
         return LearnerSnapshot(name=learner, evidence=tuple(ev), arms=tuple(arms),
-                               selections=selections, explored=explored, cursor=version or 0)
+                               selections=selections, explored=explored, cursor=version or 0,
+                               answered=answered)
 
     async def changes(
         self, learner: str, cursor: int
     ) -> tuple[int, Sequence[EvidenceRow], Sequence[ArmRow]]:
-        version, _, _, ev, arms = await self._since(learner, cursor)
+        version, _, ev, arms = await self._since(learner, cursor)
         return max(version or cursor, cursor), ev, arms
 
     async def events(self, learner: str, after_seq: int = 0, limit: int = 10_000) -> list[Event]:

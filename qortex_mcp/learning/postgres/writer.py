@@ -143,5 +143,6 @@ class FeedbackWriter:
             mine = {(GLOBAL_CONTEXT, r.arm) for r in d.fresh} | {(r.ctx, r.arm) for r in d.fresh}
             table = committed.get(req.learner, {})
             rows = tuple(table[key] for key in table if key in mine)
-            results.append(ApplyResult(tuple(d.statuses), tuple(d.standing), rows))
+            results.append(ApplyResult(tuple(d.statuses), tuple(d.standing), rows,
+                                       frozenset(d.new_keys)))
         return results, bool(committed)

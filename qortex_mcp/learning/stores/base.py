@@ -57,6 +57,8 @@ class LearnerSnapshot:
     selections: int
     explored: int
     cursor: int
+    answered: int = 0
+    """Selections that got feedback on at least one arm (``record_selections``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +121,10 @@ class LearningStore(Protocol):
         priors: Mapping[str, tuple[float, float]],
         selections: int,
         explored: int,
+        answered: int = 0,
     ) -> None:
-        """Add selection counters (write-behind statistics) and stored arm priors."""
+        """Add selection counters (write-behind statistics) and stored arm priors;
+        ``answered`` counts selections that got their first feedback."""
         ...
 
     async def decay(

@@ -31,6 +31,8 @@ class Decision:
     statuses: list[RowStatus] = field(default_factory=list)
     standing: list[float | None] = field(default_factory=list)
     fresh: list[FeedbackRow] = field(default_factory=list)
+    new_keys: set[str] = field(default_factory=set)
+    """Keys with no standing answer for any arm before this request (when it applies)."""
 
 
 def decide(
@@ -43,8 +45,12 @@ def decide(
     reward, ``duplicate``; with another, ``conflict``, and then the whole request writes
     nothing. Answers of earlier requests in the batch count as standing for later ones;
     ``standing`` is updated in place with them.
+
+    ``standing`` must hold every arm answered under the rows' keys (not only the rows'
+    arms) for ``Decision.new_keys`` to be right.
     """
     out = []
+    keys = {(learner, key) for learner, key, _ in standing}
     for learner, rows in requests:
         d = Decision()
         pending: dict[tuple[str, str, str], float] = {}
@@ -63,5 +69,7 @@ def decide(
             d.fresh = []  # a request with a conflict changes nothing at all
         else:
             standing.update(pending)
+            d.new_keys = {r.key for r in d.fresh if (learner, r.key) not in keys}
+            keys.update((learner, r.key) for r in d.fresh)
         out.append(d)
     return out

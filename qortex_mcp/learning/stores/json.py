@@ -212,9 +212,11 @@ class JsonLearningStore:
         priors: Mapping[str, tuple[float, float]],
         selections: int,
         explored: int,
+        answered: int = 0,
     ) -> None:
         await self._run(
-            lambda t: t.record_selections(learner, counts, priors, selections, explored),
+            lambda t: t.record_selections(learner, counts, priors, selections, explored,
+                                          answered),
             write=True,
         )
 

@@ -75,8 +75,9 @@ class MemoryLearningStore:
         priors: Mapping[str, tuple[float, float]],
         selections: int,
         explored: int,
+        answered: int = 0,
     ) -> None:
-        self._t().record_selections(learner, counts, priors, selections, explored)
+        self._t().record_selections(learner, counts, priors, selections, explored, answered)
 
     async def decay(
         self, learner: str, arm: str, factor: float, at: float

@@ -78,7 +78,7 @@ CREATE TABLE IF NOT EXISTS qortex_meta (key TEXT PRIMARY KEY, value TEXT NOT NUL
 CREATE TABLE IF NOT EXISTS learners (
     name TEXT PRIMARY KEY, config TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 0,
     selections INTEGER NOT NULL DEFAULT 0, explored INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL);
+    created_at REAL NOT NULL, answered INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS evidence (
     learner TEXT NOT NULL, ctx TEXT NOT NULL, arm TEXT NOT NULL,
     s REAL NOT NULL, f REAL NOT NULL, n INTEGER NOT NULL, rsum REAL NOT NULL,
@@ -343,6 +343,11 @@ class SqliteLearningStore:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     await conn.execute(statement)
+            # Files written before the answered counter: add it (0), their data intact.
+            columns = {r[1] for r in await conn.execute_fetchall("PRAGMA table_info(learners)")}
+            if "answered" not in columns:
+                await conn.execute(
+                    "ALTER TABLE learners ADD COLUMN answered INTEGER NOT NULL DEFAULT 0")
             row = await self._fetchone(
                 conn, "SELECT value FROM qortex_meta WHERE key = 'schema_version'"
             )
@@ -555,7 +560,8 @@ class SqliteLearningStore:
         for req, d in zip(batch, decisions, strict=True):
             mine = {(GLOBAL_CONTEXT, r.arm) for r in d.fresh} | {(r.ctx, r.arm) for r in d.fresh}
             rows = tuple(e for e in committed.get(req.learner, ()) if (e.ctx, e.arm) in mine)
-            results.append(ApplyResult(tuple(d.statuses), tuple(d.standing), rows))
+            results.append(ApplyResult(tuple(d.statuses), tuple(d.standing), rows,
+                                       frozenset(d.new_keys)))
         return results
 
     @staticmethod
@@ -622,14 +628,16 @@ class SqliteLearningStore:
         priors: Mapping[str, tuple[float, float]],
         selections: int,
         explored: int,
+        answered: int = 0,
     ) -> None:
         async def run(conn: aiosqlite.Connection) -> None:
             row = await self._fetchone(conn, _BUMP, (learner, time.time()))
             assert row is not None
             v = int(row[0])
             await conn.execute(
-                "UPDATE learners SET selections = selections + ?, explored = explored + ? "
-                "WHERE name = ?", (selections, explored, learner),
+                "UPDATE learners SET selections = selections + ?, explored = explored + ?, "
+                "answered = answered + ? WHERE name = ?",
+                (selections, explored, answered, learner),
             )
             rows = []
             for arm in set(counts) | set(priors):
@@ -725,8 +733,8 @@ class SqliteLearningStore:
                 await conn.execute("BEGIN")
                 try:
                     head = await self._fetchone(
-                        conn, "SELECT version, selections, explored FROM learners WHERE name = ?",
-                        (learner,),
+                        conn, "SELECT version, selections, explored, answered FROM learners "
+                        "WHERE name = ?", (learner,),
                     )
                     ev: list[tuple[Any, ...]] = []
                     arms: list[tuple[Any, ...]] = []
@@ -750,6 +758,7 @@ class SqliteLearningStore:
             selections=int(head[1]) if head else 0,
             explored=int(head[2]) if head else 0,
             cursor=int(head[0]) if head else 0,
+            answered=int(head[3]) if head else 0,
         )
 
     async def changes(

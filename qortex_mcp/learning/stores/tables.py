@@ -43,6 +43,9 @@ class _Learner:
     # (key, arm) -> reward
     answered: dict[tuple[str, str], float] = field(default_factory=dict)
     contexts: dict[str, str] = field(default_factory=dict)
+    answered_selections: int = 0
+    # the keys of ``answered`` (not stored: rebuilt on parse)
+    keys: set[str] = field(default_factory=set)
 
 
 class Tables:
@@ -87,6 +90,7 @@ class Tables:
             selections=rec.selections,
             explored=rec.explored,
             cursor=rec.version,
+            answered=rec.answered_selections,
         )
 
     def changes(self, learner: str, cursor: int) -> tuple[int, list[EvidenceRow], list[ArmRow]]:
@@ -127,10 +131,12 @@ class Tables:
         if "conflict" in statuses:
             return ApplyResult(tuple(statuses), tuple(d.standing), ())
         touched: dict[tuple[str, str], list[float]] = {}
+        new_keys = frozenset(row.key for row in fresh if row.key not in rec.keys)
         if fresh:
             v = self._bump(rec)
             for row in fresh:
                 rec.answered[(row.key, row.arm)] = row.reward
+                rec.keys.add(row.key)
                 ws, wf = row.weight * row.reward, row.weight * (1.0 - row.reward)
                 for ctx in {GLOBAL_CONTEXT, row.ctx}:
                     key = (ctx, row.arm)
@@ -154,7 +160,7 @@ class Tables:
                           reward=row.reward, weight=row.weight, outcome=row.outcome, at=row.at,
                           ctx_body=row.ctx_body)
         return ApplyResult(tuple(statuses), tuple(d.standing),
-                           tuple(self._ev(k, r) for k, r in touched.items()))
+                           tuple(self._ev(k, r) for k, r in touched.items()), new_keys)
 
     def record_selections(
         self,
@@ -163,11 +169,13 @@ class Tables:
         priors: Mapping[str, tuple[float, float]],
         selections: int,
         explored: int,
+        answered: int = 0,
     ) -> None:
         rec = self._get(learner)
         v = self._bump(rec)
         rec.selections += selections
         rec.explored += explored
+        rec.answered_selections += answered
         for arm in set(counts) | set(priors):
             cur = rec.arms.setdefault(arm, [None, None, 0, None, v])
             n, last = counts.get(arm, (0, None))
@@ -241,6 +249,7 @@ class Tables:
                     "version": rec.version,
                     "selections": rec.selections,
                     "explored": rec.explored,
+                    "answered_selections": rec.answered_selections,
                     "evidence": [[c, a, *r] for (c, a), r in rec.evidence.items()],
                     "arms": [[a, *r] for a, r in rec.arms.items()],
                     "answered": [[k, a, r] for (k, a), r in rec.answered.items()],
@@ -269,7 +278,9 @@ class Tables:
         out.seq = int(data["seq"])
         for name, rec in data["learners"].items():
             lr = _Learner(config=str(rec["config"]), version=int(rec["version"]),
-                          selections=int(rec["selections"]), explored=int(rec["explored"]))
+                          selections=int(rec["selections"]), explored=int(rec["explored"]),
+                          # files written before the counter have none: 0
+                          answered_selections=int(rec.get("answered_selections", 0)))
             for c, a, *r in rec["evidence"]:
                 if len(r) != 6:
                     raise ValueError("evidence rows need 8 fields")
@@ -280,6 +291,7 @@ class Tables:
                 lr.arms[str(a)] = list(r)
             for k, a, r in rec["answered"]:
                 lr.answered[(str(k), str(a))] = float(r)
+                lr.keys.add(str(k))
             lr.contexts = {str(k): str(v) for k, v in rec["contexts"].items()}
             out.learners[name] = lr
             out.events[name] = [Event(*e) for e in rec["events"]]
