@@ -82,4 +82,4 @@ def test_the_inspector_exits_5_on_a_refused_call(config: Path) -> None:
     done = inspector(config, "--method", "tools/call", "--tool-name", "qortex_feedback",
                      "--tool-arg", "arm_id=a", "--tool-arg", "outcome=great")
     assert done.returncode == 5
-    assert json.loads(done.stdout)["_meta"]["qortex-mcp/error"]["code"] == "INVALID_REWARD"
+    assert json.loads(done.stdout)["_meta"]["qortex-mcp/error"]["code"] == "INVALID_OUTCOME"
