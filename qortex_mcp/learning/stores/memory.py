@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import contextlib
+import copy
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 from qortex_mcp.errors import ClosedError
 from qortex_mcp.learning.stores.base import (
@@ -48,6 +50,17 @@ class MemoryLearningStore:
 
     async def close(self) -> None:
         self._closed = True
+
+    @contextlib.asynccontextmanager
+    async def atomically(self) -> AsyncIterator[None]:
+        """All of the block's calls, or none (see ``AtomicStore``): a copy of the state is
+        put back if the block fails."""
+        before = copy.deepcopy(self._t())
+        try:
+            yield
+        except BaseException:
+            self._tables = before
+            raise
 
     async def info(self) -> StoreInfo:
         return StoreInfo("memory", "process memory (not persisted)", SCHEMA_VERSION)
