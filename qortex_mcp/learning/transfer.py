@@ -23,6 +23,7 @@ already learned other things merges the two histories (and reports the rows that
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -322,6 +323,20 @@ def _ctx_key(value: object, what: str) -> None:
         raise InvalidInput(f"{what} must be a context key, got {preview(value)}")
 
 
+@functools.lru_cache(maxsize=4096)
+def _context_key(body: str) -> str | None:
+    """The key of a context body (cached: an export repeats a few bodies many times)."""
+    try:
+        parsed = json.loads(body)
+    except RecursionError:
+        raise InvalidContext(
+            f"the context body is nested deeper than {MAX_CONTEXT_DEPTH} levels") from None
+    except ValueError:
+        raise InvalidInput("a context body is not JSON") from None
+    canon = canonical_context(parsed) if isinstance(parsed, dict) else None
+    return None if canon is None else canon.key
+
+
 def _feedback_row(rec: dict[str, Any], at: float) -> FeedbackRow:
     key, ctx, body, outcome = rec.get("key"), rec.get("ctx"), rec.get("ctx_body"), \
         rec.get("outcome")
@@ -331,19 +346,7 @@ def _feedback_row(rec: dict[str, Any], at: float) -> FeedbackRow:
         ctx, body = GLOBAL_CONTEXT, None
     else:
         # The key is derived from the body; a body that does not hash to it is corrupt.
-        canon = None
-        if isinstance(body, str):
-            try:
-                parsed = json.loads(body)
-            except RecursionError:
-                raise InvalidContext(
-                    f"the context body is nested deeper than {MAX_CONTEXT_DEPTH} levels"
-                ) from None
-            except ValueError:
-                raise InvalidInput(f"the body of context {preview(ctx)} is not JSON") from None
-            if isinstance(parsed, dict):
-                canon = canonical_context(parsed)
-        if canon is None or canon.key != ctx:
+        if not isinstance(body, str) or _context_key(body) != ctx:
             raise InvalidInput(f"context {preview(ctx)} does not match its body")
     if outcome is not None and not isinstance(outcome, str):
         raise InvalidInput(f"outcome must be text, got {preview(outcome)}")
@@ -405,6 +408,9 @@ def _check(rec: dict[str, Any], begun: set[str]) -> FeedbackRow | None:
     return None
 
 
+_NESTED: Final = frozenset({dict, list})
+
+
 def _parse(text: str) -> dict[str, Any]:
     try:
         rec = json.loads(text)
@@ -414,7 +420,7 @@ def _parse(text: str) -> dict[str, Any]:
         raise InvalidInput(f"not valid JSON ({exc})") from None
     if not isinstance(rec, dict):
         raise InvalidInput("a record must be a JSON object")
-    if any(isinstance(v, dict | list) for v in rec.values()):
+    if not _NESTED.isdisjoint(map(type, rec.values())):  # json.loads makes exact types
         raise InvalidInput("a record's fields must be plain values, not objects or lists")
     return rec
 

@@ -162,6 +162,7 @@ class AtomicStore(Protocol):
     def atomically(self) -> AbstractAsyncContextManager[None]:
         """Within ``async with store.atomically():`` every call this task makes commits
         together at the end, or none does if the block raises or the commit fails. Other
-        writers wait until the block ends (in other processes too, up to their lock
-        timeout). Not reentrant."""
+        writers, tasks the block starts included, wait until the block ends (in other
+        processes too, up to their lock timeout): never await one inside the block. Not
+        reentrant."""
         ...

@@ -18,9 +18,8 @@ import json
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextvars import ContextVar
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from qortex_mcp.errors import (
     ClosedError,
@@ -45,14 +44,11 @@ _Stamp = tuple[int, int, int]
 
 
 class _Block:
-    """An ``atomically()`` block in progress: the store it holds, and whether it wrote."""
+    """An ``atomically()`` block in progress: the task that runs it, and whether it wrote."""
 
-    def __init__(self, store: JsonLearningStore) -> None:
-        self.store = store
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        self.task = task
         self.dirty = False
-
-
-_BLOCK: ContextVar[_Block | None] = ContextVar("qortex_json_block", default=None)
 
 
 class JsonLearningStore:
@@ -69,6 +65,10 @@ class JsonLearningStore:
         self._mutex = threading.Lock()
         self._open = False
         self._closed = False
+        # Held for a whole atomically() block: other tasks wait here, not in worker threads
+        # blocked on the mutex (enough of those would starve the block of threads).
+        self._gate = asyncio.Lock()
+        self._block: _Block | None = None
 
     async def __aenter__(self) -> JsonLearningStore:
         await self.initialize()
@@ -149,11 +149,11 @@ class JsonLearningStore:
             raise StoreUnavailable(f"cannot write {self.path.name}: {exc.strerror}") from None
         self._stamp = self._current_stamp()
 
-    def _locked(self, fn: Callable[[Tables], T], write: Callable[[T], bool]) -> T:
+    def _locked(self, fn: Callable[[Tables], T], write: Callable[[T], bool],
+                block: _Block | None = None) -> T:
         if self._closed:
             raise ClosedError("the JSON store is closed")
-        block = _BLOCK.get()
-        if block is not None and block.store is self:
+        if block is not None:
             # Inside atomically(): the lock is held and the file is written once, at the end.
             result = fn(self._tables)
             block.dirty = block.dirty or write(result)
@@ -177,6 +177,12 @@ class JsonLearningStore:
     ) -> T:
         # The thread finishes even if the caller is cancelled: a write is all or nothing.
         when = write if callable(write) else (lambda _: write)
+        block = self._block
+        if block is not None and block.task is asyncio.current_task():
+            return await asyncio.to_thread(self._locked, fn, when, block)
+        if self._gate.locked():
+            async with self._gate:
+                pass
         return await asyncio.to_thread(self._locked, fn, when)
 
     def _hold(self) -> int:
@@ -218,6 +224,13 @@ class JsonLearningStore:
         throughout and the file is rewritten once, at the end."""
         if self._closed:
             raise ClosedError("the JSON store is closed")
+        if self._block is not None and self._block.task is asyncio.current_task():
+            raise RuntimeError("JsonLearningStore.atomically() is not reentrant")
+        async with self._gate, self._holding():
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _holding(self) -> AsyncIterator[None]:
         holding = asyncio.ensure_future(asyncio.to_thread(self._hold))
         try:
             fd = await asyncio.shield(holding)
@@ -226,8 +239,7 @@ class JsonLearningStore:
             holding.add_done_callback(
                 lambda f: None if f.cancelled() or f.exception() else self._release(f.result()))
             raise
-        block = _Block(self)
-        token = _BLOCK.set(block)
+        block = self._block = _Block(asyncio.current_task())
         try:
             yield
         except BaseException:
@@ -235,7 +247,7 @@ class JsonLearningStore:
             self._release(fd)
             raise
         finally:
-            _BLOCK.reset(token)
+            self._block = None
         # The thread finishes (and releases) even if this task is cancelled meanwhile.
         await asyncio.to_thread(self._commit, fd, block)
 

@@ -24,14 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
-import os
 import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -55,6 +52,12 @@ from qortex_mcp.learning.stores.base import (
     StoreInfo,
 )
 from qortex_mcp.learning.stores.decisions import ApplyRequest, decide
+from qortex_mcp.learning.stores.sqlite_checks import (
+    USER_OBJECTS,
+    foreign,
+    preflight,
+    state_dir_error,
+)
 from qortex_mcp.learning.types import (
     GLOBAL_CONTEXT,
     ApplyResult,
@@ -198,54 +201,6 @@ def _translate(exc: sqlite3.Error, doing: str) -> StoreError:
     return StoreError(f"SQLite failed while {doing}: {type(exc).__name__}")
 
 
-# Schema objects other than SQLite's own: a file with some but no qortex_meta is not ours.
-_USER_OBJECTS: Final = (
-    "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
-)
-# mkdir failures no retry can cure: the location itself has to change.
-_PERMANENT_ERRNOS: Final = frozenset({
-    errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.ENAMETOOLONG,
-    errno.ELOOP,
-})
-
-
-def _foreign(path: Path, names: set[str]) -> StoreInaccessible:
-    shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
-    return StoreInaccessible(
-        f"{path} is another program's SQLite database (tables {shown}; no qortex_meta); "
-        "it was left untouched: set QORTEX_STATE_DIR to another directory")
-
-
-def _preflight(path: Path) -> None:
-    """Refuse, before SQLite creates or changes anything, a location that can never hold
-    the store; each message says what to fix. (Runs in a thread.)"""
-    if path.is_dir():
-        raise StoreInaccessible(f"{path} is a directory, where the SQLite store needs a file: "
-                                "remove it or set QORTEX_STATE_DIR to another directory")
-    parent = path.parent
-    if not path.exists():
-        # os.access, unlike the mode bits, also sees read-only mounts and immutable files
-        # for root.
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise StoreInaccessible(
-                f"the state directory {parent} is read-only and holds no database yet: make "
-                "it writable or set QORTEX_STATE_DIR to another directory")
-        return
-    if not os.access(path, os.R_OK | os.W_OK):
-        raise StoreInaccessible(f"{path} is not readable and writable: fix its permissions "
-                                "or set QORTEX_STATE_DIR to another directory")
-    try:
-        # immutable=1: no lock, no -wal or -shm file, nothing written. (A WAL not yet
-        # checkpointed is not read; the check inside the schema transaction covers that.)
-        uri = f"{path.absolute().as_uri()}?mode=ro&immutable=1"
-        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
-            names = {str(r[0]) for r in db.execute(_USER_OBJECTS)}
-    except sqlite3.Error:
-        return  # not readable as a database: opening it reports why (CORRUPT_STATE, ...)
-    if names and "qortex_meta" not in names:
-        raise _foreign(path, names)
-
-
 class _Aborted(Exception):
     """An ``atomically()`` block failed: its transaction rolls back."""
 
@@ -264,12 +219,9 @@ _Op = tuple[Callable[[aiosqlite.Connection], Awaitable[Any]], "asyncio.Future[An
 class _Session:
     """An ``atomically()`` block: its calls run, in order, inside one writer job."""
 
-    store: SqliteLearningStore
+    task: asyncio.Task[Any] | None
     ops: asyncio.Queue[_Op | bool]
     job: asyncio.Future[Any]
-
-
-_SESSION: ContextVar[_Session | None] = ContextVar("qortex_sqlite_session", default=None)
 
 
 def _consume(future: asyncio.Future[Any]) -> None:
@@ -320,6 +272,7 @@ class SqliteLearningStore:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._init_lock = asyncio.Lock()
+        self._active: _Session | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -358,15 +311,8 @@ class SqliteLearningStore:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                doing = f"cannot create the state directory {self.path.parent}: {exc.strerror}"
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise StoreFull(f"{doing}; free space and retry") from exc
-                if exc.errno in _PERMANENT_ERRNOS:
-                    raise StoreInaccessible(
-                        f"{doing}; fix it or set QORTEX_STATE_DIR to another directory"
-                    ) from exc
-                raise StoreUnavailable(doing) from exc
-            await asyncio.to_thread(_preflight, self.path)
+                raise state_dir_error(self.path.parent, exc) from exc
+            await asyncio.to_thread(preflight, self.path)
             try:
                 self._writer = await self._connect()
                 mode = await self._enable_wal(self._writer)
@@ -413,9 +359,9 @@ class SqliteLearningStore:
     async def _create_schema(self, conn: aiosqlite.Connection) -> None:
         await conn.execute("BEGIN IMMEDIATE")
         try:
-            names = {str(r[0]) for r in await conn.execute_fetchall(_USER_OBJECTS)}
+            names = {str(r[0]) for r in await conn.execute_fetchall(USER_OBJECTS)}
             if names and "qortex_meta" not in names:
-                raise _foreign(self.path, names)  # rolled back below: nothing created
+                raise foreign(self.path, names)  # rolled back below: nothing created
             # Statement by statement: executescript() would COMMIT the open transaction.
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -469,8 +415,11 @@ class SqliteLearningStore:
     # --- one transaction for many calls ----------------------------------------------------
 
     def _session(self) -> _Session | None:
-        session = _SESSION.get()
-        return session if session is not None and session.store is self else None
+        """The running atomically() block, if this task runs it (other tasks' calls queue
+        behind its transaction)."""
+        session = self._active
+        return session if session is not None and session.task is asyncio.current_task() \
+            else None
 
     @contextlib.asynccontextmanager
     async def atomically(self) -> AsyncIterator[None]:
@@ -507,12 +456,17 @@ class SqliteLearningStore:
                 if not fut.done():
                     fut.set_result(result)
 
-        session = _Session(self, ops, loop.create_future())
+        session = _Session(asyncio.current_task(), ops, loop.create_future())
         await self._queue.put(_Job(run, session.job, "applying one transaction"))
-        await asyncio.wait([started, session.job], return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait([started, session.job], return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled while queued: the job ends as soon as it starts
+            ops.put_nowait(False)
+            session.job.add_done_callback(_consume)
+            raise
         if not started.done():
             session.job.result()  # BEGIN failed: raise why
-        token = _SESSION.set(session)
+        self._active = session
         try:
             yield
         except BaseException:
@@ -520,7 +474,7 @@ class SqliteLearningStore:
             session.job.add_done_callback(_consume)
             raise
         finally:
-            _SESSION.reset(token)
+            self._active = None  # before the COMMIT: the next block's job may start after it
         ops.put_nowait(True)
         await session.job  # the COMMIT (its StoreError when it failed: nothing committed)
 
