@@ -17,7 +17,7 @@ from qortex_mcp.config import Settings
 from qortex_mcp.errors import InvalidContext, InvalidInput
 from qortex_mcp.learning import LearnerConfig, LearnerRegistry, LearningStore, SelectionSigner
 from qortex_mcp.learning.stores.factory import open_store
-from qortex_mcp.learning.transfer import export_jsonl, import_jsonl
+from qortex_mcp.learning.transfer import export_jsonl, import_file
 from qortex_mcp.logging import get_logger
 from qortex_mcp.runtime import close_registry, open_registry
 
@@ -202,17 +202,14 @@ async def import_(settings: Settings, path: str, out: TextIO) -> int:
     def half_life(name: str) -> float | None:
         return LearnerConfig.from_options(name, settings.learner_options(name)).half_life_s
 
+    # Not initialized here: the import validates the whole file first, so a refused file
+    # leaves the store as it was (and never creates one).
+    store = open_store(settings)
     try:
-        source = anyio.wrap_file(sys.stdin) if path == "-" else await anyio.open_file(
-            path, encoding="utf-8")
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from exc
-    try:
-        async with _store(settings) as store:
-            report = await import_jsonl(store, source, half_life=half_life)
+        report = await import_file(store, sys.stdin.buffer if path == "-" else path,
+                                   half_life=half_life)
     finally:
-        if path != "-":
-            await source.aclose()
+        await store.close()
     print(f"imported {report.records} record(s) for {len(report.learners)} learner(s): "
           f"{report.applied} feedback applied, {report.duplicates} already present, "
           f"{report.conflicts} conflicting, {report.maintenance} decay/reset applied", file=out)

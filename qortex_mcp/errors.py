@@ -28,6 +28,7 @@ and a ``retryable`` flag (retry the same call, with the same selection id, and i
         ├── StoreUnavailable        STORE_UNAVAILABLE    retryable
         ├── StoreBusy               STORE_BUSY           retryable
         ├── StoreFull               STORE_FULL           retryable
+        ├── StoreInaccessible       STORE_INACCESSIBLE   the location cannot hold a store
         ├── CorruptState            CORRUPT_STATE
         └── SchemaTooNew            SCHEMA_TOO_NEW
 
@@ -63,6 +64,7 @@ __all__ = [
     "StoreBusy",
     "StoreError",
     "StoreFull",
+    "StoreInaccessible",
     "StoreUnavailable",
     "UnknownArm",
     "UnknownLearner",
@@ -206,6 +208,14 @@ class StoreBusy(StoreError):
 class StoreFull(StoreError):
     code = "STORE_FULL"
     retryable = True
+
+
+class StoreInaccessible(StoreError):
+    """The configured location cannot hold a store as it is (a directory where the file
+    goes, a read-only directory, another program's database): not retryable, someone has
+    to fix the location (the message says what)."""
+
+    code = "STORE_INACCESSIBLE"
 
 
 class CorruptState(StoreError):

@@ -8,7 +8,9 @@ The format (one JSON object per line, ``"type"`` first)::
     {"type": "event", "learner": "prompts", "kind": "feedback", "key": ..., "at": ...}
     {"type": "evidence", "learner": "prompts", "ctx": "", "arm": "concise-v1", "s": ...}
 
-Import is lossless and idempotent. Feedback events are re-applied through
+Import is all or nothing, lossless and idempotent. The whole file is validated first (the
+first bad line is refused by number and nothing is written), then applied, in one transaction
+where the store has them (``AtomicStore``). Feedback events are re-applied through
 ``store.apply`` with their original dedup keys, times, weights, outcomes and context
 bodies, so the target folds exactly the same evidence and a second import finds every one
 a duplicate. Decay and reset events are re-applied in log order unless the target already
@@ -20,20 +22,42 @@ already learned other things merges the two histories (and reports the rows that
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
+import os
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import IO, Any, Final
 
-from qortex_mcp.errors import InvalidInput, SchemaTooNew, UnknownLearner, preview
-from qortex_mcp.learning.context import canonical_context
-from qortex_mcp.learning.stores.base import SCHEMA_VERSION, LearningStore
+from qortex_mcp.errors import (
+    InvalidContext,
+    InvalidInput,
+    LimitExceeded,
+    SchemaTooNew,
+    UnknownLearner,
+    preview,
+)
+from qortex_mcp.learning.context import MAX_CONTEXT_DEPTH, canonical_context
+from qortex_mcp.learning.jsonlines import MAX_LINE_BYTES, LineSource, source_of
+from qortex_mcp.learning.stores.base import SCHEMA_VERSION, AtomicStore, LearningStore
 from qortex_mcp.learning.types import GLOBAL_CONTEXT, Event, FeedbackRow
-from qortex_mcp.learning.validation import check_name, check_reward, check_weight
+from qortex_mcp.learning.validation import check_name, check_prior, check_reward, check_weight
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "ImportReport", "export_jsonl", "import_jsonl"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MAX_COUNT",
+    "MAX_IMPORT_LEARNERS",
+    "MAX_LINE_BYTES",
+    "ImportReport",
+    "export_jsonl",
+    "import_file",
+    "import_jsonl",
+]
 
 FORMAT: Final = "qortex-mcp-export"
 FORMAT_VERSION: Final = 1
@@ -89,6 +113,16 @@ async def export_jsonl(
                          "s": row.s, "f": row.f, "n": row.n, "rsum": row.rsum, "t": row.t})
 
 
+MAX_COUNT: Final = 2**53
+"""Largest count an import accepts: exact as a float and in every JSON reader, and far
+below the stores' 64-bit integers even when added to the counts already stored."""
+MAX_IMPORT_LEARNERS: Final = 1000
+"""Most new learners one import may create (a server keeps any number, but opens at most
+``LearnerRegistry``'s default ``max_open`` at once): a file naming more is split by the
+operator, so a mistaken or hostile file cannot flood a store with names."""
+_MAX_CTX_KEY: Final = 64
+
+
 @dataclass(frozen=True)
 class ImportReport:
     """What an import did. ``ok`` when nothing conflicted and the state matches."""
@@ -127,6 +161,8 @@ class _Learner:
 
 
 class _Importer:
+    """Applies records that ``_check`` accepted, in file order."""
+
     def __init__(self, store: LearningStore,
                  half_life: Callable[[str], float | None] | None) -> None:
         self.store = store
@@ -134,9 +170,7 @@ class _Importer:
         self.learners: dict[str, _Learner] = {}
         self.counts: Counter[str] = Counter()
 
-    async def learner(self, name: object) -> _Learner:
-        check_name(name, "learner name")
-        assert isinstance(name, str)
+    async def learner(self, name: str) -> _Learner:
         state = self.learners.get(name)
         if state is None:
             hl = self.half_life(name) if self.half_life else None
@@ -144,27 +178,19 @@ class _Importer:
             await self.store.ensure_learner(name, "{}")
         return state
 
-    async def record(self, rec: dict[str, Any]) -> None:
-        kind = rec.get("type")
-        st = await self.learner(rec.get("learner"))
+    async def record(self, rec: dict[str, Any], row: FeedbackRow | None) -> None:
+        kind = rec["type"]
+        st = await self.learner(rec["learner"])
         if kind == "learner":
             st.selections, st.explored = _count(rec, "selections"), _count(rec, "explored")
         elif kind == "arm":
-            if st.arms_done:
-                raise InvalidInput("arm records must come before the learner's events")
-            check_name(rec.get("arm"), "arm id")
             st.arms.append(rec)
         elif kind == "event":
             await self.arms(st)
-            await self.event(st, rec)
-        elif kind == "evidence":
-            ctx, arm = rec.get("ctx"), rec.get("arm")
-            if not isinstance(ctx, str) or not isinstance(arm, str):
-                raise InvalidInput("an evidence record needs ctx and arm")
-            st.evidence[(ctx, arm)] = (_num(rec, "s"), _num(rec, "f"), _count(rec, "n"),
-                                _num(rec, "rsum"))
+            await self.event(st, rec, row)
         else:
-            raise InvalidInput(f"unknown record type {preview(kind)}")
+            st.evidence[(rec["ctx"], rec["arm"])] = (_num(rec, "s"), _num(rec, "f"),
+                                                     _count(rec, "n"), _num(rec, "rsum"))
 
     async def arms(self, st: _Learner) -> None:
         """Raise priors and counters to the exported values (before any feedback, so an
@@ -196,15 +222,13 @@ class _Importer:
         if counts or priors or sels or expl:
             await self.store.record_selections(st.name, counts, priors, sels, expl)
 
-    async def event(self, st: _Learner, rec: dict[str, Any]) -> None:
-        kind, at = rec.get("kind"), _num(rec, "at")
-        if kind == "feedback":
-            st.batch.append(_feedback_row(rec, at))
+    async def event(self, st: _Learner, rec: dict[str, Any], row: FeedbackRow | None) -> None:
+        if row is not None:
+            st.batch.append(row)
             if len(st.batch) >= _BATCH:
                 await self.flush(st)
             return
-        if kind not in ("decay", "reset"):
-            raise InvalidInput(f"unknown event kind {preview(kind)}")
+        kind, at = rec["kind"], _num(rec, "at")
         await self.flush(st)  # maintenance applies to what came before it, in log order
         arm = str(rec.get("arm") or "")
         ctx = rec.get("ctx")
@@ -216,9 +240,7 @@ class _Importer:
         st.seen[sig] += 1
         if st.seen[sig] <= st.existing[sig]:
             return
-        if kind == "decay":
-            if factor is None or not 0.0 <= factor <= 1.0:
-                raise InvalidInput(f"decay factor must be in [0, 1], got {preview(factor)}")
+        if factor is not None:
             await self.store.decay(st.name, arm, factor, at)
         else:
             await self.store.reset(st.name, [arm] if arm else None,
@@ -270,18 +292,50 @@ async def _all_events(store: LearningStore, learner: str) -> list[Event]:
         after = page[-1].seq
 
 
-def _num(rec: dict[str, Any], key: str) -> float:
+# --- validation: every rule the apply step and the stores rely on --------------------------
+
+
+def _num(rec: dict[str, Any], key: str, low: float | None = None,
+         high: float | None = None) -> float:
     value = rec.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInput(f"{key} must be a finite number, got {preview(value)}")
-    return float(value)
+    try:
+        x = float(value)
+    except OverflowError:
+        x = math.inf
+    if not math.isfinite(x) or (low is not None and x < low) or (high is not None and x > high):
+        bounds = ("" if low is None else f" >= {low:g}" if high is None
+                  else f" in [{low:g}, {high:g}]")
+        raise InvalidInput(f"{key} must be a finite number{bounds}, got {preview(value)}")
+    return x
 
 
 def _count(rec: dict[str, Any], key: str) -> int:
     value = rec.get(key, 0)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidInput(f"{key} must be a count (an integer >= 0), got {preview(value)}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise InvalidInput(f"{key} must be a count (an integer in [0, 2**53]), "
+                           f"got {preview(value)}")
     return value
+
+
+def _ctx_key(value: object, what: str) -> None:
+    if not isinstance(value, str) or len(value) > _MAX_CTX_KEY:
+        raise InvalidInput(f"{what} must be a context key, got {preview(value)}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _context_key(body: str) -> str | None:
+    """The key of a context body (cached: an export repeats a few bodies many times)."""
+    try:
+        parsed = json.loads(body)
+    except RecursionError:
+        raise InvalidContext(
+            f"the context body is nested deeper than {MAX_CONTEXT_DEPTH} levels") from None
+    except ValueError:
+        raise InvalidInput("a context body is not JSON") from None
+    canon = canonical_context(parsed) if isinstance(parsed, dict) else None
+    return None if canon is None else canon.key
 
 
 def _feedback_row(rec: dict[str, Any], at: float) -> FeedbackRow:
@@ -293,8 +347,7 @@ def _feedback_row(rec: dict[str, Any], at: float) -> FeedbackRow:
         ctx, body = GLOBAL_CONTEXT, None
     else:
         # The key is derived from the body; a body that does not hash to it is corrupt.
-        canon = canonical_context(json.loads(body)) if isinstance(body, str) else None
-        if canon is None or canon.key != ctx:
+        if not isinstance(body, str) or _context_key(body) != ctx:
             raise InvalidInput(f"context {preview(ctx)} does not match its body")
     if outcome is not None and not isinstance(outcome, str):
         raise InvalidInput(f"outcome must be text, got {preview(outcome)}")
@@ -303,68 +356,211 @@ def _feedback_row(rec: dict[str, Any], at: float) -> FeedbackRow:
                        weight=check_weight(rec.get("weight")), outcome=outcome, at=at)
 
 
-async def import_jsonl(
-    store: LearningStore,
-    lines: Iterable[str] | AsyncIterable[str],
-    *,
-    half_life: Callable[[str], float | None] | None = None,
-) -> ImportReport:
-    """Apply an ``export_jsonl`` stream to ``store`` (see the module doc). Idempotent.
+def _check_event(rec: dict[str, Any]) -> FeedbackRow | None:
+    kind = rec.get("kind")
+    if kind not in ("feedback", "decay", "reset"):
+        raise InvalidInput(f"unknown event kind {preview(kind)}")
+    at = _num(rec, "at")
+    if kind == "feedback":
+        return _feedback_row(rec, at)
+    arm = rec.get("arm")
+    if arm is not None and arm != "":
+        check_name(arm, "arm id")
+    if kind == "decay":
+        _num(rec, "factor", 0.0, 1.0)
+    elif rec.get("ctx") is not None:
+        _ctx_key(rec.get("ctx"), "a reset's ctx")
+    return None
 
-    Args:
-        store: an initialized store (the target).
-        lines: the exported lines (blank lines are skipped).
-        half_life: each learner's ``half_life_s``, which evidence folding depends on
-            (default: none). Use the same settings as the source.
 
-    Raises:
-        InvalidInput: a line is not a record of this format (named by its number).
-        SchemaTooNew: the file comes from a newer format version.
-        StoreError: the store failed (re-running the import completes it).
-    """
-    importer = _Importer(store, half_life)
-    number = 0
-    header = False
-    async for text in _aiter(lines):
-        number += 1
-        if not text.strip():
-            continue
-        try:
-            rec = json.loads(text)
-            if not isinstance(rec, dict):
-                raise InvalidInput("a record must be a JSON object")
-            if not header:
-                _check_header(rec)
-                header = True
-            else:
-                await importer.record(rec)
-        except InvalidInput as exc:
-            raise type(exc)(f"line {number}: {exc.message}") from None
-        except ValueError as exc:
-            raise InvalidInput(f"line {number}: not valid JSON ({exc})") from None
-    if not header:
-        raise InvalidInput("empty input: not a qortex-mcp export")
-    mismatches = await importer.finish()
-    c = importer.counts
-    return ImportReport(tuple(importer.learners), number, c["applied"], c["duplicate"],
-                        c["conflict"], c["maintenance"], tuple(mismatches))
+_KINDS: Final = frozenset({"learner", "arm", "event", "evidence"})
+
+
+def _check(rec: dict[str, Any], begun: set[str]) -> FeedbackRow | None:
+    """Refuse (``InvalidInput``) anything the apply step or a store could not take as it is;
+    ``begun`` holds the learners whose events have started. A feedback's row, built once."""
+    kind = rec.get("type")
+    if kind not in _KINDS:
+        raise InvalidInput(f"unknown record type {preview(kind)}")
+    name = check_name(rec.get("learner"), "learner name")
+    if kind == "event":
+        begun.add(name)
+        return _check_event(rec)
+    if kind == "evidence":
+        _ctx_key(rec.get("ctx"), "an evidence record's ctx")
+        check_name(rec.get("arm"), "arm id")
+        for key in ("s", "f", "rsum"):
+            _num(rec, key, 0.0)
+        _count(rec, "n")
+        return None
+    if name in begun:
+        raise InvalidInput(f"{kind} records must come before the learner's events")
+    if kind == "learner":
+        _count(rec, "selections")
+        _count(rec, "explored")
+        return None
+    check_name(rec.get("arm"), "arm id")
+    _count(rec, "selections")
+    if rec.get("last_selected") is not None:
+        _num(rec, "last_selected")
+    a0, b0 = rec.get("a0"), rec.get("b0")
+    if a0 is not None or b0 is not None:
+        check_prior((a0, b0))  # a prior <= 0 would break every later select
+    return None
+
+
+_NESTED: Final = frozenset({dict, list})
+
+
+def _parse(text: str) -> dict[str, Any]:
+    try:
+        rec = json.loads(text)
+    except RecursionError:
+        raise InvalidInput("nested too deeply: a record is one flat JSON object") from None
+    except ValueError as exc:
+        raise InvalidInput(f"not valid JSON ({exc})") from None
+    if not isinstance(rec, dict):
+        raise InvalidInput("a record must be a JSON object")
+    if not _NESTED.isdisjoint(map(type, rec.values())):  # json.loads makes exact types
+        raise InvalidInput("a record's fields must be plain values, not objects or lists")
+    return rec
 
 
 def _check_header(rec: dict[str, Any]) -> None:
     if rec.get("type") != "header" or rec.get("format") != FORMAT:
         raise InvalidInput(f"not a {FORMAT} file (the first line is its header)")
-    version = rec.get("version")
+    version, schema = rec.get("version"), rec.get("schema_version", 0)
     if not isinstance(version, int) or isinstance(version, bool):
         raise InvalidInput("the header has no format version")
-    if version > FORMAT_VERSION or rec.get("schema_version", 0) > SCHEMA_VERSION:
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        raise InvalidInput(f"the header's schema_version must be an integer, got "
+                           f"{preview(schema)}")
+    if version > FORMAT_VERSION or schema > SCHEMA_VERSION:
         raise SchemaTooNew(f"the export has format version {version}, newer than this "
                            f"qortex-mcp reads ({FORMAT_VERSION}); upgrade qortex-mcp")
 
 
-async def _aiter(lines: Iterable[str] | AsyncIterable[str]) -> AsyncIterator[str]:
-    if isinstance(lines, AsyncIterable):
-        async for line in lines:
-            yield line
-    else:
-        for line in lines:
-            yield line
+Handler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+async def _each_record(source: LineSource, handle: Handler) -> int:
+    """Every record after the header, to ``handle``; a refusal names its line. Returns the
+    number of lines."""
+    number = 0
+    header = False
+    async for number, text in source.lines():
+        if not text.strip():
+            continue
+        try:
+            rec = _parse(text)
+            if header:
+                await handle(rec)
+            else:
+                _check_header(rec)
+                header = True
+        except InvalidInput as exc:
+            raise type(exc)(f"line {number}: {exc.message}") from None
+    if not header:
+        raise InvalidInput("empty input: not a qortex-mcp export")
+    return number
+
+
+async def _import(store: LearningStore, source: LineSource,
+                  half_life: Callable[[str], float | None] | None,
+                  max_learners: int) -> ImportReport:
+    # 1. Validate the whole file, holding only the learners' names: a refused file never
+    #    touches the store (not even to create it).
+    begun: set[str] = set()
+    named: set[str] = set()
+
+    async def check(rec: dict[str, Any]) -> None:
+        _check(rec, begun)
+        named.add(rec["learner"])
+
+    await _each_record(source, check)
+    await store.initialize()
+    existing = {s.name for s in await store.learners()}
+    new = named - existing
+    if len(new) > max_learners:
+        raise LimitExceeded(f"the import would create {len(new)} learners; one import creates "
+                            f"at most {max_learners} (split the file)")
+    # 2. Apply it, reading the file again, in one transaction where the store has them.
+    importer = _Importer(store, half_life)
+    again: set[str] = set()
+
+    async def apply(rec: dict[str, Any]) -> None:
+        # Checked again: the file may have changed since; the transaction then rolls back.
+        await importer.record(rec, _check(rec, again))
+
+    scope: AbstractAsyncContextManager[object] = (
+        store.atomically() if isinstance(store, AtomicStore) else contextlib.nullcontext())
+    async with scope:
+        number = await _each_record(source, apply)
+        mismatches = await importer.finish()
+    c = importer.counts
+    return ImportReport(tuple(importer.learners), number, c["applied"], c["duplicate"],
+                        c["conflict"], c["maintenance"], tuple(mismatches))
+
+
+async def import_jsonl(
+    store: LearningStore,
+    lines: Iterable[str] | AsyncIterable[str],
+    *,
+    half_life: Callable[[str], float | None] | None = None,
+    max_learners: int = MAX_IMPORT_LEARNERS,
+) -> ImportReport:
+    """Apply an ``export_jsonl`` stream (lines, blank ones skipped) to ``store`` (see the
+    module doc). Idempotent.
+
+    All or nothing: the whole input is validated before anything is written (a refusal
+    names the first bad line and leaves the store untouched: not even created), then applied
+    in one transaction on stores that have them (SQLite, JSON, memory; other writers of the
+    store wait meanwhile). On PostgreSQL it is applied call by call: a store failure midway
+    leaves a prefix applied, which running the import again completes (it is idempotent).
+    Memory stays bounded: the input is read twice, line by line (a one-shot iterator is
+    spooled to a temporary file), and lines over ``MAX_LINE_BYTES`` are refused.
+
+    Args:
+        store: the target (initialized here once the input validates, if it is not yet).
+        lines: the exported lines, with or without their line breaks.
+        half_life: each learner's ``half_life_s``, which evidence folding depends on
+            (default: none). Use the same settings as the source.
+        max_learners: refuse an import that creates learners beyond this many in the store.
+
+    Raises:
+        InvalidInput: a line is not a record of this format (named by its number): not JSON,
+            not UTF-8, too long or nested, a bad name, prior, count, reward or time.
+        SchemaTooNew: the file comes from a newer format version.
+        LimitExceeded: the import would create learners beyond ``max_learners``.
+        StoreError: the store failed (nothing was applied on a transactional store; on
+            PostgreSQL re-running the import completes it).
+    """
+    if isinstance(lines, str | bytes):
+        raise TypeError("import_jsonl takes an iterable of lines; import_file takes a path")
+    source = source_of(lines)
+    try:
+        return await _import(store, source, half_life, max_learners)
+    finally:
+        await source.aclose()
+
+
+async def import_file(
+    store: LearningStore,
+    file: str | os.PathLike[str] | IO[bytes],
+    *,
+    half_life: Callable[[str], float | None] | None = None,
+    max_learners: int = MAX_IMPORT_LEARNERS,
+) -> ImportReport:
+    """Apply an export file (a path, or a binary stream such as ``sys.stdin.buffer``) to
+    ``store``, exactly as ``import_jsonl`` does. A path is read twice; a stream is spooled.
+
+    Raises:
+        InvalidInput: as ``import_jsonl``, and when the file cannot be read.
+        SchemaTooNew, LimitExceeded, StoreError: as ``import_jsonl``.
+    """
+    source = source_of(file)
+    try:
+        return await _import(store, source, half_life, max_learners)
+    finally:
+        await source.aclose()
+

@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from qortex_mcp.errors import InvalidInput, InvalidName, InvalidReward, SchemaTooNew, UnknownLearner
+from qortex_mcp.errors import (
+    InvalidContext,
+    InvalidInput,
+    InvalidName,
+    InvalidPrior,
+    InvalidReward,
+    LimitExceeded,
+    SchemaTooNew,
+    StoreError,
+    StoreUnavailable,
+    UnknownLearner,
+)
 from qortex_mcp.learning import (
     Arm,
     ArmOutcome,
@@ -19,8 +32,9 @@ from qortex_mcp.learning import (
     LearningStore,
     MemoryLearningStore,
     SelectionSigner,
+    SqliteLearningStore,
 )
-from qortex_mcp.learning.transfer import export_jsonl, import_jsonl
+from qortex_mcp.learning.transfer import MAX_LINE_BYTES, export_jsonl, import_file, import_jsonl
 from tests.conftest import make_store
 
 pytestmark = pytest.mark.anyio
@@ -177,3 +191,187 @@ def test_the_library_and_transfer_import_without_mcp() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+# --- all or nothing ------------------------------------------------------------------------
+
+HEADER = '{"type":"header","format":"qortex-mcp-export","version":1,"schema_version":1}'
+
+
+def feedback(i: int, learner: str = "x", **fields: Any) -> str:
+    return json.dumps({"type": "event", "learner": learner, "kind": "feedback", "key": f"k{i}",
+                       "arm": "a", "ctx": "", "reward": 1, "weight": 1, "at": 1.0, **fields})
+
+
+def good_events(n: int = 600) -> list[str]:
+    """More events than one apply batch (500), so a partial import would have committed."""
+    return [HEADER, '{"type":"learner","learner":"x","selections":3,"explored":1}',
+            '{"type":"arm","learner":"x","arm":"a","a0":2,"b0":3,"selections":3,'
+            '"last_selected":5.0}'] + [feedback(i) for i in range(n)]
+
+
+# Each: a bad line after 600 good events, the error it raises and the line it names.
+REFUSED = {
+    "not JSON": ("{bad", InvalidInput, "not valid JSON"),
+    "prior <= 0": ('{"type":"arm","learner":"y","arm":"a","a0":-5,"b0":1}', InvalidPrior,
+                   "prior alpha and beta must be in"),
+    "prior 0": ('{"type":"arm","learner":"y","arm":"a","a0":0,"b0":0}', InvalidPrior, "prior"),
+    "half a prior": ('{"type":"arm","learner":"y","arm":"a","a0":2}', InvalidPrior, "prior"),
+    "count too large": ('{"type":"learner","learner":"y","selections":' + str(2**64) + "}",
+                        InvalidInput, "selections must be a count"),
+    "negative count": ('{"type":"arm","learner":"y","arm":"a","selections":-1}', InvalidInput,
+                       "selections must be a count"),
+    "NaN time": (feedback(9999).replace('"at": 1.0', '"at": NaN'), InvalidInput,
+                 "at must be a finite number"),
+    "huge time": (feedback(9999).replace('"at": 1.0', '"at": 1e999'), InvalidInput,
+                  "at must be a finite number"),
+    "deep line": ("[" * 100_000 + "]" * 100_000, InvalidInput, "nested too deeply"),
+    "nested field": ('{"type":"learner","learner":"y","selections":[[[1]]]}', InvalidInput,
+                     "a record's fields must be plain values"),
+    "deep context body": (feedback(9999, ctx="c1", ctx_body="[" * 50_000 + "]" * 50_000),
+                          InvalidContext, "the context body is nested deeper than 32"),
+    "context body too deep": (feedback(9999, ctx="c1", ctx_body='{"a":' * 40 + "1" + "}" * 40),
+                              InvalidContext, "context is nested deeper than 32"),
+    "decay factor": ('{"type":"event","learner":"x","kind":"decay","arm":"","at":1,'
+                     '"factor":2}', InvalidInput, "factor must be a finite number in"),
+    "learner after its events": ('{"type":"learner","learner":"x","selections":1}',
+                                 InvalidInput, "learner records must come before"),
+    "bad header field": ('{"type":"header"}', InvalidInput, "unknown record type"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED)
+async def test_a_bad_line_after_600_good_events_changes_nothing(
+    store: LearningStore, case: str,
+) -> None:
+    await history(store)
+    before = await state(store)
+    line, error, message = REFUSED[case]
+    with pytest.raises(error, match=f": line 604: {message}"):
+        await import_jsonl(store, [*good_events(), line])
+    assert await state(store) == before  # no learner x, no counters, none of the 600 events
+
+
+async def test_a_file_that_is_not_utf8_is_refused_by_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    bad = b'{"type":"learner","learner":"x\xff"}'  # the byte is the 31st
+    path.write_bytes("\n".join(good_events(3)).encode() + b"\n" + bad + b"\n")
+    target = MemoryLearningStore()
+    with pytest.raises(InvalidInput, match=r": line 7: not UTF-8 text \(byte 0xff at column 31\)"):
+        await import_file(target, path)
+    assert await state(target) == {}
+
+
+async def test_a_line_over_the_limit_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
+    path = tmp_path / "long.jsonl"
+    path.write_bytes(HEADER.encode() + b"\n" + b" " * (MAX_LINE_BYTES * 3))
+    with pytest.raises(InvalidInput, match=r": line 2 is longer than 1048576 bytes"):
+        await import_file(MemoryLearningStore(), path)
+
+
+async def test_an_import_beyond_the_learner_cap_is_refused(store: LearningStore) -> None:
+    await history(store, "one")
+    before = await state(store)
+    lines = [HEADER] + [json.dumps({"type": "learner", "learner": f"l{i}"}) for i in range(4)]
+    with pytest.raises(LimitExceeded, match=r"would create 4 learners; one import creates "
+                                            r"at most 3 \(split the file\)"):
+        await import_jsonl(store, lines, max_learners=3)
+    assert await state(store) == before
+    # learners already there do not count against an import that creates none
+    assert (await import_jsonl(store, await lines_of(store), max_learners=1)).ok
+
+
+async def test_a_refused_file_does_not_even_create_the_store(tmp_path: Path) -> None:
+    target = SqliteLearningStore(tmp_path / "new" / "state.db")
+    try:
+        with pytest.raises(InvalidPrior):
+            await import_jsonl(target, [HEADER, REFUSED["prior <= 0"][0]])
+    finally:
+        await target.close()
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "json"])
+async def test_a_store_failure_midway_applies_nothing(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first batch of 500 is applied, the second fails: the transaction rolls back."""
+    target = await make_store(kind, tmp_path)
+    try:
+        await history(target)
+        before = await state(target)
+        real = target.apply
+        calls = 0
+
+        async def failing(*args: Any, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                raise StoreUnavailable("the disk went away")
+            return await real(*args, **kwargs)
+
+        monkeypatch.setattr(target, "apply", failing)
+        with pytest.raises(StoreUnavailable):
+            await import_jsonl(target, good_events())
+        assert calls == 2
+        monkeypatch.undo()
+        assert await state(target) == before
+        report = await import_jsonl(target, good_events())  # and the retry applies it all
+        assert report.applied == 600
+    finally:
+        await target.close()
+
+
+async def test_a_sqlite_error_inside_the_import_transaction_rolls_it_all_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    target = SqliteLearningStore(tmp_path / "state.db")
+    await target.initialize()
+    try:
+        await history(target)
+        before = await state(target)
+        real = target._apply_batch
+        calls = 0
+
+        async def failing(*args: Any, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                raise sqlite3.OperationalError("disk I/O error")
+            return await real(*args, **kwargs)
+
+        monkeypatch.setattr(target, "_apply_batch", failing)
+        with pytest.raises(StoreError, match="saving feedback"):
+            await import_jsonl(target, good_events())
+        monkeypatch.undo()
+        assert await state(target) == before
+        # the writer is still usable afterwards
+        assert (await import_jsonl(target, good_events())).applied == 600
+    finally:
+        await target.close()
+
+
+async def test_one_shot_iterators_files_and_streams_are_read_twice(tmp_path: Path) -> None:
+    source = MemoryLearningStore()
+    await history(source)
+    exported = await lines_of(source)
+    path = tmp_path / "export.jsonl"
+    path.write_text("\n".join(exported) + "\n")
+
+    async def agen() -> AsyncIterator[str]:
+        for line in exported:
+            yield line + "\n"
+
+    want = await state(source)
+    for lines in (iter(exported), agen()):
+        target = MemoryLearningStore()
+        assert (await import_jsonl(target, lines)).applied == 4
+        assert await state(target) == want
+    for file in (path, str(path)):
+        target = MemoryLearningStore()
+        assert (await import_file(target, file)).applied == 4
+        assert await state(target) == want
+    with path.open("rb") as stream:
+        target = MemoryLearningStore()
+        assert (await import_file(target, stream)).applied == 4
+        assert await state(target) == want

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import subprocess
@@ -14,6 +15,7 @@ from qortex_mcp import __version__, cli
 from qortex_mcp.config import Settings
 from qortex_mcp.learning import ArmOutcome, Learner, LearnerConfig, SelectionSigner
 from qortex_mcp.learning.stores.factory import open_store
+from tests.readonly import read_only_directory
 from tests.server.support import SCRIPT, base_env
 
 
@@ -192,3 +194,178 @@ def test_status_lists_at_most_limit_learners_and_counts_the_rest(
     assert "(57 more learner(s); raise --limit)" in out
     with pytest.raises(SystemExit):
         cli.main(["status", "--limit", "0"])
+
+
+# --- import refusals and unusable stores, through the real console script ---------------------
+
+HEADER = '{"type":"header","format":"qortex-mcp-export","version":1,"schema_version":1}'
+
+
+def run_script(state: Path, *args: str, stdin: bytes | None = None,
+               **env: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([str(SCRIPT), *args], input=stdin, capture_output=True, timeout=120,
+                          env=base_env(state, QORTEX_SECRET="s" * 40, **env))
+    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(),
+                                       done.stderr.decode())
+
+
+def the_line(done: subprocess.CompletedProcess[str]) -> str:
+    """The one stderr line of a refusal (no traceback, nothing else)."""
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "Event loop is closed" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+def snapshot(directory: Path) -> dict[str, tuple[bytes | None, int]]:
+    """Every file and directory below ``directory``: bytes and mtime."""
+    return {str(p.relative_to(directory)): (None if p.is_dir() else p.read_bytes(),
+                                            p.stat().st_mtime_ns)
+            for p in sorted(directory.rglob("*"))}
+
+
+def dump_of(db: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:  # closed: no -wal or -shm left
+        return list(conn.iterdump())
+
+
+def events(n: int, learner: str = "prompts") -> list[bytes]:
+    return [json.dumps({"type": "event", "learner": learner, "kind": "feedback",
+                        "key": f"import-{i}", "arm": "a", "ctx": "", "reward": 1, "weight": 1,
+                        "at": 1.0}).encode() for i in range(n)]
+
+
+BAD_FILES = {  # the bytes after the header and 600 good events; the code and message
+    "a broken line": (b"{bad", "INVALID_ARGUMENT: line 602: not valid JSON"),
+    "a prior <= 0": (b'{"type":"arm","learner":"p","arm":"a","a0":-5,"b0":1}',
+                     "INVALID_PRIOR: line 602: prior alpha and beta must be in [1e-6, 1e6]"),
+    "a count too large": (b'{"type":"learner","learner":"p","selections":' + b"9" * 30 + b"}",
+                          "INVALID_ARGUMENT: line 602: selections must be a count"),
+    "a line that is not UTF-8": (b'{"type":"learner","learner":"p\xff"}',
+                                 "INVALID_ARGUMENT: line 602: not UTF-8 text (byte 0xff"),
+    "JSON nested 100,000 deep": (b"[" * 100_000 + b"]" * 100_000,
+                                 "INVALID_ARGUMENT: line 602: nested too deeply"),
+    "1,001 learners": (b"\n".join(b'{"type":"learner","learner":"l%d"}' % i
+                                  for i in range(1001)),
+                       "LIMIT_EXCEEDED: the import would create 1001 learners; one import "
+                       "creates at most 1000 (split the file)"),
+}
+
+
+@pytest.mark.parametrize(("case", "via"), [(case, "file") for case in BAD_FILES] + [
+    ("a broken line", "stdin"), ("a line that is not UTF-8", "stdin")])
+def test_a_refused_import_leaves_the_sqlite_file_unchanged(
+    environment: Path, tmp_path: Path, case: str, via: str,
+) -> None:
+    seed(environment)
+    tail, message = BAD_FILES[case]
+    data = b"\n".join([HEADER.encode(), *events(600), tail]) + b"\n"
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(data)
+    before, contents = snapshot(environment), dump_of(environment / "qortex.db")
+    if via == "file":
+        done = run_script(environment, "import", str(path))
+    else:
+        done = run_script(environment, "import", "-", stdin=data)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert the_line(done).startswith(f"qortex-mcp: {message}")
+    assert snapshot(environment) == before
+    assert dump_of(environment / "qortex.db") == contents  # none of the 600 events
+
+
+def test_a_refused_import_creates_no_store(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b"\n".join([HEADER.encode(), *events(600), b"{bad"]) + b"\n")
+    done = run_script(tmp_path / "state", "import", str(path))
+    assert done.returncode == 1
+    assert not (tmp_path / "state").exists()
+
+
+def test_a_good_import_from_stdin_applies_everything(tmp_path: Path) -> None:
+    data = b"\n".join([HEADER.encode(), *events(600)]) + b"\n"
+    done = run_script(tmp_path / "state", "import", "-", stdin=data)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("imported 601 record(s) for 1 learner(s): 600 feedback applied")
+    assert len([r for r in dump_of(tmp_path / "state" / "qortex.db")
+                if r.startswith('INSERT INTO "events"')]) == 600
+
+
+@pytest.mark.parametrize("command", [["import", "GOOD"], ["status"], ["serve"]])
+def test_another_programs_database_is_refused_and_left_untouched(
+    tmp_path: Path, command: list[str],
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    with sqlite3.connect(state / "qortex.db") as db:
+        db.execute("CREATE TABLE learners (id INTEGER PRIMARY KEY, email TEXT)")
+        db.execute("INSERT INTO learners (email) VALUES ('bob@example.com')")
+    db.close()  # (the with block only commits)
+    good = tmp_path / "good.jsonl"
+    good.write_bytes(b"\n".join([HEADER.encode(), *events(3)]) + b"\n")
+    before = snapshot(state)
+    done = run_script(state, *[str(good) if c == "GOOD" else c for c in command],
+                      stdin=b"")
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert the_line(done) == (
+        f"qortex-mcp: STORE_INACCESSIBLE: {state / 'qortex.db'} is another program's SQLite "
+        "database (tables learners; no qortex_meta); it was left untouched: set "
+        "QORTEX_STATE_DIR to another directory")
+    assert snapshot(state) == before  # same bytes and mtime; no -wal, -shm or key file
+
+
+@pytest.mark.parametrize("problem", ["read-only directory", "database is a directory",
+                                     "directory under a file"])
+@pytest.mark.parametrize("command", ["import", "serve"])
+def test_a_store_location_that_cannot_work_is_refused_once_and_not_as_retryable(
+    tmp_path: Path, problem: str, command: str,
+) -> None:
+    """Exit 2, one line saying what to fix, no "retry", no aiosqlite traceback."""
+    good = tmp_path / "good.jsonl"
+    good.write_bytes(b"\n".join([HEADER.encode(), *events(3)]) + b"\n")
+    args = ["import", str(good)] if command == "import" else []
+    state = tmp_path / "state"
+    with contextlib.ExitStack() as stack:
+        if problem == "read-only directory":
+            stack.enter_context(read_only_directory(state))
+            hint = f"the state directory {state} is read-only and holds no database yet"
+        elif problem == "database is a directory":
+            (state / "qortex.db").mkdir(parents=True)
+            hint = f"{state / 'qortex.db'} is a directory, where the SQLite store needs a file"
+        else:
+            (tmp_path / "file").write_text("not a directory")
+            state = tmp_path / "file" / "state"
+            hint = f"cannot create the state directory {state}: Not a directory"
+        done = run_script(state, *args, stdin=b"")
+    assert done.returncode == 2
+    assert done.stdout == ""
+    line = the_line(done)
+    assert line.startswith("qortex-mcp: STORE_INACCESSIBLE: " + hint), line
+    assert "retry" not in line
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b'{"format":"qortex-mcp","schema_version":1,"seq":0,"learners":"abc"}',
+     "learners must be an object, got str"),
+    (b'{"format":"qortex-mcp","schema_version":1,"seq":1,"learners":{"x":{"config":"{}",'
+     b'"version":1,"selections":0,"explored":0,"evidence":[["","a",NaN,0,1,0,1,1]],'
+     b'"arms":[],"answered":[],"contexts":{},"events":[]}}}',
+     "evidence[0] s: must be a finite number >= 0, got nan"),
+])
+@pytest.mark.parametrize("command", ["status", "serve"])
+def test_a_damaged_json_store_is_corrupt_state_exit_2_one_line(
+    tmp_path: Path, content: bytes, message: str, command: str,
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "qortex.json").write_bytes(content)
+    done = run_script(state, *([command] if command == "status" else []), stdin=b"",
+                      QORTEX_STORE="json")
+    assert done.returncode == 2
+    line = the_line(done)
+    assert line.startswith("qortex-mcp: CORRUPT_STATE: qortex.json is not a valid qortex-mcp "
+                           "state file"), line
+    assert message in line
+    assert (state / "qortex.json").read_bytes() == content

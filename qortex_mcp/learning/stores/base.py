@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -24,6 +25,7 @@ from qortex_mcp.learning.types import ApplyResult, ArmRow, Event, EvidenceRow, F
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AtomicStore",
     "LearnerSnapshot",
     "LearnerSummary",
     "LearningStore",
@@ -154,4 +156,17 @@ class LearningStore(Protocol):
 
     async def wait_for_change(self, learner: str, within_s: float) -> None:
         """Return when the learner may have changed elsewhere, or after ``within_s``."""
+        ...
+
+
+@runtime_checkable
+class AtomicStore(Protocol):
+    """A store that can make many calls one transaction (import uses it when there)."""
+
+    def atomically(self) -> AbstractAsyncContextManager[None]:
+        """Within ``async with store.atomically():`` every call this task makes commits
+        together at the end, or none does if the block raises or the commit fails. Other
+        writers, tasks the block starts included, wait until the block ends (in other
+        processes too, up to their lock timeout): never await one inside the block. Not
+        reentrant."""
         ...

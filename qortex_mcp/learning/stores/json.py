@@ -17,9 +17,9 @@ import fcntl
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from qortex_mcp.errors import (
     ClosedError,
@@ -43,6 +43,14 @@ T = TypeVar("T")
 _Stamp = tuple[int, int, int]
 
 
+class _Block:
+    """An ``atomically()`` block in progress: the task that runs it, and whether it wrote."""
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        self.task = task
+        self.dirty = False
+
+
 class JsonLearningStore:
     """Learner state in one JSON file (``path``), safe for several processes."""
 
@@ -57,6 +65,10 @@ class JsonLearningStore:
         self._mutex = threading.Lock()
         self._open = False
         self._closed = False
+        # Held for a whole atomically() block: other tasks wait here, not in worker threads
+        # blocked on the mutex (enough of those would starve the block of threads).
+        self._gate = asyncio.Lock()
+        self._block: _Block | None = None
 
     async def __aenter__(self) -> JsonLearningStore:
         await self.initialize()
@@ -101,9 +113,12 @@ class JsonLearningStore:
                 f"{self.path.name} is not valid JSON (line {exc.lineno}, column {exc.colno}); "
                 "restore it from a backup or move it away"
             ) from None
+        except RecursionError:
+            raise CorruptState(f"{self.path.name} is nested too deeply to be a qortex-mcp "
+                               "state file; restore it from a backup or move it away") from None
         except (ValueError, KeyError, TypeError) as exc:
-            raise CorruptState(f"{self.path.name} is not a qortex-mcp state file: {exc}") \
-                from None
+            raise CorruptState(f"{self.path.name} is not a valid qortex-mcp state file ({exc}); "
+                               "restore it from a backup or move it away") from None
         self._tables, self._stamp = tables, stamp
 
     def _write(self) -> None:
@@ -134,9 +149,15 @@ class JsonLearningStore:
             raise StoreUnavailable(f"cannot write {self.path.name}: {exc.strerror}") from None
         self._stamp = self._current_stamp()
 
-    def _locked(self, fn: Callable[[Tables], T], write: Callable[[T], bool]) -> T:
+    def _locked(self, fn: Callable[[Tables], T], write: Callable[[T], bool],
+                block: _Block | None = None) -> T:
         if self._closed:
             raise ClosedError("the JSON store is closed")
+        if block is not None:
+            # Inside atomically(): the lock is held and the file is written once, at the end.
+            result = fn(self._tables)
+            block.dirty = block.dirty or write(result)
+            return result
         try:
             with self._flock():
                 self._reload_if_changed()
@@ -156,7 +177,79 @@ class JsonLearningStore:
     ) -> T:
         # The thread finishes even if the caller is cancelled: a write is all or nothing.
         when = write if callable(write) else (lambda _: write)
+        block = self._block
+        if block is not None and block.task is asyncio.current_task():
+            return await asyncio.to_thread(self._locked, fn, when, block)
+        if self._gate.locked():
+            async with self._gate:
+                pass
         return await asyncio.to_thread(self._locked, fn, when)
+
+    def _hold(self) -> int:
+        """Take the lock for a block and load the current file; the lock's descriptor."""
+        self._mutex.acquire()
+        try:
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            self._mutex.release()
+            raise StoreUnavailable(f"cannot use {self.path.name}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._reload_if_changed()
+        except BaseException as exc:
+            self._release(fd)
+            if isinstance(exc, OSError):
+                raise StoreUnavailable(f"cannot use {self.path.name}: {exc.strerror}") \
+                    from None
+            raise
+        return fd
+
+    def _release(self, fd: int) -> None:
+        os.close(fd)  # closing releases the flock
+        self._mutex.release()
+
+    def _commit(self, fd: int, block: _Block) -> None:
+        try:
+            if block.dirty:
+                self._write()
+        except BaseException:
+            self._stamp = None  # the tables hold what was not saved: reload next time
+            raise
+        finally:
+            self._release(fd)  # only after the write: no other writer reads a stale file
+
+    @contextlib.asynccontextmanager
+    async def atomically(self) -> AsyncIterator[None]:
+        """All of the block's calls, or none (see ``AtomicStore``): the lock is held
+        throughout and the file is rewritten once, at the end."""
+        if self._closed:
+            raise ClosedError("the JSON store is closed")
+        if self._block is not None and self._block.task is asyncio.current_task():
+            raise RuntimeError("JsonLearningStore.atomically() is not reentrant")
+        async with self._gate, self._holding():
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _holding(self) -> AsyncIterator[None]:
+        holding = asyncio.ensure_future(asyncio.to_thread(self._hold))
+        try:
+            fd = await asyncio.shield(holding)
+        except asyncio.CancelledError:
+            # The thread may still get the lock: give it back when it does.
+            holding.add_done_callback(
+                lambda f: None if f.cancelled() or f.exception() else self._release(f.result()))
+            raise
+        block = self._block = _Block(asyncio.current_task())
+        try:
+            yield
+        except BaseException:
+            self._stamp = None  # forget the block's changes: the next call reloads the file
+            self._release(fd)
+            raise
+        finally:
+            self._block = None
+        # The thread finishes (and releases) even if this task is cancelled meanwhile.
+        await asyncio.to_thread(self._commit, fd, block)
 
     # --- protocol --------------------------------------------------------------------------
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import contextlib
+import copy
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
 
 from qortex_mcp.errors import ClosedError
 from qortex_mcp.learning.stores.base import (
@@ -30,6 +33,16 @@ class MemoryLearningStore:
     def __init__(self) -> None:
         self._tables = Tables()
         self._closed = False
+        self._gate = asyncio.Lock()  # held by an atomically() block
+        self._in_block: asyncio.Task[Any] | None = None
+
+    async def _writable(self) -> Tables:
+        """The tables, once no other task's atomically() block is running (a failed block
+        puts its copy back, which would undo writes made meanwhile)."""
+        if self._gate.locked() and self._in_block is not asyncio.current_task():
+            async with self._gate:
+                pass
+        return self._t()
 
     def _t(self) -> Tables:
         if self._closed:
@@ -49,11 +62,28 @@ class MemoryLearningStore:
     async def close(self) -> None:
         self._closed = True
 
+    @contextlib.asynccontextmanager
+    async def atomically(self) -> AsyncIterator[None]:
+        """All of the block's calls, or none (see ``AtomicStore``): a copy of the state is
+        put back if the block fails."""
+        if self._in_block is not None and self._in_block is asyncio.current_task():
+            raise RuntimeError("MemoryLearningStore.atomically() is not reentrant")
+        async with self._gate:
+            before = copy.deepcopy(self._t())
+            self._in_block = asyncio.current_task()
+            try:
+                yield
+            except BaseException:
+                self._tables = before
+                raise
+            finally:
+                self._in_block = None
+
     async def info(self) -> StoreInfo:
         return StoreInfo("memory", "process memory (not persisted)", SCHEMA_VERSION)
 
     async def ensure_learner(self, learner: str, config_json: str) -> None:
-        self._t().ensure_learner(learner, config_json)
+        (await self._writable()).ensure_learner(learner, config_json)
 
     async def load(self, learner: str) -> LearnerSnapshot:
         return self._t().snapshot(learner)
@@ -66,7 +96,7 @@ class MemoryLearningStore:
     async def apply(
         self, learner: str, rows: Sequence[FeedbackRow], half_life_s: float | None
     ) -> ApplyResult:
-        return self._t().apply(learner, rows, half_life_s)
+        return (await self._writable()).apply(learner, rows, half_life_s)
 
     async def record_selections(
         self,
@@ -77,18 +107,20 @@ class MemoryLearningStore:
         explored: int,
         answered: int = 0,
     ) -> None:
-        self._t().record_selections(learner, counts, priors, selections, explored, answered)
+        (await self._writable()).record_selections(learner, counts, priors, selections, explored,
+                                                   answered)
 
     async def decay(
         self, learner: str, arm: str, factor: float, at: float
     ) -> Sequence[EvidenceRow]:
-        return self._t().decay(learner, arm, factor, at)
+        return (await self._writable()).decay(learner, arm, factor, at)
 
     async def reset(
         self, learner: str, arms: Sequence[str] | None, ctx: str | None, at: float,
         dry_run: bool,
     ) -> tuple[tuple[str, ...], int, float]:
-        return self._t().reset(learner, arms, ctx, at, dry_run)
+        tables = self._t() if dry_run else await self._writable()
+        return tables.reset(learner, arms, ctx, at, dry_run)
 
     async def events(self, learner: str, after_seq: int = 0, limit: int = 10_000) -> list[Event]:
         return self._t().event_page(learner, after_seq, limit)

@@ -29,7 +29,7 @@ import sqlite3
 import threading
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -43,6 +43,7 @@ from qortex_mcp.errors import (
     StoreBusy,
     StoreError,
     StoreFull,
+    StoreInaccessible,
     StoreUnavailable,
 )
 from qortex_mcp.learning.stores.base import (
@@ -52,6 +53,12 @@ from qortex_mcp.learning.stores.base import (
     StoreInfo,
 )
 from qortex_mcp.learning.stores.decisions import ApplyRequest, decide
+from qortex_mcp.learning.stores.sqlite_checks import (
+    USER_OBJECTS,
+    foreign,
+    preflight,
+    state_dir_error,
+)
 from qortex_mcp.learning.types import (
     GLOBAL_CONTEXT,
     ApplyResult,
@@ -195,11 +202,32 @@ def _translate(exc: sqlite3.Error, doing: str) -> StoreError:
     return StoreError(f"SQLite failed while {doing}: {type(exc).__name__}")
 
 
+class _Aborted(Exception):
+    """An ``atomically()`` block failed: its transaction rolls back."""
+
+
 @dataclass
 class _Job:
     run: Callable[[aiosqlite.Connection], Awaitable[Any]]
     future: asyncio.Future[Any]
     doing: str
+
+
+_Op = tuple[Callable[[aiosqlite.Connection], Awaitable[Any]], "asyncio.Future[Any]", str]
+
+
+@dataclass
+class _Session:
+    """An ``atomically()`` block: its calls run, in order, inside one writer job."""
+
+    task: asyncio.Task[Any] | None
+    ops: asyncio.Queue[_Op | bool]
+    job: asyncio.Future[Any]
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: nobody waits for an aborted block's rollback
 
 
 class SqliteLearningStore:
@@ -245,6 +273,7 @@ class SqliteLearningStore:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._init_lock = asyncio.Lock()
+        self._active: _Session | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -278,7 +307,15 @@ class SqliteLearningStore:
         worker = getattr(pending, "_thread", None)
         if isinstance(worker, threading.Thread) and not worker.is_alive():
             worker.daemon = True
-        conn = await pending
+        try:
+            conn = await pending
+        except BaseException:
+            # aiosqlite stops its worker thread with a callback into this loop: wait for it,
+            # or it fires after the loop closed ("Event loop is closed" on stderr).
+            thread = getattr(pending, "_thread", None)
+            if isinstance(thread, threading.Thread) and thread.is_alive():
+                await asyncio.to_thread(thread.join, 5.0)
+            raise
         try:
             await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
@@ -296,9 +333,8 @@ class SqliteLearningStore:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise StoreUnavailable(
-                    f"cannot create the state directory {self.path.parent}: {exc.strerror}"
-                ) from exc
+                raise state_dir_error(self.path.parent, exc) from exc
+            await asyncio.to_thread(preflight, self.path)
             try:
                 self._writer = await self._connect()
                 mode = await self._enable_wal(self._writer)
@@ -308,6 +344,12 @@ class SqliteLearningStore:
                 self._reader = await self._connect()
             except sqlite3.Error as exc:
                 await self._close_connections()
+                if _primary_code(exc) in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY):
+                    # At open these are the file's or the directory's permissions: permanent.
+                    raise StoreInaccessible(
+                        f"cannot open {self.path} for writing ({exc}): make the file and its "
+                        "directory writable or set QORTEX_STATE_DIR to another directory"
+                    ) from exc
                 raise _translate(exc, f"opening {self.path.name}") from exc
             except BaseException:
                 await self._close_connections()
@@ -339,6 +381,9 @@ class SqliteLearningStore:
     async def _create_schema(self, conn: aiosqlite.Connection) -> None:
         await conn.execute("BEGIN IMMEDIATE")
         try:
+            names = {str(r[0]) for r in await conn.execute_fetchall(USER_OBJECTS)}
+            if names and "qortex_meta" not in names:
+                raise foreign(self.path, names)  # rolled back below: nothing created
             # Statement by statement: executescript() would COMMIT the open transaction.
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -393,6 +438,84 @@ class SqliteLearningStore:
 
     async def info(self) -> StoreInfo:
         return StoreInfo("sqlite", str(self.path), SCHEMA_VERSION)
+
+    # --- one transaction for many calls ----------------------------------------------------
+
+    def _session(self) -> _Session | None:
+        """The running atomically() block, if this task runs it (other tasks' calls queue
+        behind its transaction)."""
+        session = self._active
+        return session if session is not None and session.task is asyncio.current_task() \
+            else None
+
+    @contextlib.asynccontextmanager
+    async def atomically(self) -> AsyncIterator[None]:
+        """All of the block's calls, or none (see ``AtomicStore``): they run in one
+        ``BEGIN IMMEDIATE`` transaction of the writer task, reads included (they see the
+        block's own writes). This process's other writes queue behind it; other processes
+        wait up to ``busy_timeout_ms``, then get the retryable ``STORE_BUSY``."""
+        self._check_open()
+        if self._session() is not None:
+            raise RuntimeError("SqliteLearningStore.atomically() is not reentrant")
+        loop = asyncio.get_running_loop()
+        ops: asyncio.Queue[_Op | bool] = asyncio.Queue()
+        started: asyncio.Future[None] = loop.create_future()
+
+        async def run(conn: aiosqlite.Connection) -> None:
+            started.set_result(None)  # BEGIN IMMEDIATE succeeded
+            while True:
+                item = await ops.get()
+                if item is True:
+                    return  # the writer commits
+                if item is False:
+                    raise _Aborted()
+                op, fut, doing = item
+                try:
+                    result = await op(conn)
+                except sqlite3.Error as exc:
+                    if not fut.done():
+                        fut.set_exception(_translate(exc, doing))
+                    raise  # the whole transaction rolls back
+                except BaseException as exc:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                    raise
+                if not fut.done():
+                    fut.set_result(result)
+
+        session = _Session(asyncio.current_task(), ops, loop.create_future())
+        await self._queue.put(_Job(run, session.job, "applying one transaction"))
+        try:
+            await asyncio.wait([started, session.job], return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled while queued: the job ends as soon as it starts
+            ops.put_nowait(False)
+            session.job.add_done_callback(_consume)
+            raise
+        if not started.done():
+            session.job.result()  # BEGIN failed: raise why
+        self._active = session
+        try:
+            yield
+        except BaseException:
+            ops.put_nowait(False)
+            session.job.add_done_callback(_consume)
+            raise
+        finally:
+            self._active = None  # before the COMMIT: the next block's job may start after it
+        ops.put_nowait(True)
+        await session.job  # the COMMIT (its StoreError when it failed: nothing committed)
+
+    async def _in_session(
+        self, session: _Session, op: Callable[[aiosqlite.Connection], Awaitable[Any]],
+        doing: str,
+    ) -> Any:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        session.ops.put_nowait((op, fut, doing))
+        await asyncio.wait([fut, session.job], return_when=asyncio.FIRST_COMPLETED)
+        if fut.done():
+            return fut.result()
+        session.job.result()  # the transaction ended before this call ran: raise why
+        raise StoreError(f"the transaction ended before {doing}")
 
     # --- the writer task -------------------------------------------------------------------
 
@@ -579,6 +702,9 @@ class SqliteLearningStore:
         self, run: Callable[[aiosqlite.Connection], Awaitable[Any]], doing: str
     ) -> Any:
         self._check_open()
+        session = self._session()
+        if session is not None:
+            return await self._in_session(session, run, doing)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Job(run, fut, doing))
         return await fut
@@ -590,7 +716,15 @@ class SqliteLearningStore:
     ) -> ApplyResult:
         self._check_open()
         fut: asyncio.Future[ApplyResult] = asyncio.get_running_loop().create_future()
-        await self._queue.put(ApplyRequest(learner, rows, half_life_s, fut))
+        request = ApplyRequest(learner, rows, half_life_s, fut)
+        session = self._session()
+        if session is not None:
+            async def alone(conn: aiosqlite.Connection) -> ApplyResult:
+                return (await self._apply_batch(conn, [request]))[0]
+
+            result: ApplyResult = await self._in_session(session, alone, "saving feedback")
+            return result
+        await self._queue.put(request)
         return await fut
 
     async def ensure_learner(self, learner: str, config_json: str) -> None:
@@ -682,6 +816,11 @@ class SqliteLearningStore:
             return touched, len(hits), removed
 
         if dry_run:
+            session = self._session()
+            if session is not None:
+                found: tuple[tuple[str, ...], int, float] = await self._in_session(
+                    session, match, "reading")
+                return found
             async with self._read_lock:
                 return await match(self._read())
 
@@ -716,6 +855,13 @@ class SqliteLearningStore:
         return tuple(rows[0]) if rows else None
 
     async def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        session = self._session()
+        if session is not None:  # read on the writer: the block's own writes are visible
+            async def read(conn: aiosqlite.Connection) -> list[tuple[Any, ...]]:
+                return [tuple(r) for r in await conn.execute_fetchall(sql, args)]
+
+            rows: list[tuple[Any, ...]] = await self._in_session(session, read, "reading")
+            return rows
         try:
             async with self._read_lock:
                 cur = await self._read().execute(sql, args)
@@ -723,29 +869,40 @@ class SqliteLearningStore:
         except sqlite3.Error as exc:
             raise _translate(exc, "reading") from exc
 
+    async def _snapshot_rows(
+        self, conn: aiosqlite.Connection, learner: str, cursor: int
+    ) -> tuple[tuple[Any, ...] | None, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        head = await self._fetchone(
+            conn, "SELECT version, selections, explored, answered FROM learners WHERE name = ?",
+            (learner,),
+        )
+        ev: list[tuple[Any, ...]] = []
+        arms: list[tuple[Any, ...]] = []
+        if head is not None and int(head[0]) > cursor:
+            cur = await conn.execute(_EVIDENCE_SINCE, (learner, cursor))
+            ev = [tuple(r) for r in await cur.fetchall()]
+            cur = await conn.execute(_ARMS_SINCE, (learner, cursor))
+            arms = [tuple(r) for r in await cur.fetchall()]
+        return head, ev, arms
+
     async def _snapshot_read(
         self, learner: str, cursor: int
     ) -> tuple[tuple[Any, ...] | None, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """Learner row, evidence and arms newer than ``cursor``, in one read transaction."""
+        session = self._session()
+        if session is not None:  # already inside the block's transaction, on the writer
+            rows: tuple[tuple[Any, ...] | None, list[tuple[Any, ...]],
+                        list[tuple[Any, ...]]] = await self._in_session(
+                session, lambda conn: self._snapshot_rows(conn, learner, cursor), "reading")
+            return rows
         try:
             async with self._read_lock:
                 conn = self._read()
                 await conn.execute("BEGIN")
                 try:
-                    head = await self._fetchone(
-                        conn, "SELECT version, selections, explored, answered FROM learners "
-                        "WHERE name = ?", (learner,),
-                    )
-                    ev: list[tuple[Any, ...]] = []
-                    arms: list[tuple[Any, ...]] = []
-                    if head is not None and int(head[0]) > cursor:
-                        cur = await conn.execute(_EVIDENCE_SINCE, (learner, cursor))
-                        ev = [tuple(r) for r in await cur.fetchall()]
-                        cur = await conn.execute(_ARMS_SINCE, (learner, cursor))
-                        arms = [tuple(r) for r in await cur.fetchall()]
+                    return await self._snapshot_rows(conn, learner, cursor)
                 finally:
                     await conn.execute("COMMIT")
-                return head, ev, arms
         except sqlite3.Error as exc:
             raise _translate(exc, "reading") from exc
 

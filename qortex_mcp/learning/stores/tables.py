@@ -7,9 +7,10 @@ The caller holds whatever lock makes a call atomic.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from qortex_mcp.learning.stores.base import (
     SCHEMA_VERSION,
@@ -266,33 +267,134 @@ class Tables:
 
     @classmethod
     def parse(cls, data: Any) -> Tables:
-        """Rebuild from ``dump()`` output; raises ``ValueError`` naming what is wrong."""
+        """Rebuild from ``dump()`` output; raises ``ValueError`` naming what is wrong.
+
+        The whole document is checked (types, arity, finite non-negative evidence, priors
+        > 0, rewards in [0, 1]) before any of it is used: a damaged file must be refused at
+        open, not found later by a select or by the shutdown flush.
+        """
         if not isinstance(data, dict) or data.get("format") != "qortex-mcp":
             raise ValueError("not a qortex-mcp state file")
         version = data.get("schema_version")
-        if not isinstance(version, int):
+        if not isinstance(version, int) or isinstance(version, bool):
             raise ValueError("schema_version is missing")
         if version > SCHEMA_VERSION:
             raise OverflowError(f"schema version {version} is newer than {SCHEMA_VERSION}")
         out = cls()
-        out.seq = int(data["seq"])
-        for name, rec in data["learners"].items():
-            lr = _Learner(config=str(rec["config"]), version=int(rec["version"]),
-                          selections=int(rec["selections"]), explored=int(rec["explored"]),
-                          # files written before the counter have none: 0
-                          answered_selections=int(rec.get("answered_selections", 0)))
-            for c, a, *r in rec["evidence"]:
-                if len(r) != 6:
-                    raise ValueError("evidence rows need 8 fields")
-                lr.evidence[(str(c), str(a))] = [float(x) for x in r]
-            for a, *r in rec["arms"]:
-                if len(r) != 5:
-                    raise ValueError("arm rows need 6 fields")
-                lr.arms[str(a)] = list(r)
-            for k, a, r in rec["answered"]:
-                lr.answered[(str(k), str(a))] = float(r)
-                lr.keys.add(str(k))
-            lr.contexts = {str(k): str(v) for k, v in rec["contexts"].items()}
-            out.learners[name] = lr
-            out.events[name] = [Event(*e) for e in rec["events"]]
+        out.seq = _count(data.get("seq"), "seq")
+        learners = data.get("learners")
+        if not isinstance(learners, dict):
+            raise ValueError(f"learners must be an object, got {type(learners).__name__}")
+        for name, rec in learners.items():
+            where = f"learner {name!r}"
+            out.learners[name], out.events[name] = _parse_learner(rec, where)
+            for e in out.events[name]:
+                if e.seq > out.seq:
+                    raise ValueError(f"{where}: event seq {e.seq} is beyond the file's seq")
         return out
+
+
+def _fail(where: str, what: str, value: object) -> ValueError:
+    shown = repr(value)
+    return ValueError(f"{where}: {what}, got {shown[:40]}{'...' if len(shown) > 40 else ''}")
+
+
+def _count(value: object, where: str) -> int:
+    # Counts may have been written as floats (3.0) by earlier versions: integral is enough.
+    if isinstance(value, bool) or not isinstance(value, int | float) or (
+            isinstance(value, float) and not (math.isfinite(value) and value.is_integer())
+    ) or value < 0:
+        raise _fail(where, "must be an integer >= 0", value)
+    return int(value)
+
+
+def _number(value: object, where: str, low: float = -math.inf, high: float = math.inf,
+            above: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail(where, "must be a number", value)
+    x = float(value)
+    if not math.isfinite(x) or x < low or x > high or (above and x <= low):
+        bound = (f" > {low:g}" if above else f" in [{low:g}, {high:g}]" if math.isfinite(high)
+                 else f" >= {low:g}" if math.isfinite(low) else "")
+        raise _fail(where, f"must be a finite number{bound}", value)
+    return x
+
+
+def _text(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise _fail(where, "must be text", value)
+    return value
+
+
+def _maybe_text(value: object, where: str) -> str | None:
+    return None if value is None else _text(value, where)
+
+
+def _rows(value: object, where: str, sizes: tuple[int, ...]) -> list[list[Any]]:
+    if not isinstance(value, list):
+        raise _fail(where, "must be a list", value)
+    for i, row in enumerate(value):
+        if not isinstance(row, list) or len(row) not in sizes:
+            raise _fail(f"{where}[{i}]", f"must be a list of {sizes[-1]} fields", row)
+    return value
+
+
+def _parse_learner(rec: object, where: str) -> tuple[_Learner, list[Event]]:
+    if not isinstance(rec, dict):
+        raise _fail(where, "must be an object", rec)
+    lr = _Learner(config=_text(rec.get("config"), f"{where}.config"),
+                  version=_count(rec.get("version"), f"{where}.version"),
+                  selections=_count(rec.get("selections"), f"{where}.selections"),
+                  explored=_count(rec.get("explored"), f"{where}.explored"),
+                  # files written before the counter have none: 0
+                  answered_selections=_count(rec.get("answered_selections", 0),
+                                             f"{where}.answered_selections"))
+    for i, row in enumerate(_rows(rec.get("evidence"), f"{where}.evidence", (8,))):
+        at = f"{where}.evidence[{i}]"
+        c, a = _text(row[0], f"{at} ctx"), _text(row[1], f"{at} arm")
+        lr.evidence[(c, a)] = [
+            _number(row[2], f"{at} s", 0.0), _number(row[3], f"{at} f", 0.0),
+            float(_count(row[4], f"{at} n")), _number(row[5], f"{at} rsum", 0.0),
+            _number(row[6], f"{at} t"), float(_count(row[7], f"{at} v"))]
+    for i, row in enumerate(_rows(rec.get("arms"), f"{where}.arms", (6,))):
+        at = f"{where}.arms[{i}]"
+        arm = _text(row[0], f"{at} arm")
+        a0, b0 = row[1], row[2]
+        if (a0 is None) != (b0 is None):
+            raise _fail(at, "a prior needs both alpha and beta", [a0, b0])
+        if a0 is not None:  # a prior <= 0 would break every select
+            a0, b0 = _number(a0, f"{at} a0", 0.0, above=True), \
+                _number(b0, f"{at} b0", 0.0, above=True)
+        last = None if row[4] is None else _number(row[4], f"{at} last_selected")
+        lr.arms[arm] = [a0, b0, _count(row[3], f"{at} selections"), last,
+                        _count(row[5], f"{at} v")]
+    for i, row in enumerate(_rows(rec.get("answered"), f"{where}.answered", (3,))):
+        at = f"{where}.answered[{i}]"
+        key, arm = _text(row[0], f"{at} key"), _text(row[1], f"{at} arm")
+        lr.answered[(key, arm)] = _number(row[2], f"{at} reward", 0.0, 1.0)
+        lr.keys.add(key)
+    contexts = rec.get("contexts")
+    if not isinstance(contexts, dict) or not all(isinstance(v, str) for v in contexts.values()):
+        raise _fail(f"{where}.contexts", "must map context keys to text", contexts)
+    lr.contexts = dict(contexts)
+    return lr, [_parse_event(row, f"{where}.events[{i}]") for i, row in
+                enumerate(_rows(rec.get("events"), f"{where}.events", (9, 10, 11)))]
+
+
+_EVENT_KINDS: Final = ("feedback", "decay", "reset")
+
+
+def _parse_event(row: list[Any], at: str) -> Event:
+    seq, kind, key, arm, ctx, reward, weight, outcome, when, *rest = row
+    factor, body = [*rest, None, None][:2]
+    if kind not in _EVENT_KINDS:
+        raise _fail(at, "kind must be feedback, decay or reset", kind)
+    return Event(
+        seq=_count(seq, f"{at} seq"), kind=kind, key=_maybe_text(key, f"{at} key"),
+        arm=_text(arm, f"{at} arm"), ctx=_maybe_text(ctx, f"{at} ctx"),
+        reward=None if reward is None else _number(reward, f"{at} reward", 0.0, 1.0),
+        weight=None if weight is None else _number(weight, f"{at} weight", 0.0, 1.0,
+                                                   above=True),
+        outcome=_maybe_text(outcome, f"{at} outcome"), at=_number(when, f"{at} at"),
+        factor=None if factor is None else _number(factor, f"{at} factor", 0.0, 1.0),
+        ctx_body=_maybe_text(body, f"{at} ctx_body"))
