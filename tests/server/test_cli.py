@@ -198,13 +198,16 @@ def test_status_lists_at_most_limit_learners_and_counts_the_rest(
 
 # --- import refusals and unusable stores, through the real console script ---------------------
 
+# A secret the weak-secret check accepts (a repeated character is refused at start).
+STRONG_SECRET = "7f3a9c1e5b2d8f4a6c0e9b7d3f1a5c8e2b4d6f8a0c2e4b6d"
+
 HEADER = '{"type":"header","format":"qortex-mcp-export","version":1,"schema_version":1}'
 
 
 def run_script(state: Path, *args: str, stdin: bytes | None = None,
                **env: str) -> subprocess.CompletedProcess[str]:
     done = subprocess.run([str(SCRIPT), *args], input=stdin, capture_output=True, timeout=120,
-                          env=base_env(state, QORTEX_SECRET="s" * 40, **env))
+                          env=base_env(state, QORTEX_SECRET=STRONG_SECRET, **env))
     return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(),
                                        done.stderr.decode())
 
