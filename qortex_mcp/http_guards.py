@@ -10,6 +10,8 @@ from being answered. Each guard bounds one of those:
   Between requests uvicorn closes a connection idle for ``IDLE_TIMEOUT_S``.
 - ``BodyDeadline`` (ASGI): reads the body before the app sees it, answering 408 when it is late
   and 413 when it is too large, so a slow body never reaches the SDK half-read.
+- ``ListenLimit`` (ASGI): 2026-07-28 ``subscriptions/listen`` streams, the one thing a
+  stateless server holds open per client, are capped per client address and in total.
 - ``PostOnly`` (ASGI): the stateless MCP endpoint answers POST only; a GET would otherwise
   open a notification stream that nothing ever writes to and that never ends.
 - ``HostCheck`` (ASGI): DNS-rebinding protection with exact matching: host names compared
@@ -28,6 +30,7 @@ import errno
 import json
 import re
 import time
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -44,12 +47,16 @@ __all__ = [
     "BODY_TIMEOUT_S",
     "HEADER_TIMEOUT_S",
     "IDLE_TIMEOUT_S",
+    "MAX_LISTEN_PER_CLIENT",
+    "MAX_LISTEN_STREAMS",
     "AcceptErrors",
     "BodyDeadline",
     "GuardedH11Protocol",
     "HostCheck",
+    "ListenLimit",
     "PostOnly",
     "raise_fd_limit",
+    "refuse",
 ]
 
 log = get_logger(__name__)
@@ -64,6 +71,10 @@ IDLE_TIMEOUT_S: Final = 5
 """A kept-alive connection with no request for this long is closed (uvicorn's keep-alive)."""
 ACCEPT_LOG_INTERVAL_S: Final = 10.0
 """At most one ``http_accept_failed`` warning per interval while ``accept()`` fails."""
+MAX_LISTEN_STREAMS: Final = 256
+"""Open ``subscriptions/listen`` streams at most (503 beyond)."""
+MAX_LISTEN_PER_CLIENT: Final = 32
+"""Open ``subscriptions/listen`` streams per client address at most (429 beyond)."""
 _SHED_BATCH: Final = 64
 _SHED_EVERY_S: Final = 0.5
 _ACCEPT_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -235,6 +246,50 @@ class BodyDeadline:
             return pending.pop() if pending else await receive()
 
         await self.app(scope, replay, send)
+
+
+class ListenLimit:
+    """ASGI middleware: at most ``total`` open ``subscriptions/listen`` streams, and at most
+    ``per_client`` from one client address.
+
+    A listen stream lasts until its client goes away (then it is released at once), so it is
+    what a client could abandon by the thousand. 2026-07-28 requests name their method in the
+    ``Mcp-Method`` header (the SDK refuses a body that disagrees), so no body is read here.
+    """
+
+    def __init__(self, app: ASGIApp, *, total: int = MAX_LISTEN_STREAMS,
+                 per_client: int = MAX_LISTEN_PER_CLIENT) -> None:
+        self.app = app
+        self.total = total
+        self.per_client = per_client
+        self.open = 0
+        self.by_client: Counter[str] = Counter()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (b"mcp-method", b"subscriptions/listen") not in scope.get(
+                "headers", ()):
+            await self.app(scope, receive, send)
+            return
+        client = str((scope.get("client") or ("unknown",))[0])
+        if self.by_client[client] >= self.per_client:
+            await refuse(send, 429, "too_many_streams", f"at most {self.per_client} open "
+                         "subscriptions/listen streams per client", close=False,
+                         extra=[(b"retry-after", b"5")])
+            return
+        if self.open >= self.total:
+            await refuse(send, 503, "too_many_streams", f"at most {self.total} open "
+                         "subscriptions/listen streams", close=False,
+                         extra=[(b"retry-after", b"5")])
+            return
+        self.open += 1
+        self.by_client[client] += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.open -= 1
+            self.by_client[client] -= 1
+            if not self.by_client[client]:
+                del self.by_client[client]
 
 
 class PostOnly:

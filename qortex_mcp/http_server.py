@@ -32,6 +32,7 @@ from qortex_mcp.http_guards import (
     BodyDeadline,
     GuardedH11Protocol,
     HostCheck,
+    ListenLimit,
     PostOnly,
     raise_fd_limit,
     refuse,
@@ -169,7 +170,7 @@ async def serve_http(
         # HostCheck below does the Host/Origin checks, with exact matching.
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
-    app = PostOnly(BodyDeadline(app, max_bytes=MAX_REQUEST_BYTES), path)
+    app = ListenLimit(PostOnly(BodyDeadline(app, max_bytes=MAX_REQUEST_BYTES), path))
     if token:
         app = BearerAuth(app, token)
     app = HostCheck(app, transport_security(host))

@@ -3,7 +3,8 @@ endless chunked bodies, more sockets than the process may open, and unauthentica
 of a token server. Under each load a legitimate client keeps being answered (its latencies
 are printed, never asserted), and every abusive connection is closed by the server.
 
-CI tier: 400 abandoned initializes; 50 idle, 30 slowloris, 5 endless chunked and 10
+CI tier: 400 abandoned initializes; listen streams up to both caps (256 in total, 32 per
+client address: fixed limits, not scaled); 50 idle, 30 slowloris, 5 endless chunked and 10
 kept-alive idle sockets; 300 idle sockets over a soft fd limit of 256; 200 sockets against a
 hard limit of 128; 20 of each unauthenticated kind.
 QORTEX_FAULT_SCALE=10: the issue's figures (20,000 initializes; 500 idle, 300 slowloris, 50
@@ -26,9 +27,17 @@ from pathlib import Path
 import anyio
 import httpx2 as httpx
 import pytest
+from anyio.abc import SocketStream
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
-from qortex_mcp.http_guards import ACCEPT_LOG_INTERVAL_S, BODY_TIMEOUT_S, HEADER_TIMEOUT_S
+from qortex_mcp.http_guards import (
+    ACCEPT_LOG_INTERVAL_S,
+    BODY_TIMEOUT_S,
+    HEADER_TIMEOUT_S,
+    MAX_LISTEN_PER_CLIENT,
+    MAX_LISTEN_STREAMS,
+)
 from tests.reliability import report
 from tests.reliability.servers import (
     PROTOCOL,
@@ -421,3 +430,78 @@ async def test_unauthenticated_connections_hold_nothing_beyond_the_header_timeou
         assert all(b"\r\nconnection: close\r\n" in h.answer.lower() for h in held[kind]), kind
     assert probe.failures == []
     assert probe.latencies_ms
+
+
+def _listen_request(port: int, n: int) -> bytes:
+    body = json.dumps({"jsonrpc": "2.0", "id": f"listen-{n}", "method": "subscriptions/listen",
+                       "params": {"notifications": {"toolsListChanged": True}, "_meta": {
+                           "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                           "io.modelcontextprotocol/clientCapabilities": {}}}}).encode()
+    return _request(port, body=body, extra="MCP-Protocol-Version: 2026-07-28\r\n"
+                                           "Mcp-Method: subscriptions/listen\r\n")
+
+
+async def test_listen_streams_are_capped_per_client_and_in_total_and_released(
+    tmp_path: Path,
+) -> None:
+    """2026-07-28 has no sessions; a subscriptions/listen stream is what a client can leave
+    open. Streams from 127.0.0.1 hit the per-client cap; streams from further loopback
+    addresses (127.0.0.2, ...) fill the total; closing them frees the room at once."""
+    server = await _started(tmp_path)
+    port = server.port
+    statuses: dict[str, Counter[int | None]] = {}
+    streams: list[SocketStream] = []
+    probe = Probe(server.url)
+
+    async def open_listen(source: str, n: int) -> int | None:
+        with anyio.fail_after(10):
+            stream = await anyio.connect_tcp("127.0.0.1", port, local_host=source)
+            streams.append(stream)
+            await stream.send(_listen_request(port, n))
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += await stream.receive()
+        return Held(0.0, answer).status
+
+    try:
+        with anyio.fail_after(120):
+            extra = 3
+            statuses["one client"] = Counter([await open_listen("127.0.0.1", n) for n in
+                                              range(MAX_LISTEN_PER_CLIENT + extra)])
+            others = Counter[int | None]()
+            n, address = 0, 2
+            while others[200] + MAX_LISTEN_PER_CLIENT < MAX_LISTEN_STREAMS:
+                for _ in range(MAX_LISTEN_PER_CLIENT):
+                    if others[200] + MAX_LISTEN_PER_CLIENT == MAX_LISTEN_STREAMS:
+                        break
+                    others[await open_listen(f"127.0.0.{address}", n)] += 1
+                    n += 1
+                address += 1
+            statuses["other clients"] = others
+            statuses["one more, new address"] = Counter([await open_listen("127.0.0.250", 0)])
+            for _ in range(20):  # tool calls are answered while every listen slot is taken
+                await probe.call_as_new_client()
+            for stream in streams:
+                await stream.aclose()
+            streams.clear()
+            # Released as their clients go: a real 2026-07-28 client can listen again.
+            while True:
+                async with Client(server.url, mode="2026-07-28") as client:
+                    try:
+                        async with client.listen(tools_list_changed=True) as sub:
+                            listened = sub.honored is not None
+                            break
+                    except MCPError:  # still full: the releases are in flight
+                        await anyio.sleep(0.1)
+    finally:
+        for stream in streams:
+            await stream.aclose()
+        await server.aclose()
+    report.record("http listen streams", f"{dict(statuses)}; after closing them a new listen "
+                  f"was acknowledged: {listened}; {probe.summary()}",
+                  latencies_ms=probe.latencies_ms)
+    assert statuses["one client"] == {200: MAX_LISTEN_PER_CLIENT, 429: extra}
+    assert statuses["other clients"] == {200: MAX_LISTEN_STREAMS - MAX_LISTEN_PER_CLIENT}
+    assert statuses["one more, new address"] == {503: 1}
+    assert listened
+    assert probe.failures == []
