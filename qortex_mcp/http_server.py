@@ -82,6 +82,9 @@ def check_binding(host: str, token: str | None) -> None:
 def transport_security(host: str) -> TransportSecuritySettings:
     """Host and Origin checks (DNS-rebinding protection) for a server bound to ``host``.
 
+    ``HostCheck`` applies them: ``name:*`` allows that name (any case) with a numeric port or
+    none.
+
     Loopback: only loopback Host and Origin values pass (any port). A specific address
     also accepts itself. A wildcard bind (``0.0.0.0``, ``::``) cannot know the names
     clients use, so it relies on the bearer token that ``check_binding`` requires.
@@ -157,6 +160,9 @@ async def serve_http(
     server: MCPServer[Any], *, host: str, port: int, token: str | None, path: str = "/mcp",
 ) -> str:
     """Serve streamable HTTP until SIGTERM/SIGINT; returns why it stopped.
+
+    Also raises this process's soft file-descriptor limit to its hard limit (one descriptor
+    per connection) and installs the loop's handler for ``accept()`` failures while serving.
 
     Raises:
         ConfigError: the binding is refused (see ``check_binding``) or the port is taken.

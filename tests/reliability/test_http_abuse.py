@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import secrets
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
-import httpx2 as httpx
 import pytest
 from anyio.abc import SocketStream
 from mcp import Client
@@ -53,11 +54,10 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 INIT = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize",
                    "params": {"protocolVersion": PROTOCOL, "capabilities": {},
                               "clientInfo": {"name": "abandoner", "version": "1"}}})
-JSON_HEADERS = {"accept": "application/json, text/event-stream",
-                "content-type": "application/json"}
 HOLD_LIMIT_S = HEADER_TIMEOUT_S + BODY_TIMEOUT_S + 15
 """How long an abusive socket waits for the server to close it before it counts as open."""
 TOKEN = "abuse-token-" + secrets.token_hex(16)
+_REPO = Path(__file__).resolve().parents[2]
 
 
 def _rss_mib(pid: int) -> float:
@@ -65,6 +65,12 @@ def _rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _fd_limits(pid: int) -> tuple[int, int]:
@@ -101,7 +107,10 @@ class Probe:
     latencies_ms: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
-    async def run(self, done: anyio.Event, max_calls: int = 5000) -> None:
+    async def run(self, done: anyio.Event, start: anyio.Event | None = None,
+                  max_calls: int = 5000) -> None:
+        if start is not None:  # once the abusive sockets are connected (and held)
+            await start.wait()
         async with HttpRpc(self.url, headers=self.headers) as rpc:
             for _ in range(max_calls):
                 if done.is_set():
@@ -146,13 +155,16 @@ class Held:
 
 
 async def _hold(port: int, first: bytes = b"", drip: bytes | None = None, every_s: float = 1.0,
-                limit_s: float = HOLD_LIMIT_S) -> Held:
+                limit_s: float = HOLD_LIMIT_S, on_connect: Callable[[], None] | None = None
+                ) -> Held:
     """Connect, send ``first``, then ``drip`` every ``every_s``, until the server closes."""
+    with anyio.fail_after(30):
+        stream = await anyio.connect_tcp("127.0.0.1", port)
+    if on_connect is not None:
+        on_connect()
     started = time.monotonic()
     answer = bytearray()
     closed = False
-    with anyio.fail_after(10):
-        stream = await anyio.connect_tcp("127.0.0.1", port)
     async with stream:
         with anyio.move_on_after(limit_s):
             async with anyio.create_task_group() as tg:
@@ -179,12 +191,21 @@ async def _hold(port: int, first: bytes = b"", drip: bytes | None = None, every_
     return Held(time.monotonic() - started if closed else None, bytes(answer))
 
 
-async def _hold_all(kinds: Mapping[str, tuple[int, dict[str, object]]], port: int
-                    ) -> dict[str, list[Held]]:
+async def _hold_all(kinds: Mapping[str, tuple[int, dict[str, object]]], port: int,
+                    connected: anyio.Event) -> dict[str, list[Held]]:
+    """Every socket of every kind at once; ``connected`` is set once all are connected (the
+    connects compete with the probe for the test's own threads, not for the server)."""
     out: dict[str, list[Held]] = {kind: [] for kind in kinds}
+    remaining = [sum(count for count, _ in kinds.values())]
+
+    def one_connected() -> None:
+        remaining[0] -= 1
+        if remaining[0] == 0:
+            connected.set()
 
     async def one(kind: str, kwargs: dict[str, object]) -> None:
-        out[kind].append(await _hold(port, **kwargs))  # type: ignore[arg-type]
+        out[kind].append(await _hold(port, on_connect=one_connected,
+                                     **kwargs))  # type: ignore[arg-type]
 
     async with anyio.create_task_group() as tg:
         for kind, (count, kwargs) in kinds.items():
@@ -214,35 +235,29 @@ async def test_abandoned_initializes_hold_nothing_and_new_clients_are_answered(
     tmp_path: Path,
 ) -> None:
     count = report.tier(400, 20_000)
-    workers = 8
     server = await _started(tmp_path)
-    statuses: Counter[int] = Counter()
-    sessions_issued = 0
     probe = Probe(server.url)
     try:
         await Probe(server.url).call_as_new_client()  # warm up (the first select opens)
-        rss_before = _rss_mib(server.pid)
+        rss_before, cpu_before = _rss_mib(server.pid), _cpu_s(server.pid)
+        flood_started = time.monotonic()
         done = anyio.Event()
-        async with httpx.AsyncClient(timeout=10) as http:
+        flooded: dict[str, Any] = {}
 
-            async def abandon(worker: int) -> None:
-                nonlocal sessions_issued
-                for _ in range(worker, count, workers):  # never DELETEd, never used again
-                    response = await http.post(server.url, content=INIT, headers=JSON_HEADERS)
-                    statuses[response.status_code] += 1
-                    sessions_issued += "mcp-session-id" in response.headers
+        async def flood() -> None:
+            # Its own process: the flood must not slow the probe's event loop down.
+            result = await anyio.run_process(
+                [sys.executable, "-m", "tests.reliability.flood", server.url, str(count), "8"],
+                cwd=str(_REPO))
+            flooded.update(json.loads(result.stdout))
+            done.set()
 
-            async def flood() -> None:
-                async with anyio.create_task_group() as flood_tg:
-                    for worker in range(workers):
-                        flood_tg.start_soon(abandon, worker)
-                done.set()
-
-            with anyio.fail_after(60 + count / 50):
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(flood)
-                    tg.start_soon(probe.run, done)
-        rss_after = _rss_mib(server.pid)
+        with anyio.fail_after(60 + count / 20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(flood)
+                tg.start_soon(probe.run, done)
+        rss_after, cpu_used = _rss_mib(server.pid), _cpu_s(server.pid) - cpu_before
+        flood_s = time.monotonic() - flood_started
         # After the flood, brand-new clients of both protocol revisions are answered.
         answered = []
         for mode in ("legacy", "2026-07-28"):
@@ -254,12 +269,15 @@ async def test_abandoned_initializes_hold_nothing_and_new_clients_are_answered(
         await server.aclose()
     report.record(
         "http abandoned initializes",
-        f"{count} initializes never closed: statuses {dict(statuses)}, {sessions_issued} "
-        f"sessions held; RSS {rss_before:.0f} -> {rss_after:.0f} MiB; {probe.summary()}; "
+        f"{count} initializes never closed: statuses {flooded['statuses']}, "
+        f"{flooded['sessions']} "
+        f"sessions held; RSS {rss_before:.0f} -> {rss_after:.0f} MiB; {flood_s:.0f} s, server "
+        f"CPU {cpu_used * 1000 / (count + len(probe.latencies_ms)):.2f} ms per request; "
+        f"{probe.summary()}; "
         f"new clients afterwards: {answered}",
         rss_before_mib=rss_before, rss_after_mib=rss_after, latencies_ms=probe.latencies_ms)
-    assert statuses == {200: count}
-    assert sessions_issued == 0, "an abandoned initialize left a session behind"
+    assert flooded["statuses"] == {"200": count}
+    assert flooded["sessions"] == 0, "an abandoned initialize left a session behind"
     assert probe.failures == []
     assert probe.latencies_ms
     assert answered == [("2025-11-25", True), ("2026-07-28", True)]
@@ -282,16 +300,16 @@ async def test_idle_slowloris_and_endless_body_connections_are_closed(tmp_path: 
     probe = Probe(server.url)
     held: dict[str, list[Held]] = {}
     try:
-        done = anyio.Event()
+        done, connected = anyio.Event(), anyio.Event()
 
         async def abuse() -> None:
-            held.update(await _hold_all(kinds, port))
+            held.update(await _hold_all(kinds, port, connected))
             done.set()
 
-        with anyio.fail_after(HOLD_LIMIT_S + 30):
+        with anyio.fail_after(HOLD_LIMIT_S + 60):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(abuse)
-                tg.start_soon(probe.run, done)
+                tg.start_soon(probe.run, done, connected)
         alive = server.alive()
     finally:
         await server.aclose()
@@ -407,16 +425,16 @@ async def test_unauthenticated_connections_hold_nothing_beyond_the_header_timeou
     probe = Probe(server.url, headers={"authorization": f"Bearer {TOKEN}"})
     held: dict[str, list[Held]] = {}
     try:
-        done = anyio.Event()
+        done, connected = anyio.Event(), anyio.Event()
 
         async def abuse() -> None:
-            held.update(await _hold_all(kinds, port))
+            held.update(await _hold_all(kinds, port, connected))
             done.set()
 
-        with anyio.fail_after(HOLD_LIMIT_S + 30):
+        with anyio.fail_after(HOLD_LIMIT_S + 60):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(abuse)
-                tg.start_soon(probe.run, done)
+                tg.start_soon(probe.run, done, connected)
     finally:
         await server.aclose()
     report.record("http unauthenticated", f"{_closed_summary(held)}; {probe.summary()}",
