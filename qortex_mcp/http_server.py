@@ -1,16 +1,21 @@
 """Serving streamable HTTP: loopback by default, a bearer token beyond it, clean stops.
 
-The server binds 127.0.0.1 by default with the SDK's Host and Origin checks; binding any
-other address requires a bearer token (``QORTEX_HTTP_TOKEN``), checked in constant time on
-every request. SIGTERM/SIGINT stop uvicorn gracefully (open streams get
+The server binds 127.0.0.1 by default with Host and Origin checks; binding any other address
+requires a bearer token (``QORTEX_HTTP_TOKEN``), checked in constant time on every request.
+It is stateless: no MCP session is kept between requests (learner state lives in the store
+and a selection id is the only handle), so abandoned clients hold nothing, any instance can
+answer any request, and both the 2026-07-28 revision (no sessions by design) and 2025-11-25
+clients (whose ``initialize`` opens nothing) are served. Slow or idle connections are closed
+by the guards in ``http_guards``. SIGTERM/SIGINT stop uvicorn gracefully (open streams get
 ``SHUTDOWN_GRACE_S``), then the server's lifespan exits and the caller closes its registry.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
-import json
+import logging
 import signal
 import socket
 from typing import Any, Final
@@ -21,6 +26,17 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from qortex_mcp.errors import ConfigError
+from qortex_mcp.http_guards import (
+    IDLE_TIMEOUT_S,
+    AcceptErrors,
+    BodyDeadline,
+    GuardedH11Protocol,
+    HostCheck,
+    ListenLimit,
+    PostOnly,
+    raise_fd_limit,
+    refuse,
+)
 from qortex_mcp.logging import get_logger
 
 __all__ = [
@@ -65,6 +81,9 @@ def check_binding(host: str, token: str | None) -> None:
 
 def transport_security(host: str) -> TransportSecuritySettings:
     """Host and Origin checks (DNS-rebinding protection) for a server bound to ``host``.
+
+    ``HostCheck`` applies them: ``name:*`` allows that name (any case) with a numeric port or
+    none.
 
     Loopback: only loopback Host and Origin values pass (any port). A specific address
     also accepts itself. A wildcard bind (``0.0.0.0``, ``::``) cannot know the names
@@ -114,14 +133,10 @@ class BearerAuth:
             await self.app(scope, receive, send)
             return
         challenge = b'Bearer realm="qortex-mcp"' + (b', error="invalid_token"' if given else b"")
-        body = json.dumps({"error": "unauthorized",
-                           "error_description": "send Authorization: Bearer <QORTEX_HTTP_TOKEN>"
-                           }).encode("utf-8")
-        await send({"type": "http.response.start", "status": 401, "headers": [
-            (b"content-type", b"application/json"), (b"www-authenticate", challenge),
-            (b"content-length", str(len(body)).encode("ascii")),
-        ]})
-        await send({"type": "http.response.body", "body": body})
+        # Connection: close, so an unauthenticated client holds a socket no longer than its
+        # headers take (HEADER_TIMEOUT_S at most), however many requests it would send.
+        await refuse(send, 401, "unauthorized", "send Authorization: Bearer <QORTEX_HTTP_TOKEN>",
+                     extra=[(b"www-authenticate", challenge)])
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -146,22 +161,38 @@ async def serve_http(
 ) -> str:
     """Serve streamable HTTP until SIGTERM/SIGINT; returns why it stopped.
 
+    Also raises this process's soft file-descriptor limit to its hard limit (one descriptor
+    per connection) and installs the loop's handler for ``accept()`` failures while serving.
+
     Raises:
         ConfigError: the binding is refused (see ``check_binding``) or the port is taken.
     """
     check_binding(host, token)
+    limits = raise_fd_limit()
     sock = _listen(host, port)
     app: ASGIApp = server.streamable_http_app(
         streamable_http_path=path, host=host, max_request_body_size=MAX_REQUEST_BYTES,
-        transport_security=transport_security(host),
+        stateless_http=True,
+        # HostCheck below does the Host/Origin checks, with exact matching.
+        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
+    app = ListenLimit(PostOnly(BodyDeadline(app, max_bytes=MAX_REQUEST_BYTES), path))
     if token:
         app = BearerAuth(app, token)
+    app = HostCheck(app, transport_security(host))
     bound = sock.getsockname()
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
     config = uvicorn.Config(app, log_config=None, access_log=False, server_header=False,
-                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S, lifespan="on")
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S, lifespan="on",
+                            http=GuardedH11Protocol, timeout_keep_alive=IDLE_TIMEOUT_S)
     web = uvicorn.Server(config)
+    loop = asyncio.get_running_loop()
+    previous_handler = loop.get_exception_handler()
+    loop.set_exception_handler(AcceptErrors(web.server_state.connections, previous_handler))
+    # Stateless, the SDK logs "Terminating session: None" at info for every request.
+    sdk_log = logging.getLogger("mcp.server.streamable_http")
+    if sdk_log.getEffectiveLevel() == logging.INFO:
+        sdk_log.setLevel(logging.WARNING)
     received: list[int] = []
     # uvicorn handles the signals while it serves, then re-raises them to the handlers it
     # found; recording them here turns that into a normal return instead of a kill.
@@ -169,10 +200,12 @@ async def serve_http(
                 for sig in _SIGNALS}
     try:
         log.info("http_listening", url=f"http://{shown}:{bound[1]}{path}",
-                 auth="bearer" if token else "none")
+                 auth="bearer" if token else "none",
+                 fd_limit=limits[0] if limits else None)
         await web.serve(sockets=[sock])
     finally:
         sock.close()
+        loop.set_exception_handler(previous_handler)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return signal.Signals(received[0]).name if received else "stopped"

@@ -406,6 +406,7 @@ class HttpRpc:
                              "content-type": "application/json", **(headers or {})}
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(CALL_TIMEOUT_S, connect=2.0))
         self.session: str | None = None
+        self.initialized = False
         self._next_id = 0
 
     async def aclose(self) -> None:
@@ -419,8 +420,9 @@ class HttpRpc:
 
     def headers(self) -> dict[str, str]:
         out = dict(self.base_headers)
-        if self.session is not None:
+        if self.session is not None:  # a stateful server's session (qortex-mcp keeps none)
             out["mcp-session-id"] = self.session
+        if self.initialized:
             out["mcp-protocol-version"] = PROTOCOL
         return out
 
@@ -436,18 +438,20 @@ class HttpRpc:
 
     async def initialize(self) -> None:
         self.session = None
+        self.initialized = False
         response = await self.post({"jsonrpc": "2.0", "id": 0, "method": "initialize",
                                     "params": {"protocolVersion": PROTOCOL, "capabilities": {},
                                                "clientInfo": {"name": "qortex-reliability",
                                                               "version": "1"}}})
         if response.status_code != 200:
             raise ServerGone(f"initialize answered HTTP {response.status_code}")
-        self.session = response.headers["mcp-session-id"]
+        self.session = response.headers.get("mcp-session-id")
+        self.initialized = True
         await self.post({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
     async def request(self, method: str, params: Mapping[str, Any] | None = None,
                       wait_s: float = CALL_TIMEOUT_S) -> dict[str, Any]:
-        if self.session is None:
+        if not self.initialized:
             await self.initialize()
         self._next_id += 1
         body: dict[str, Any] = {"jsonrpc": "2.0", "id": self._next_id, "method": method}

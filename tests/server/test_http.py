@@ -85,6 +85,36 @@ def test_a_foreign_host_is_refused(open_server: HttpServer) -> None:
     assert open_server.post(INITIALIZE, {"Host": "evil.example:80"})[0] == 421
 
 
+def test_hosts_match_case_insensitively_and_ports_only_as_digits(
+    open_server: HttpServer,
+) -> None:
+    port = open_server.url.split(":")[2].split("/")[0]
+    accepted = ["127.0.0.1", f"127.0.0.1:{port}", "LOCALHOST", f"LocalHost:{port}", "[::1]",
+                "[::1]:8", "localhost:65535"]
+    refused = [f"127.0.0.1:{port}@evil.com", f"localhost:{port}.evil.com", "localhost:",
+               "localhost:80x", "localhost:-1", "localhost:123456", "127.0.0.1.evil.com",
+               f"evil.com:{port}", "localhost.:80", "[::1]x", "[::1", "", "user@localhost:80"]
+    assert {h: open_server.post(INITIALIZE, {"Host": h})[0] for h in accepted} \
+        == dict.fromkeys(accepted, 200)
+    assert {h: open_server.post(INITIALIZE, {"Host": h})[0] for h in refused} \
+        == dict.fromkeys(refused, 421)
+
+
+def test_origins_match_case_insensitively_and_ports_only_as_digits(
+    open_server: HttpServer,
+) -> None:
+    port = open_server.url.split(":")[2].split("/")[0]
+    accepted = [f"http://LOCALHOST:{port}", "HTTP://127.0.0.1", f"http://[::1]:{port}",
+                "http://localhost"]
+    refused = [f"http://localhost:{port}@evil.com", f"http://127.0.0.1:{port}.evil.com",
+               "http://localhost:8o", "https://evil.com", "null", "localhost:80",
+               f"http://evil.com:{port}", "file://localhost"]
+    assert {o: open_server.post(INITIALIZE, {"Origin": o})[0] for o in accepted} \
+        == dict.fromkeys(accepted, 200)
+    assert {o: open_server.post(INITIALIZE, {"Origin": o})[0] for o in refused} \
+        == dict.fromkeys(refused, 403)
+
+
 def test_an_oversized_request_is_refused_before_its_body_is_read(
     open_server: HttpServer,
 ) -> None:
