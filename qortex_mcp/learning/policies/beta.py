@@ -144,8 +144,21 @@ class TopTwoThompson(BetaPolicy):
 
     def scores(self, stats: FloatArray, rng: np.random.Generator, t: float | None = None,
                prior: FloatArray | None = None) -> FloatArray:
-        out: FloatArray = self.draws(stats, rng, 1, t, prior)[0]
-        return out
+        # One choice: the vectorised rule of ``draws`` written out (cheaper for one row).
+        alpha, beta = self.shapes(stats, prior)
+        theta = beta_draws(alpha, beta, rng)
+        if theta.shape[0] < 2 or rng.random() < self._leader:
+            return theta
+        leader = int(np.argmax(theta))
+        for _ in range(self._cap):
+            best = int(np.argmax(beta_draws(alpha, beta, rng)))
+            if best != leader:
+                theta[best] = np.inf
+                return theta
+        runner = theta.copy()
+        runner[leader] = -np.inf
+        theta[int(np.argmax(runner))] = np.inf
+        return theta
 
     def draws(self, stats: FloatArray, rng: np.random.Generator, n: int,
               t: float | None = None, prior: FloatArray | None = None) -> FloatArray:

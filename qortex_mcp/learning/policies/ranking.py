@@ -49,12 +49,17 @@ def top_k(scores: FloatArray, k: int, rng: np.random.Generator, split_ties: bool
     """
     n = int(scores.shape[0])
     if k == 1:
-        i = int(np.argmax(scores))
-        if split_ties:
-            ties = np.flatnonzero(scores == scores[i])
-            if ties.size > 1:
-                i = int(ties[rng.integers(ties.size)])
-        return np.array([i], dtype=np.intp)
+        if not split_ties:
+            first: IntArray = np.argmax(scores, keepdims=True)
+            return first
+        best: IntArray = np.flatnonzero(scores == scores.max())
+        if best.size == 1:
+            return best
+        if not best.size:  # NaN scores: no arm equals the max
+            best = np.argmax(scores, keepdims=True)
+            return best
+        one: IntArray = best[rng.integers(best.size)][None]
+        return one
     k = min(k, n)
     if split_ties:
         order: IntArray = np.lexsort((rng.random(n), -scores))
@@ -72,7 +77,7 @@ def check_chosen(chosen: object, n: int) -> IntArray:
     out = np.asarray(chosen, dtype=np.intp).reshape(-1)
     if out.size and (out.min() < 0 or out.max() >= n):
         raise InvalidCandidates(f"chosen positions must be in [0, {n}), got {out.tolist()}")
-    if np.unique(out).size != out.size:
+    if out.size > 1 and np.unique(out).size != out.size:
         raise InvalidCandidates(f"chosen positions must be distinct, got {out.tolist()}")
     return out
 

@@ -78,11 +78,12 @@ class _Index(Policy):
     def scores(self, stats: FloatArray, rng: np.random.Generator, t: float | None = None,
                prior: FloatArray | None = None) -> FloatArray:
         n = stats[:, 0]
+        time = self._time(stats, t)
+        if n.all():  # the common case, one reduction cheaper than masking
+            return self._index(stats, n, time)
         untried = n <= 0.0
-        safe = n + untried
-        index = self._index(stats, safe, self._time(stats, t))
-        if untried.any():
-            index[untried] = np.inf
+        index = self._index(stats, n + untried, time)
+        index[untried] = np.inf
         return index
 
     def _index(self, stats: FloatArray, n: FloatArray, t: float) -> FloatArray:
@@ -100,8 +101,11 @@ class UCB1(_Index):
     summary = "UCB1 (Auer et al. 2002): mean + sqrt(c log t / n)"
     parameters = (Param("c", 2.0, "exploration weight in sqrt(c log t / n)", low=0.0),)
 
+    def _setup(self) -> None:
+        self._c = self.number("c")
+
     def _index(self, stats: FloatArray, n: FloatArray, t: float) -> FloatArray:
-        out: FloatArray = stats[:, 1] / n + np.sqrt(self.number("c") * math.log(t) / n)
+        out: FloatArray = stats[:, 1] / n + np.sqrt(self._c * math.log(t) / n)
         return out
 
 
@@ -116,11 +120,15 @@ class UCB1Tuned(_Index):
                    t: float | None, n_arms: int | None) -> FloatArray:
         return np.array([1.0, reward, reward * reward])
 
+    def _setup(self) -> None:
+        self._cap = self.number("variance_cap")
+
     def _index(self, stats: FloatArray, n: FloatArray, t: float) -> FloatArray:
         mean = stats[:, 1] / n
         log_t = math.log(t)
         var = stats[:, 2] / n - mean * mean + np.sqrt(2.0 * log_t / n)
-        out: FloatArray = mean + np.sqrt(log_t / n * np.clip(var, 0.0, self.number("variance_cap")))
+        # var >= 0 up to rounding; the cap keeps the bonus within the [0, 1] range's
+        out: FloatArray = mean + np.sqrt(log_t / n * np.clip(var, 0.0, self._cap))
         return out
 
 
@@ -130,9 +138,12 @@ class KLUCB(_Index):
     parameters = (Param("c", 0.0, "weight of log(log(t)) in the exploration level (0 is "
                         "the usual practical choice, 3 the theoretical one)", low=0.0),)
 
+    def _setup(self) -> None:
+        self._c = self.number("c")
+
     def _index(self, stats: FloatArray, n: FloatArray, t: float) -> FloatArray:
         log_t = math.log(t)
-        level = log_t + self.number("c") * math.log(log_t) if log_t > 1.0 else log_t
+        level = log_t + self._c * math.log(log_t) if log_t > 1.0 else log_t
         return kl_upper_bound(stats[:, 1] / n, level / n)
 
     def estimate(self, row: FloatArray, prior: FloatArray | None = None,
@@ -156,8 +167,10 @@ class MOSS(_Index):
     parameters = (Param("alpha", 1.35, "exploration weight (1.35 as in Degenne & Perchet)",
                         low=0.0),)
 
+    def _setup(self) -> None:
+        self._weight = (1.0 + self.number("alpha")) / 2.0
+
     def _index(self, stats: FloatArray, n: FloatArray, t: float) -> FloatArray:
-        weight = (1.0 + self.number("alpha")) / 2.0
-        bonus = np.sqrt(weight * np.maximum(np.log(t / (stats.shape[0] * n)), 0.0) / n)
+        bonus = np.sqrt(self._weight * np.maximum(np.log(t / (stats.shape[0] * n)), 0.0) / n)
         out: FloatArray = stats[:, 1] / n + bonus
         return out
