@@ -48,14 +48,14 @@ class Sizes:
     def __init__(self, mode: str) -> None:
         smoke, quick = mode == "smoke", mode == "quick"
         self.mode = mode
-        self.horizon = 300 if smoke else 5000 if quick else 20_000
-        self.seeds = {"K10": 2 if smoke else 5 if quick else 30,
-                      "K100": 1 if smoke else 3 if quick else 20}
-        self.adv_seeds = 2 if smoke else 6 if quick else 20
+        self.horizon = 300 if smoke else 2000 if quick else 20_000
+        self.seeds = {"K10": 2 if smoke else 4 if quick else 30,
+                      "K100": 1 if smoke else 2 if quick else 20}
+        self.adv_seeds = 2 if smoke else 4 if quick else 20
         self.select_ks = (10, 100) if smoke else (10, 100, 1000)
-        self.budget_s = 0.01 if smoke else 0.3 if quick else 1.5
-        self.rounds = 2 if smoke else 30
-        self.block = 20 if smoke else 100
+        self.budget_s = 0.01 if smoke else 0.05 if quick else 1.5
+        self.rounds = 2 if smoke else 4 if quick else 30
+        self.block = 20 if smoke else 50 if quick else 100
 
 
 # --- problems ---------------------------------------------------------------------------

@@ -149,12 +149,18 @@ class TopTwoThompson(BetaPolicy):
         theta = beta_draws(alpha, beta, rng)
         if theta.shape[0] < 2 or rng.random() < self._leader:
             return theta
-        leader = int(np.argmax(theta))
-        for _ in range(self._cap):
-            best = int(np.argmax(beta_draws(alpha, beta, rng)))
-            if best != leader:
-                theta[best] = np.inf
+        leader, k = int(np.argmax(theta)), theta.shape[0]
+        tried, batch = 0, 1
+        while tried < self._cap:  # resample in doubling batches: 1, 2, 4, ... draws
+            batch = min(batch, self._cap - tried)
+            size = (batch, k)
+            best = np.argmax(beta_draws(np.broadcast_to(alpha, size), np.broadcast_to(beta, size),
+                                        rng), axis=1)
+            other = np.flatnonzero(best != leader)
+            if other.size:
+                theta[best[other[0]]] = np.inf
                 return theta
+            tried, batch = tried + batch, 2 * batch
         runner = theta.copy()
         runner[leader] = -np.inf
         theta[int(np.argmax(runner))] = np.inf
