@@ -153,9 +153,12 @@ class TopTwoThompson(BetaPolicy):
         tried, batch = 0, 1
         while tried < self._cap:  # resample in doubling batches: 1, 2, 4, ... draws
             batch = min(batch, self._cap - tried)
-            size = (batch, k)
-            best = np.argmax(beta_draws(np.broadcast_to(alpha, size), np.broadcast_to(beta, size),
-                                        rng), axis=1)
+            if batch == 1:  # usually enough: plain 1-D arrays, no batch machinery
+                best = np.argmax(beta_draws(alpha, beta, rng), keepdims=True)
+            else:
+                size = (batch, k)
+                best = np.argmax(beta_draws(np.broadcast_to(alpha, size),
+                                            np.broadcast_to(beta, size), rng), axis=1)
             other = np.flatnonzero(best != leader)
             if other.size:
                 theta[best[other[0]]] = np.inf
