@@ -121,10 +121,10 @@ def med(xs: list[float]) -> float:
     return float(statistics.median(xs))
 
 
-def part_regret(sz: Sizes, names: list[str]) -> dict[str, Any]:
+def part_regret(sz: Sizes, names: list[str], problems: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     T = sz.horizon
-    for prob in ("K10", "K100"):
+    for prob in problems:
         rows: dict[str, Any] = {}
         for name in names:
             mine, ref, secs = [], [], 0.0
@@ -278,6 +278,8 @@ def print_propensity(res: dict[str, Any], sz: Sizes) -> list[str]:
 async def main() -> int:
     ap = common.base_parser(__doc__ or "", PARTS)
     ap.add_argument("--strategies", nargs="+", choices=list(POLICIES), default=list(POLICIES))
+    ap.add_argument("--problems", nargs="+", choices=["K10", "K100"], default=["K10", "K100"],
+                    help="regret problems to run (default both)")
     args = ap.parse_args()
     sz = Sizes("smoke" if args.smoke else "quick" if args.quick else "full")
     parts = common.chosen_parts(args, PARTS)
@@ -287,7 +289,7 @@ async def main() -> int:
     printers: list[Callable[[], list[str]]] = []
     t0 = time.perf_counter()
     if "regret" in parts:
-        results["regret"] = reg = part_regret(sz, names)
+        results["regret"] = reg = part_regret(sz, names, args.problems)
         printers.append(lambda: print_regret(reg, sz))
     if "adversarial" in parts:
         adv_names = [n for n in ("thompson", "exp3", "kl_ucb", "ucb1", "eps_greedy") if n in names]
