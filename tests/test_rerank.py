@@ -105,6 +105,25 @@ async def test_without_scores_the_input_order_is_the_retrieval_order(learner: Le
         [1.0, 0.8, 0.6, 0.4, 0.2, 0.0])
 
 
+def log_beta(a: float, b: float) -> float:
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+
+
+def mixture_mean(s: float, succ: float, fail: float, m: float = 4.0,
+                 trust: float = 0.8, d: float = 0.1) -> tuple[float, float]:
+    """The module's scoring rule, written out independently: the posterior mean and the
+    weight of the retrieval prior Beta(1 + m s, 1 + m (1 - s)) in the mixture with the
+    nearly flat Beta(d mu, d (1 - mu)) of the same mean."""
+    a, b = 1 + m * s, 1 + m * (1 - s)
+    mu = a / (a + b)
+    ad, bd = d * mu, d * (1 - mu)
+    like = math.exp(log_beta(a + succ, b + fail) - log_beta(a, b))
+    like_d = math.exp(log_beta(ad + succ, bd + fail) - log_beta(ad, bd))
+    w = trust * like / (trust * like + (1 - trust) * like_d)
+    n = succ + fail
+    return w * (a + succ) / (a + b + n) + (1 - w) * (ad + succ) / (d + n), w
+
+
 async def test_items_are_ordered_by_posterior_mean_with_the_score_prior(
         learner: Learner) -> None:
     reranker = PosteriorReranker(learner)
@@ -112,7 +131,31 @@ async def test_items_are_ordered_by_posterior_mean_with_the_score_prior(
     await accept(reranker, "d1", 2, outcome="rejected")
     ranked = await reranker.rerank(hits(), explain=True)
     assert ranked.explanations is not None
-    # By hand: s = (score - min) / (max - min); alpha = 1 + 4 s + successes, ...
+    # By hand: s = (score - min) / (max - min), then the mixture posterior.
+    expected, weights = {}, {}
+    for i in range(10):
+        s = 1.0 - i / 9
+        succ = 3.0 if i == 6 else 0.0
+        fail = 2.0 if i == 1 else 0.0
+        expected[f"d{i}"], weights[f"d{i}"] = mixture_mean(s, succ, fail)
+    assert ids_of(ranked) == sorted(expected, key=lambda d: (-expected[d], int(d[1:])))
+    for e in ranked.explanations:
+        assert e.mean == pytest.approx(expected[e.id], rel=1e-7)
+        assert e.prior_weight == pytest.approx(weights[e.id], rel=1e-7)
+        assert (e.successes, e.failures) == ((3.0, 0.0) if e.id == "d6" else (
+            (0.0, 2.0) if e.id == "d1" else (0.0, 0.0)))
+    # Evidence against the score takes the retrieval prior's weight away; none keeps it.
+    assert weights["d6"] < 0.8
+    assert weights["d1"] < 0.8
+    assert weights["d3"] == 0.8
+
+
+async def test_full_trust_is_the_plain_retrieval_prior(learner: Learner) -> None:
+    reranker = PosteriorReranker(learner, prior_trust=1.0)
+    await accept(reranker, "d6", 3)
+    await accept(reranker, "d1", 2, outcome="rejected")
+    ranked = await reranker.rerank(hits(), explain=True)
+    assert ranked.explanations is not None
     expected = {}
     for i in range(10):
         s = 1.0 - i / 9
@@ -122,6 +165,9 @@ async def test_items_are_ordered_by_posterior_mean_with_the_score_prior(
     assert ids_of(ranked) == sorted(expected, key=lambda d: (-expected[d], int(d[1:])))
     for e in ranked.explanations:
         assert e.mean == pytest.approx(expected[e.id])
+        assert (e.alpha, e.beta) == pytest.approx((e.prior_alpha + e.successes,
+                                                   e.prior_beta + e.failures))
+        assert e.prior_weight == 1.0
 
 
 async def test_accepted_results_rise_and_rejected_ones_drop(learner: Learner) -> None:
@@ -156,14 +202,16 @@ async def test_evidence_from_another_context_counts_at_most_m_observations(
     assert other.explanations is not None
     m = learner.config.context_backoff
     for e in other.explanations:
-        borrowed = (e.alpha - e.prior_alpha) + (e.beta - e.prior_beta)
-        assert borrowed <= m + 1e-9
+        assert e.successes + e.failures <= m + 1e-9
     d9_here = next(e for e in here.explanations if e.id == "d9")
     d9_other = next(e for e in other.explanations if e.id == "d9")
-    assert d9_here.alpha - d9_here.prior_alpha == pytest.approx(10.0)
+    assert d9_here.successes == pytest.approx(10.0)
     # The rule: another context's n observations count min(1, m / n) * m / (m + 0) each.
-    assert d9_other.alpha - d9_other.prior_alpha == pytest.approx(10.0 * min(1.0, m / 10.0))
-    assert ids_of(here).index("d9") < ids_of(other).index("d9")
+    assert d9_other.successes == pytest.approx(10.0 * min(1.0, m / 10.0))
+    # Borrowed evidence convinces less: four accepts are enough to lift the last result to
+    # the top in the other context too, but with less certainty than ten in its own.
+    assert d9_here.mean > d9_other.mean
+    assert d9_here.ci_low > d9_other.ci_low
 
 
 async def test_contexts_stay_separate_when_back_off_is_off() -> None:
@@ -204,9 +252,15 @@ async def test_explain_gives_every_field_per_item(learner: Learner) -> None:
         assert e.base_rank == base + 1
         assert e.base_score == pytest.approx(10.0 - base)
         assert (e.prior_alpha, e.prior_beta) == pytest.approx((1 + 4 * s, 1 + 4 * (1 - s)))
-        assert e.alpha == pytest.approx(e.prior_alpha + (2.0 if e.id == "d5" else 0.0))
-        assert e.beta == pytest.approx(e.prior_beta)
+        assert (e.successes, e.failures) == ((2.0 if e.id == "d5" else 0.0), 0.0)
+        assert e.mean == pytest.approx(mixture_mean(s, e.successes, e.failures)[0], rel=1e-7)
+        # alpha, beta: one Beta with the mixture posterior's mean and variance.
         assert e.mean == pytest.approx(e.alpha / (e.alpha + e.beta))
+        if e.id != "d5":
+            assert e.mean == pytest.approx(e.prior_alpha / (e.prior_alpha + e.prior_beta))
+            assert e.prior_weight == 0.8
+            # The mixture is wider than the retrieval prior alone.
+            assert e.alpha + e.beta < e.prior_alpha + e.prior_beta
         assert (e.ci_low, e.ci_high) == pytest.approx(beta_interval(e.alpha, e.beta))
         assert e.ci_low < e.mean < e.ci_high
         assert e.sample is None
