@@ -14,7 +14,7 @@ and each gives the item a *retrieval prior* ``Beta(1 + m s, 1 + m (1 - s))`` wit
 mean ``mu = (1 + m s) / (2 + m)``. The retriever can be wrong about any one item, so the
 item's prior is a two-part mixture: the retrieval prior with probability ``prior_trust``
 (default 0.8), else a nearly flat ``Beta(d mu, d (1 - mu))`` of the same mean (``d`` =
-0.1, ``DOUBT_STRENGTH``). With no evidence the mean is ``mu`` either way, so the order is
+0.25, ``DOUBT_STRENGTH``). With no evidence the mean is ``mu`` either way, so the order is
 the retrieval order. The learned evidence decides how much the retrieval score still
 counts for the item: ``Learner.evidence(ids, context)`` gives its successes and failures
 in this context, backed off to its global posterior (the rule in
@@ -32,7 +32,7 @@ evidence keep it among themselves. An accept never lowers an item's mean and a r
 never raises it (each part's posterior is a Beta update; the mixture weight moves with
 it), and an item's evidence changes no other item's score. ``max_move`` caps how far one
 item may move per call. ``prior_trust=1`` is the plain retrieval prior (the behaviour
-before 0.2: a dominant top hit then takes about 24 rejections to leave the top 3).
+of 0.1: a dominant top hit then takes about 24 rejections to leave the top 3).
 
 **Selection ids.** Every rerank signs the ids in display order and the posterior means
 they were ranked by (``Learner.issue_selection``). Feedback quotes the id: ranks always
@@ -101,10 +101,10 @@ ContextSource = Mapping[str, Any] | Callable[..., Mapping[str, Any] | None] | No
 
 _NUMBER_TYPES: Final = frozenset({float, int, np.float64, np.float32, np.int64, np.int32})
 
-DOUBT_STRENGTH: Final = 0.1
+DOUBT_STRENGTH: Final = 0.25
 """Strength of the prior an item falls back on when the retriever is wrong about it: nearly
-flat, so its evidence decides. Chosen with ``prior_trust`` on bench/bench_rerank.py and on
-the rise/drop targets (tests/test_rerank.py); 0.05-0.25 behave alike."""
+flat, so its evidence decides. Chosen with ``prior_trust`` (0.8) on bench/bench_rerank.py
+(100 seeds) and the rise/drop targets (tests/test_rerank.py); see bench/RESULTS.md."""
 
 _LN_SQRT_2PI: Final = 0.5 * math.log(2.0 * math.pi)
 
