@@ -200,7 +200,8 @@ def cap_moves(order: IntArray, base_rank: IntArray, cap: int) -> IntArray:
 
 def _log_gamma(x: FloatArray) -> FloatArray:
     """ln Gamma(x) for x > 0, vectorised (numpy has none): shifted by 3, then Stirling's
-    series to x^-7 (absolute error below 1e-8; ``math.lgamma`` per item was 10x slower)."""
+    series to x^-7 (within 1e-7 of ``math.lgamma`` for x in [1e-3, 1e3]; the mixture weights
+    only need a few digits)."""
     z = x + 3.0
     iz = 1.0 / z
     iz2 = iz * iz

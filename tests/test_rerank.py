@@ -568,6 +568,9 @@ async def test_bad_ids_limits_and_options_are_refused(learner: Learner) -> None:
         PosteriorReranker(learner, prior_strength=-1)
     with pytest.raises(ConfigError):
         PosteriorReranker(learner, max_move=-1)
+    for trust in (-0.1, 1.5, True, float("nan"), "0.8"):
+        with pytest.raises(ConfigError):
+            PosteriorReranker(learner, prior_trust=trust)  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
         ClickModel(evidence_weight=0)
     with pytest.raises(ConfigError):
