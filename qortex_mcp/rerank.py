@@ -9,15 +9,30 @@ on later queries and rejected ones drop::
     await reranker.feedback(ranked.selection_id, {"doc-7": "accepted", "doc-2": "rejected"})
 
 **Scoring.** The retrieval scores are min-max normalised within the list to ``s`` in [0, 1]
-and each becomes the item's Beta prior ``Beta(1 + m s, 1 + m (1 - s))`` with strength ``m``
-(``prior_strength``, default 4): what the retriever thinks, worth ``m`` observations. The
-learned evidence for the item moves it: ``Learner.evidence(ids, context)`` gives the
-item's successes and failures in this context, backed off to its global posterior (the
-rule in ``qortex_mcp.learning.context``: another context's evidence counts for at most
-``context_backoff`` observations) and decayed by the learner's half-life. Results are
-ordered by posterior mean, or by a Thompson sample with ``explore=True``. The retrieval
-order is the order of the scores (ties keep the input order); items with no evidence keep
-it among themselves. ``max_move`` caps how far one item may move per call.
+and each gives the item a *retrieval prior* ``Beta(1 + m s, 1 + m (1 - s))`` with strength
+``m`` (``prior_strength``, default 4): what the retriever thinks, worth ``m`` observations,
+mean ``mu = (1 + m s) / (2 + m)``. The retriever can be wrong about any one item, so the
+item's prior is a two-part mixture: the retrieval prior with probability ``prior_trust``
+(default 0.8), else a nearly flat ``Beta(d mu, d (1 - mu))`` of the same mean (``d`` =
+0.25, ``DOUBT_STRENGTH``). With no evidence the mean is ``mu`` either way, so the order is
+the retrieval order. The learned evidence decides how much the retrieval score still
+counts for the item: ``Learner.evidence(ids, context)`` gives its successes and failures
+in this context, backed off to its global posterior (the rule in
+``qortex_mcp.learning.context``: another context's evidence counts for at most
+``context_backoff`` observations) and decayed by the learner's half-life, and the weight
+of the retrieval prior becomes its posterior probability (Bayes: ``prior_trust`` times how
+much better the retrieval prior predicted that evidence). Evidence that agrees with the
+score keeps the score's weight; evidence against it (five accepts of a result ranked 12th,
+five rejections of a dominant top hit) takes it away within a few answers, so the item
+follows its own record. The weight is a function of the per-item evidence the store
+already keeps: nothing extra is stored, and it survives restarts with the evidence.
+Results are ordered by posterior mean, or by a Thompson sample with ``explore=True``. The
+retrieval order is the order of the scores (ties keep the input order); items with no
+evidence keep it among themselves. An accept never lowers an item's mean and a rejection
+never raises it (each part's posterior is a Beta update; the mixture weight moves with
+it), and an item's evidence changes no other item's score. ``max_move`` caps how far one
+item may move per call. ``prior_trust=1`` is the plain retrieval prior (the behaviour
+of 0.1: a dominant top hit then takes about 24 rejections to leave the top 3).
 
 **Selection ids.** Every rerank signs the ids in display order and the posterior means
 they were ranked by (``Learner.issue_selection``). Feedback quotes the id: ranks always
@@ -70,7 +85,8 @@ from qortex_mcp.learning.types import ArmOutcome, FeedbackResult, Outcome
 from qortex_mcp.learning.validation import check_name
 from qortex_mcp.logging import get_logger
 
-__all__ = ["ClickModel", "ItemExplanation", "PosteriorReranker", "RerankResult"]
+__all__ = ["DOUBT_STRENGTH", "ClickModel", "ItemExplanation", "PosteriorReranker",
+           "RerankResult", "robust_posterior"]
 
 log = get_logger(__name__)
 _debug_on = logging.getLogger(__name__).isEnabledFor
@@ -85,6 +101,13 @@ ContextSource = Mapping[str, Any] | Callable[..., Mapping[str, Any] | None] | No
 
 _NUMBER_TYPES: Final = frozenset({float, int, np.float64, np.float32, np.int64, np.int32})
 
+DOUBT_STRENGTH: Final = 0.25
+"""Strength of the prior an item falls back on when the retriever is wrong about it: nearly
+flat, so its evidence decides. Chosen with ``prior_trust`` (0.8) on bench/bench_rerank.py
+(100 seeds) and the rise/drop targets (tests/test_rerank.py); see bench/RESULTS.md."""
+
+_LN_SQRT_2PI: Final = 0.5 * math.log(2.0 * math.pi)
+
 
 @dataclass(frozen=True, slots=True)
 class ItemExplanation:
@@ -96,9 +119,10 @@ class ItemExplanation:
     base_score: float
     """The retrieval score as given (the normalised position when there is no score)."""
     prior_alpha: float
+    """The retrieval prior ``Beta(prior_alpha, prior_beta)``."""
     prior_beta: float
     alpha: float
-    """Prior plus learned (backed-off, decayed) successes."""
+    """The posterior (the mixture's) as one Beta with its mean and variance."""
     beta: float
     mean: float
     """Posterior mean: the ranking key (unless ``explore``)."""
@@ -107,6 +131,12 @@ class ItemExplanation:
     new_rank: int
     sample: float | None = None
     """The Thompson sample the item was ranked by, with ``explore=True``."""
+    successes: float = 0.0
+    """Learned (backed-off, decayed) successes in this context."""
+    failures: float = 0.0
+    prior_weight: float = 1.0
+    """Posterior probability that the retrieval prior holds for this item: ``prior_trust``
+    without evidence, falling as the evidence disagrees with the retrieval score."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +198,75 @@ def cap_moves(order: IntArray, base_rank: IntArray, cap: int) -> IntArray:
     return np.asarray(out, dtype=np.int64)
 
 
+def _log_gamma(x: FloatArray) -> FloatArray:
+    """ln Gamma(x) for x > 0, vectorised (numpy has none): shifted by 3, then Stirling's
+    series to x^-7 (within 1e-7 of ``math.lgamma`` for x in [1e-3, 1e3]; the mixture weights
+    only need a few digits)."""
+    z = x + 3.0
+    iz = 1.0 / z
+    iz2 = iz * iz
+    series = iz * (1.0 / 12 - iz2 * (1.0 / 360 - iz2 * (1.0 / 1260 - iz2 / 1680)))
+    return ((z - 0.5) * np.log(z) - z + _LN_SQRT_2PI + series
+            - np.log(x * (x + 1.0) * (x + 2.0)))
+
+
+def _log_beta_ratio(a: FloatArray, b: FloatArray, succ: FloatArray,
+                    fail: FloatArray) -> FloatArray:
+    """ln B(a + succ, b + fail) - ln B(a, b): the log marginal likelihood of the evidence
+    under ``Beta(a, b)`` (the same for fractional, weighted evidence)."""
+    g = _log_gamma(np.concatenate((a + succ, b + fail, a + b, a, b, a + b + succ + fail)))
+    ga_s, gb_f, gab, ga, gb, gab_n = np.split(g, 6)
+    return ga_s + gb_f - gab_n - ga - gb + gab
+
+
+def robust_posterior(
+    a0: FloatArray, b0: FloatArray, succ: FloatArray, fail: FloatArray, trust: float,
+) -> tuple[FloatArray, FloatArray, tuple[FloatArray, FloatArray, FloatArray, FloatArray]]:
+    """Posterior of each item under the mixture prior ``trust * Beta(a0, b0) + (1 - trust)
+    * Beta(d mu, d (1 - mu))`` (``mu = a0 / (a0 + b0)``, ``d = DOUBT_STRENGTH``) after
+    ``succ`` successes and ``fail`` failures.
+
+    Returns:
+        The posterior means, the posterior weights of the ``Beta(a0, b0)`` part, and the
+        parameters of both parts' posteriors ``(alpha, beta, alpha_doubt, beta_doubt)``.
+    """
+    n0 = a0 + b0
+    mu = a0 / n0
+    ad, bd = DOUBT_STRENGTH * mu, DOUBT_STRENGTH * (1.0 - mu)
+    alpha, beta = a0 + succ, b0 + fail
+    alpha_d, beta_d = ad + succ, bd + fail
+    weight = np.full(len(a0), trust)
+    mean = mu.copy()
+    ev = np.nonzero((succ + fail) > 0.0)[0]
+    if len(ev) and 0.0 < trust < 1.0:
+        s, f = succ[ev], fail[ev]
+        # log of (1 - trust) p(evidence | doubt) / (trust p(evidence | retrieval prior))
+        odds = (math.log((1.0 - trust) / trust)
+                + _log_beta_ratio(ad[ev], bd[ev], s, f) - _log_beta_ratio(a0[ev], b0[ev], s, f))
+        weight[ev] = 1.0 / (1.0 + np.exp(np.minimum(odds, 700.0)))
+    if len(ev):
+        w = weight[ev]
+        mean[ev] = (w * alpha[ev] / (alpha[ev] + beta[ev])
+                    + (1.0 - w) * alpha_d[ev] / (alpha_d[ev] + beta_d[ev]))
+    return mean, weight, (alpha, beta, alpha_d, beta_d)
+
+
+def _matched_beta(mean: FloatArray, weight: FloatArray,
+                  parts: tuple[FloatArray, FloatArray, FloatArray, FloatArray],
+                  ) -> tuple[FloatArray, FloatArray]:
+    """The Beta with the mixture posterior's mean and variance (for explanations)."""
+    alpha, beta, alpha_d, beta_d = parts
+
+    def second_moment(a: FloatArray, b: FloatArray) -> FloatArray:
+        return a * (a + 1.0) / ((a + b) * (a + b + 1.0))
+
+    var = (weight * second_moment(alpha, beta) + (1.0 - weight) * second_moment(alpha_d, beta_d)
+           - mean * mean)
+    var = np.clip(var, 1e-300, mean * (1.0 - mean) * (1.0 - 1e-12))
+    strength = mean * (1.0 - mean) / var - 1.0
+    return mean * strength, (1.0 - mean) * strength
+
+
 class PosteriorReranker:
     """Reorders retrieval results by what agents accepted before.
 
@@ -179,6 +278,10 @@ class PosteriorReranker:
             the results carry no score: the input order is then the retrieval order and
             the prior falls linearly from the first result to the last.
         prior_strength: ``m``: how many observations the retrieval score is worth.
+        prior_trust: the prior probability that an item's relevance follows its retrieval
+            score, in [0, 1]; its evidence then moves the probability (see the module).
+            1: the score always counts ``m`` observations; 0: only the score's order
+            (the prior mean) is kept, the evidence decides at once.
         max_move: if set, no item moves more than this many places from its retrieval
             rank in one call.
         click_model: turns click-only feedback into weighted evidence.
@@ -195,6 +298,7 @@ class PosteriorReranker:
         id_key: Getter = "id",
         score_key: Getter | None = "score",
         prior_strength: float = 4.0,
+        prior_trust: float = 0.8,
         max_move: int | None = None,
         click_model: ClickModel | None = None,
         credible_level: float = 0.95,
@@ -204,6 +308,10 @@ class PosteriorReranker:
         ):
             raise ConfigError(
                 f"prior_strength must be a number >= 0, got {preview(prior_strength)}")
+        if isinstance(prior_trust, bool) or not isinstance(prior_trust, int | float) or not (
+            0.0 <= prior_trust <= 1.0
+        ):
+            raise ConfigError(f"prior_trust must be a number in [0, 1], got {preview(prior_trust)}")
         if max_move is not None and (
             isinstance(max_move, bool) or not isinstance(max_move, int) or max_move < 0
         ):
@@ -214,6 +322,7 @@ class PosteriorReranker:
         self.id_key = id_key
         self.score_key = score_key
         self.prior_strength = float(prior_strength)
+        self.prior_trust = float(prior_trust)
         self.max_move = max_move
         self.click_model = click_model or ClickModel()
         self.credible_level = credible_level
@@ -322,12 +431,14 @@ class PosteriorReranker:
         a0 = 1.0 + m * s
         b0 = 1.0 + m * (1.0 - s)
         succ, fail = await learner.evidence(ids, ctx)
-        alpha = a0 + succ
-        beta = b0 + fail
-        mean = alpha / (alpha + beta)
+        mean, weight, parts = robust_posterior(a0, b0, succ, fail, self.prior_trust)
         sample: FloatArray | None = None
         if explore:
-            sample = learner.rng.beta(alpha, beta)
+            # A draw from the mixture: pick the part by its posterior weight, then its Beta.
+            rng = learner.rng
+            trusted = rng.random(n) < weight
+            sample = np.where(trusted, rng.beta(parts[0], parts[1]),
+                              rng.beta(parts[2], parts[3]))
             order = np.lexsort((base_rank, -sample))
             fresh = (succ + fail) <= 0.0
             if fresh.any():
@@ -349,8 +460,9 @@ class PosteriorReranker:
         token, _ = learner.issue_selection(shown_ids, ctx, "rerank", means=mean[shown].tolist())
         explanations = None
         if explain:
+            alpha, beta = _matched_beta(mean, weight, parts)
             explanations = self._explain(positions, ids, raw, s, base_rank, a0, b0, alpha,
-                                         beta, mean, sample)
+                                         beta, mean, sample, succ, fail, weight)
         if _debug_on(logging.DEBUG):
             log.debug("rerank", learner=learner.name, results=n, shown=len(positions),
                       explore=explore, moved=int(np.count_nonzero(base_rank[shown]
@@ -361,7 +473,8 @@ class PosteriorReranker:
     def _explain(
         self, positions: list[int], ids: list[str], raw: FloatArray | None, s: FloatArray,
         base_rank: IntArray, a0: FloatArray, b0: FloatArray, alpha: FloatArray,
-        beta: FloatArray, mean: FloatArray, sample: FloatArray | None,
+        beta: FloatArray, mean: FloatArray, sample: FloatArray | None, succ: FloatArray,
+        fail: FloatArray, weight: FloatArray,
     ) -> list[ItemExplanation]:
         out = []
         for new_rank, i in enumerate(positions, 1):
@@ -373,6 +486,8 @@ class PosteriorReranker:
                 prior_alpha=float(a0[i]), prior_beta=float(b0[i]), alpha=a, beta=b,
                 mean=float(mean[i]), ci_low=low, ci_high=high, new_rank=new_rank,
                 sample=None if sample is None else float(sample[i]),
+                successes=float(succ[i]), failures=float(fail[i]),
+                prior_weight=float(weight[i]),
             ))
         return out
 

@@ -34,7 +34,8 @@ from qortex_mcp.learning import (
 )
 from qortex_mcp.learning.context import backoff_weight, canonical_context
 from qortex_mcp.learning.stats import beta_interval
-from qortex_mcp.rerank import PosteriorReranker, RerankResult, cap_moves
+from qortex_mcp.learning.stores import SqliteLearningStore
+from qortex_mcp.rerank import PosteriorReranker, RerankResult, cap_moves, robust_posterior
 
 pytestmark = pytest.mark.anyio
 
@@ -105,6 +106,25 @@ async def test_without_scores_the_input_order_is_the_retrieval_order(learner: Le
         [1.0, 0.8, 0.6, 0.4, 0.2, 0.0])
 
 
+def log_beta(a: float, b: float) -> float:
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+
+
+def mixture_mean(s: float, succ: float, fail: float, m: float = 4.0,
+                 trust: float = 0.8, d: float = 0.25) -> tuple[float, float]:
+    """The module's scoring rule, written out independently: the posterior mean and the
+    weight of the retrieval prior Beta(1 + m s, 1 + m (1 - s)) in the mixture with the
+    nearly flat Beta(d mu, d (1 - mu)) of the same mean."""
+    a, b = 1 + m * s, 1 + m * (1 - s)
+    mu = a / (a + b)
+    ad, bd = d * mu, d * (1 - mu)
+    like = math.exp(log_beta(a + succ, b + fail) - log_beta(a, b))
+    like_d = math.exp(log_beta(ad + succ, bd + fail) - log_beta(ad, bd))
+    w = trust * like / (trust * like + (1 - trust) * like_d)
+    n = succ + fail
+    return w * (a + succ) / (a + b + n) + (1 - w) * (ad + succ) / (d + n), w
+
+
 async def test_items_are_ordered_by_posterior_mean_with_the_score_prior(
         learner: Learner) -> None:
     reranker = PosteriorReranker(learner)
@@ -112,7 +132,31 @@ async def test_items_are_ordered_by_posterior_mean_with_the_score_prior(
     await accept(reranker, "d1", 2, outcome="rejected")
     ranked = await reranker.rerank(hits(), explain=True)
     assert ranked.explanations is not None
-    # By hand: s = (score - min) / (max - min); alpha = 1 + 4 s + successes, ...
+    # By hand: s = (score - min) / (max - min), then the mixture posterior.
+    expected, weights = {}, {}
+    for i in range(10):
+        s = 1.0 - i / 9
+        succ = 3.0 if i == 6 else 0.0
+        fail = 2.0 if i == 1 else 0.0
+        expected[f"d{i}"], weights[f"d{i}"] = mixture_mean(s, succ, fail)
+    assert ids_of(ranked) == sorted(expected, key=lambda d: (-expected[d], int(d[1:])))
+    for e in ranked.explanations:
+        assert e.mean == pytest.approx(expected[e.id], rel=1e-7)
+        assert e.prior_weight == pytest.approx(weights[e.id], rel=1e-7)
+        assert (e.successes, e.failures) == ((3.0, 0.0) if e.id == "d6" else (
+            (0.0, 2.0) if e.id == "d1" else (0.0, 0.0)))
+    # Evidence against the score takes the retrieval prior's weight away; none keeps it.
+    assert weights["d6"] < 0.8
+    assert weights["d1"] < 0.8
+    assert weights["d3"] == 0.8
+
+
+async def test_full_trust_is_the_plain_retrieval_prior(learner: Learner) -> None:
+    reranker = PosteriorReranker(learner, prior_trust=1.0)
+    await accept(reranker, "d6", 3)
+    await accept(reranker, "d1", 2, outcome="rejected")
+    ranked = await reranker.rerank(hits(), explain=True)
+    assert ranked.explanations is not None
     expected = {}
     for i in range(10):
         s = 1.0 - i / 9
@@ -122,6 +166,9 @@ async def test_items_are_ordered_by_posterior_mean_with_the_score_prior(
     assert ids_of(ranked) == sorted(expected, key=lambda d: (-expected[d], int(d[1:])))
     for e in ranked.explanations:
         assert e.mean == pytest.approx(expected[e.id])
+        assert (e.alpha, e.beta) == pytest.approx((e.prior_alpha + e.successes,
+                                                   e.prior_beta + e.failures))
+        assert e.prior_weight == 1.0
 
 
 async def test_accepted_results_rise_and_rejected_ones_drop(learner: Learner) -> None:
@@ -156,14 +203,16 @@ async def test_evidence_from_another_context_counts_at_most_m_observations(
     assert other.explanations is not None
     m = learner.config.context_backoff
     for e in other.explanations:
-        borrowed = (e.alpha - e.prior_alpha) + (e.beta - e.prior_beta)
-        assert borrowed <= m + 1e-9
+        assert e.successes + e.failures <= m + 1e-9
     d9_here = next(e for e in here.explanations if e.id == "d9")
     d9_other = next(e for e in other.explanations if e.id == "d9")
-    assert d9_here.alpha - d9_here.prior_alpha == pytest.approx(10.0)
+    assert d9_here.successes == pytest.approx(10.0)
     # The rule: another context's n observations count min(1, m / n) * m / (m + 0) each.
-    assert d9_other.alpha - d9_other.prior_alpha == pytest.approx(10.0 * min(1.0, m / 10.0))
-    assert ids_of(here).index("d9") < ids_of(other).index("d9")
+    assert d9_other.successes == pytest.approx(10.0 * min(1.0, m / 10.0))
+    # Borrowed evidence convinces less: four accepts are enough to lift the last result to
+    # the top in the other context too, but with less certainty than ten in its own.
+    assert d9_here.mean > d9_other.mean
+    assert d9_here.ci_low > d9_other.ci_low
 
 
 async def test_contexts_stay_separate_when_back_off_is_off() -> None:
@@ -188,6 +237,195 @@ async def test_evidence_in_a_context_follows_the_documented_back_off_rule(
     assert (float(s[0]), float(f[0])) == pytest.approx((w * 6.0, 2.0))
 
 
+# --- how much the retrieval score counts: learned per item from its evidence ---------------
+
+LIST_SHAPES = {
+    # 25 results, best first.
+    "evenly spaced": [25.0 - i for i in range(25)],
+    "dominant top hit": [10.0] + [1.0 - 0.01 * i for i in range(24)],
+    "top cluster": [10.0, 9.9, 9.8] + [1.0 - 0.01 * i for i in range(22)],
+}
+
+
+def shaped(shape: str) -> list[dict[str, Any]]:
+    return [{"id": f"r{i}", "score": x} for i, x in enumerate(LIST_SHAPES[shape])]
+
+
+async def answers_until(learner: Learner, results: list[dict[str, Any]], doc: str,
+                        outcome: str, done: Any, most: int = 5, trust: float = 0.8) -> int:
+    """Rerank (explore off), answer ``doc`` only, repeat: how many answers until ``done``
+    holds for the order (or ``most + 1``). The other results get no feedback."""
+    reranker = PosteriorReranker(learner, prior_trust=trust)
+    for answers in range(most + 1):
+        ranked = await reranker.rerank(results)
+        if done(ids_of(ranked)):
+            return answers
+        await reranker.feedback(ranked.selection_id, {doc: outcome})
+    return most + 1
+
+
+@pytest.mark.parametrize("shape", list(LIST_SHAPES))
+async def test_an_accepted_result_reaches_the_top_3_within_5_accepts_from_any_position(
+        shape: str) -> None:
+    results = shaped(shape)
+    needed = {}
+    for position in range(25):
+        lr = await make_learner()
+        try:
+            doc = ids_of(await PosteriorReranker(lr).rerank(results))[position]
+            needed[position + 1] = await answers_until(
+                lr, results, doc, "accepted", lambda order, d=doc: d in order[:3])
+        finally:
+            await lr.close()
+    assert max(needed.values()) <= 5, needed
+    # Before, the retrieval prior alone kept unexamined top results above (a result at rank
+    # 12 of the evenly spaced list never got there in 5 accepts).
+    lr = await make_learner()
+    try:
+        plain = PosteriorReranker(lr, prior_trust=1.0)
+        if shape == "evenly spaced":
+            for _ in range(5):
+                ranked = await plain.rerank(results)
+                await plain.feedback(ranked.selection_id, {"r11": "accepted"})
+            assert "r11" not in ids_of(await plain.rerank(results))[:3]
+    finally:
+        await lr.close()
+
+
+@pytest.mark.parametrize("shape", list(LIST_SHAPES))
+@pytest.mark.parametrize("position", [1, 2, 3])
+async def test_a_rejected_top_result_leaves_the_top_3_within_5_rejections(
+        shape: str, position: int) -> None:
+    results = shaped(shape)
+    lr = await make_learner()
+    try:
+        doc = ids_of(await PosteriorReranker(lr).rerank(results))[position - 1]
+        needed = await answers_until(lr, results, doc, "rejected",
+                                     lambda order: doc not in order[:3])
+        assert needed <= 5
+    finally:
+        await lr.close()
+
+
+async def test_a_dominant_top_hit_held_on_for_about_24_rejections_with_full_trust() -> None:
+    needed = {}
+    for trust in (0.8, 1.0):
+        lr = await make_learner()
+        try:
+            needed[trust] = await answers_until(
+                lr, shaped("dominant top hit"), "r0", "rejected",
+                lambda order: "r0" not in order[:3], most=40, trust=trust)
+        finally:
+            await lr.close()
+    assert needed[0.8] <= 5
+    assert needed[1.0] > 20
+
+
+evidence_lists = st.integers(min_value=1, max_value=30).flatmap(lambda n: st.tuples(
+    st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=n, max_size=n),
+    st.lists(st.floats(0.0, 50.0), min_size=n, max_size=n),
+    st.lists(st.floats(0.0, 50.0), min_size=n, max_size=n),
+    st.integers(min_value=0, max_value=n - 1),
+    st.floats(0.0, 1.0), st.floats(0.0, 20.0), st.floats(0.01, 5.0),
+))
+
+
+def scored(raw: list[float], m: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x = np.asarray(raw)
+    span = x.max() - x.min()
+    s = (x - x.min()) / span if span > 0 else np.full(len(x), 0.5)
+    base_rank = np.empty(len(x), dtype=np.int64)
+    base_rank[np.argsort(-x, kind="stable")] = np.arange(len(x))
+    return 1.0 + m * s, 1.0 + m * (1.0 - s), base_rank
+
+
+@settings(max_examples=300, deadline=None)
+@given(evidence_lists)
+def test_without_evidence_the_mean_is_the_retrieval_prior_mean(case: Any) -> None:
+    raw, _, _, _, trust, m, _ = case
+    a0, b0, base_rank = scored(raw, m)
+    zero = np.zeros(len(raw))
+    mean, weight, _ = robust_posterior(a0, b0, zero, zero, trust)
+    assert mean == pytest.approx(a0 / (a0 + b0), rel=1e-12)
+    assert (weight == trust).all()
+    order = np.lexsort((base_rank, -mean))
+    assert base_rank[order].tolist() == list(range(len(raw)))   # the retrieval order
+
+
+@settings(max_examples=300, deadline=None)
+@given(evidence_lists)
+def test_an_accept_never_lowers_an_item_and_a_rejection_never_raises_it(case: Any) -> None:
+    raw, succ_l, fail_l, i, trust, m, step = case
+    a0, b0, base_rank = scored(raw, m)
+    succ, fail = np.asarray(succ_l), np.asarray(fail_l)
+    before, _, _ = robust_posterior(a0, b0, succ, fail, trust)
+    plus_s, plus_f = succ.copy(), fail.copy()
+    plus_s[i] += step
+    plus_f[i] += step
+    up, _, _ = robust_posterior(a0, b0, plus_s, fail, trust)
+    down, _, _ = robust_posterior(a0, b0, succ, plus_f, trust)
+    tol = 1e-9
+    assert up[i] >= before[i] - tol
+    assert down[i] <= before[i] + tol
+    others = np.arange(len(raw)) != i
+    # One item's evidence changes no other item's score: nobody else moves.
+    assert (up[others] == before[others]).all()
+    assert (down[others] == before[others]).all()
+
+    def rank(mean: np.ndarray) -> int:
+        return int(np.nonzero(np.lexsort((base_rank, -mean)) == i)[0][0])
+
+    if up[i] > before[i] + tol:
+        assert rank(up) <= rank(before)
+    if down[i] < before[i] - tol:
+        assert rank(down) >= rank(before)
+
+
+@settings(max_examples=200, deadline=None)
+@given(evidence_lists)
+def test_the_mean_lies_between_the_two_parts_and_full_trust_is_the_plain_prior(
+        case: Any) -> None:
+    raw, succ_l, fail_l, _, trust, m, _ = case
+    a0, b0, _ = scored(raw, m)
+    succ, fail = np.asarray(succ_l), np.asarray(fail_l)
+    mean, weight, (alpha, beta, alpha_d, beta_d) = robust_posterior(a0, b0, succ, fail, trust)
+    assert ((weight >= 0) & (weight <= 1)).all()
+    lo = np.minimum(alpha / (alpha + beta), alpha_d / (alpha_d + beta_d))
+    hi = np.maximum(alpha / (alpha + beta), alpha_d / (alpha_d + beta_d))
+    assert ((mean >= lo - 1e-12) & (mean <= hi + 1e-12)).all()
+    plain, w1, _ = robust_posterior(a0, b0, succ, fail, 1.0)
+    assert plain == pytest.approx((a0 + succ) / (a0 + b0 + succ + fail), rel=1e-12)
+    assert (w1 == 1.0).all()
+
+
+async def test_the_learned_weight_survives_a_restart(tmp_path: Any) -> None:
+    """Nothing but the per-item evidence is needed: a new process on the same store ranks
+    and explains exactly as before."""
+    results = shaped("evenly spaced")
+    explained = []
+    for run in range(2):
+        store = SqliteLearningStore(tmp_path / "state.db")
+        lr = await make_learner(store)
+        try:
+            reranker = PosteriorReranker(lr)
+            if run == 0:
+                for _ in range(3):
+                    ranked = await reranker.rerank(results)
+                    await reranker.feedback(ranked.selection_id, {"r20": "accepted",
+                                                                  "r0": "rejected"})
+            ranked = await reranker.rerank(results, explain=True)
+            assert ranked.explanations is not None
+            explained.append([(e.id, e.mean, e.prior_weight) for e in ranked.explanations])
+        finally:
+            await lr.close()
+            await store.close()
+    assert explained[0] == explained[1]
+    weights = {doc: w for doc, _, w in explained[1]}
+    assert weights["r20"] < 0.5
+    assert weights["r0"] < 0.8
+    assert weights["r5"] == 0.8
+
+
 # --- explain --------------------------------------------------------------------------------
 
 
@@ -204,9 +442,15 @@ async def test_explain_gives_every_field_per_item(learner: Learner) -> None:
         assert e.base_rank == base + 1
         assert e.base_score == pytest.approx(10.0 - base)
         assert (e.prior_alpha, e.prior_beta) == pytest.approx((1 + 4 * s, 1 + 4 * (1 - s)))
-        assert e.alpha == pytest.approx(e.prior_alpha + (2.0 if e.id == "d5" else 0.0))
-        assert e.beta == pytest.approx(e.prior_beta)
+        assert (e.successes, e.failures) == ((2.0 if e.id == "d5" else 0.0), 0.0)
+        assert e.mean == pytest.approx(mixture_mean(s, e.successes, e.failures)[0], rel=1e-7)
+        # alpha, beta: one Beta with the mixture posterior's mean and variance.
         assert e.mean == pytest.approx(e.alpha / (e.alpha + e.beta))
+        if e.id != "d5":
+            assert e.mean == pytest.approx(e.prior_alpha / (e.prior_alpha + e.prior_beta))
+            assert e.prior_weight == 0.8
+            # The mixture is wider than the retrieval prior alone.
+            assert e.alpha + e.beta < e.prior_alpha + e.prior_beta
         assert (e.ci_low, e.ci_high) == pytest.approx(beta_interval(e.alpha, e.beta))
         assert e.ci_low < e.mean < e.ci_high
         assert e.sample is None
@@ -324,6 +568,9 @@ async def test_bad_ids_limits_and_options_are_refused(learner: Learner) -> None:
         PosteriorReranker(learner, prior_strength=-1)
     with pytest.raises(ConfigError):
         PosteriorReranker(learner, max_move=-1)
+    for trust in (-0.1, 1.5, True, float("nan"), "0.8"):
+        with pytest.raises(ConfigError):
+            PosteriorReranker(learner, prior_trust=trust)  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
         ClickModel(evidence_weight=0)
     with pytest.raises(ConfigError):
