@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -27,20 +26,7 @@ def settings(tmp_path: Path) -> Settings:
                           sqlite_synchronous="NORMAL", max_open_learners=2,
                           feedback_per_arm_per_minute=2)
 
-
-@pytest.fixture
-async def registry(settings: Settings) -> AsyncIterator[LearnerRegistry]:
-    registry = await open_registry(settings)
-    try:
-        yield registry
-    finally:
-        await registry.close()
-
-
-@pytest.fixture
-async def client(settings: Settings, registry: LearnerRegistry) -> AsyncIterator[Client]:
-    async with Client(build_server(settings, registry=registry)) as client:
-        yield client
+# ``registry`` and ``client`` come from conftest.py and use the ``settings`` above.
 
 
 async def test_more_learners_than_the_open_cap_are_all_served(
