@@ -146,7 +146,7 @@ async def test_an_unknown_tool_answers_with_a_code_like_other_errors(
     from tests.server.support import refused
 
     for mode in ("auto", "legacy"):
-        async with Client(build_server(settings), mode=mode) as client:  # type: ignore[arg-type]
+        async with Client(build_server(settings), mode=mode) as client:
             code, text = await refused(client, "qortex_selec", {"candidates": ["a"]})
             assert code == "UNKNOWN_TOOL"
             assert text == ("UNKNOWN_TOOL: this server has no tool named 'qortex_selec'; "
