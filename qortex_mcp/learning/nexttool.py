@@ -1,0 +1,480 @@
+"""``NextToolModel``: which tool should an agent call next, learned from what it called.
+
+One learner holds one model: its arms are tool names and its contexts the n-gram levels of
+``qortex_mcp.learning.sequences`` (how counts are stored and smoothed). ``suggest`` ranks
+the tools available now after the history so far; feedback on its selection id names the
+tool actually called (any candidate it was offered, suggested or not) and how that went,
+and teaches the transition at every level in one durable, exactly-once write.
+
+The score blends the two things the model knows about a candidate::
+
+    score = p_seq ** w * success ** (1 - w)        (w = sequence_weight, default 0.5)
+
+``p_seq`` is the smoothed probability that it comes next, ``success`` a draw from its
+success posterior after this history (the posterior mean with ``explore=False``), so a
+tool that usually follows but keeps failing drops below one that works.
+
+``suggest`` never awaits the store: counts come from the learner's in-memory cache, and
+per-level totals are cached until a row of that level changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from qortex_mcp.errors import (
+    ArmNotInSelection,
+    InvalidCandidates,
+    InvalidInput,
+    InvalidSelection,
+    LimitExceeded,
+    preview,
+)
+from qortex_mcp.learning.context import canonical_context
+from qortex_mcp.learning.learner import MAX_K, Learner
+from qortex_mcp.learning.sequences import Level, describe_history, levels_for, state_of
+from qortex_mcp.learning.strategies import ThompsonSampling
+from qortex_mcp.learning.tokens import MAX_OFFERED
+from qortex_mcp.learning.types import (
+    ArmOutcome,
+    FeedbackResult,
+    FeedbackRow,
+    Outcome,
+    ToolExecution,
+)
+from qortex_mcp.learning.validation import check_name, check_weight
+from qortex_mcp.logging import get_logger
+
+__all__ = ["MAX_HISTORY", "NextToolModel", "NextToolResult", "ToolSuggestion"]
+
+log = get_logger(__name__)
+_debug_on = logging.getLogger(__name__).isEnabledFor
+
+MAX_HISTORY: Final = 1000
+"""The longest history accepted (only its last two tools are used)."""
+MAX_TOOLS: Final = MAX_OFFERED
+"""The most candidates per suggestion: all of them are signed into its id."""
+_LEVEL_CACHE: Final = 4096
+_DENSE_CELLS: Final = 2_000_000
+"""Cells (3 floats each) of cached level arrays: about 48 MB at most, per model."""
+_THOMPSON: Final = ThompsonSampling()
+_TINY: Final = 1e-300
+FloatArray = npt.NDArray[np.float64]
+_MODELS: weakref.WeakKeyDictionary[Learner, NextToolModel] = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSuggestion:
+    """One suggested tool, best first."""
+
+    tool: str
+    rank: int
+    probability: float
+    """Smoothed probability that this candidate is the one called next (over candidates)."""
+    success: float
+    """The success estimate the score used: a posterior draw, or its mean without explore."""
+    success_mean: float
+    score: float
+    count: float
+    """How often it followed the most specific matching history (decayed)."""
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NextToolResult:
+    """What ``suggest`` returned. Quote ``selection_id`` in feedback naming the tool used."""
+
+    suggestions: tuple[ToolSuggestion, ...]
+    selection_id: str
+    learner: str
+    history: tuple[str | None, ...]
+    """The state used: the last two tools (None pads the session start)."""
+    context_key: str
+    candidates: int
+    explored: bool
+    """True when the top suggestion differs from the best by posterior means."""
+
+
+class _Dense:
+    """One level's counts over the learner's slots, as of ``at`` (decayed lazily)."""
+
+    __slots__ = ("at", "mass", "n", "s", "t", "types")
+
+    def __init__(self, n: FloatArray, s: FloatArray, t: FloatArray, types: int, at: float
+                 ) -> None:
+        self.n, self.s, self.t, self.types, self.at = n, s, t, types, at
+        self.mass: float | None = None
+
+    def total(self, half_life: float | None, now: float) -> float:
+        """The decayed count of every tool that followed the level's history."""
+        if half_life is None:
+            if self.mass is None:
+                self.mass = float(self.n.sum())
+            return float(self.mass)
+        if self.mass is None:
+            self.mass = float(self.n @ np.power(0.5, (self.at - self.t) / half_life))
+        return float(self.mass * 0.5 ** ((now - self.at) / half_life))
+
+
+@dataclass(frozen=True, slots=True)
+class _Estimate:
+    p: FloatArray
+    alpha: FloatArray
+    beta: FloatArray
+    seen: list[tuple[int, FloatArray, FloatArray]]
+    """Per level learned (general first): its depth, counts and successes per tool."""
+
+    def deepest(self, pos: int) -> tuple[int, float, float]:
+        """The most specific level tool ``pos`` followed: depth, count, successes."""
+        for depth, cnt, sc in reversed(self.seen):
+            if cnt[pos] > 0.0:
+                return depth, float(cnt[pos]), float(sc[pos])
+        return -1, 0.0, 0.0
+
+
+def _fmt(count: float) -> str:
+    near = round(count)
+    return str(near) if abs(count - near) < 0.05 else f"{count:.1f}"
+
+
+class NextToolModel:
+    """The next-tool model of one learner; get it with ``NextToolModel.of(learner)``.
+
+    Args:
+        learner: holds the counts (its arms are tool names); share it with nothing else.
+        sequence_weight: ``w`` of the score, in [0, 1]: 1 ranks by sequence probability
+            only, 0 by success only.
+    """
+
+    def __init__(self, learner: Learner, *, sequence_weight: float = 0.5) -> None:
+        if isinstance(sequence_weight, bool) or not isinstance(sequence_weight, int | float) \
+                or not 0.0 <= sequence_weight <= 1.0:
+            raise InvalidInput(f"sequence_weight must be in [0, 1], got {preview(sequence_weight)}")
+        self.learner = learner
+        self.sequence_weight = float(sequence_weight)
+        self._levels: dict[tuple[Any, ...], tuple[Level, ...]] = {}
+        self._arrays: OrderedDict[str, _Dense] = OrderedDict()
+        self._cells = 0
+        self._checked: set[tuple[str, ...]] = set()
+        learner._watch(self._changed)
+
+    @classmethod
+    def of(cls, learner: Learner) -> NextToolModel:
+        """The learner's model (one per learner, made on first use)."""
+        model = _MODELS.get(learner)
+        if model is None:
+            model = _MODELS[learner] = cls(learner)
+        return model
+
+    def _changed(self, keys: set[str]) -> None:
+        for key in keys:
+            old = self._arrays.pop(key, None)
+            if old is not None:
+                self._cells -= old.n.shape[0]
+
+    # --- inputs ----------------------------------------------------------------------------
+
+    def _state(self, history: Sequence[str]) -> tuple[str | None, str | None]:
+        if not isinstance(history, Sequence) or isinstance(history, str):
+            raise InvalidInput("history must be a list of tool names (oldest first)")
+        if len(history) > MAX_HISTORY:
+            raise LimitExceeded(f"history holds at most {MAX_HISTORY} tool names (only the "
+                                f"last two are used), got {len(history)}")
+        for name in history:
+            check_name(name, "tool name in history")
+        return state_of(history)
+
+    def _candidates(self, candidates: Sequence[str]) -> tuple[str, ...]:
+        if not isinstance(candidates, Sequence) or isinstance(candidates, str) or not candidates:
+            raise InvalidCandidates("candidates must be a non-empty list of tool names")
+        key = tuple(candidates)
+        if key in self._checked:
+            return key
+        if len(key) > MAX_TOOLS:
+            raise InvalidCandidates(f"at most {MAX_TOOLS} candidate tools per call, "
+                                    f"got {len(key)}")
+        for name in key:
+            check_name(name, "tool name")
+        if len(set(key)) != len(key):
+            raise InvalidCandidates("candidate tool names must be distinct")
+        if len(self._checked) >= _LEVEL_CACHE:
+            self._checked.clear()
+        self._checked.add(key)
+        return key
+
+    def _levels_of(self, state: tuple[str | None, str | None], caller: str | None
+                   ) -> tuple[Level, ...]:
+        key = (state, caller)
+        levels = self._levels.get(key)
+        if levels is None:
+            levels = levels_for(state, caller)
+            if len(self._levels) >= _LEVEL_CACHE:
+                self._levels.clear()
+            self._levels[key] = levels
+        return levels
+
+    # --- counts ----------------------------------------------------------------------------
+
+    def counts(self, history: Sequence[str], context: Mapping[str, Any] | None = None
+               ) -> dict[str, float]:
+        """Decayed counts of each tool that followed ``history`` (its last two tools) at
+        the most specific level: the trigram, or the context's trigram with ``context``."""
+        ctx = canonical_context(context)
+        level = self._levels_of(self._state(history), ctx.body if ctx else None)[-1]
+        table = self.learner._ctx.get(level.key, {})
+        ids, half_life, now = self.learner._ids, self.learner._half_life, time.time()
+        out = {}
+        for slot, row in table.items():
+            n = row[0] + row[1]
+            if n > 0.0:
+                out[ids[slot]] = n if half_life is None else n * 0.5 ** (
+                    (now - row[4]) / half_life)
+        return out
+
+    # --- suggest ---------------------------------------------------------------------------
+
+    def _dense(self, key: str, table: Mapping[int, list[float]], now: float) -> _Dense:
+        """The level's counts as arrays over the learner's slots (cached until a row of
+        the level changes): a gather per level instead of a dict lookup per candidate."""
+        dense = self._arrays.get(key)
+        if dense is not None:
+            self._arrays.move_to_end(key)
+            return dense
+        size = len(self.learner._ids) + 1  # the last cell stays 0: unknown tools gather it
+        n, s, t = np.zeros(size), np.zeros(size), np.zeros(size)
+        for slot, row in table.items():
+            n[slot], s[slot], t[slot] = row[0] + row[1], row[0], row[4]
+        types = int(np.count_nonzero(n))
+        dense = _Dense(n, s, t, types, now)
+        while self._arrays and self._cells + size > _DENSE_CELLS:
+            _, old = self._arrays.popitem(last=False)
+            self._cells -= old.n.shape[0]
+        self._arrays[key] = dense
+        self._cells += size
+        return dense
+
+    def _estimate(self, levels: Sequence[Level], tools: Sequence[str]) -> _Estimate:
+        """Per tool: the smoothed sequence probability and the success posterior after the
+        history (module docstrings of this module and of ``sequences``)."""
+        lrn = self.learner
+        index = lrn._index
+        slots = np.fromiter([index.get(t, -1) for t in tools], dtype=np.int64,
+                            count=len(tools))
+        count = len(tools)
+        now = time.time()
+        half_life = lrn._half_life
+        p = np.full(count, 1.0 / count)
+        known = slots >= 0
+        a0 = np.full(count, lrn.config.prior[0])
+        b0 = np.full(count, lrn.config.prior[1])
+        if known.all():
+            a0, b0 = lrn._a0[slots], lrn._b0[slots]
+        elif known.any():
+            a0[known], b0[known] = lrn._a0[slots[known]], lrn._b0[slots[known]]
+        alpha, beta = a0, b0
+        cap = lrn.config.context_backoff + a0 + b0
+        seen: list[tuple[int, FloatArray, FloatArray]] = []
+        first = True
+        for depth, level in enumerate(levels):
+            table = lrn._ctx.get(level.key)
+            if not table:
+                continue
+            dense = self._dense(level.key, table, now)
+            at = np.minimum(slots, dense.n.shape[0] - 1)  # -1 and newer arms: the 0 cell
+            cnt, sc = dense.n[at], dense.s[at]
+            if half_life is not None:
+                d = np.power(0.5, (now - dense.t[at]) / half_life)
+                cnt, sc = cnt * d, sc * d
+            total = dense.total(half_life, now)
+            if total <= 0.0:
+                continue
+            p = (cnt + dense.types * p) / (total + dense.types)
+            seen.append((depth, cnt, sc))
+            if first:  # the most general level learned: the plain posterior
+                alpha, beta = a0 + sc, b0 + (cnt - sc)
+                first = False
+                continue
+            # A deeper level's data is part of its parent's: it borrows what the parent
+            # knows besides its own data (prior included), at most cap pseudo-counts.
+            fc = cnt - sc
+            lend_s = np.maximum(alpha - sc, 0.0)
+            mass = lend_s + np.maximum(beta - fc, 0.0)
+            scale = np.minimum(mass, cap) / np.maximum(mass, _TINY)
+            alpha, beta = sc + lend_s * scale, fc + (mass - lend_s) * scale
+        p /= p.sum()
+        return _Estimate(p, alpha, beta, seen)
+
+    def suggest(
+        self,
+        history: Sequence[str],
+        candidates: Sequence[str],
+        k: int = 3,
+        context: Mapping[str, Any] | None = None,
+        *,
+        explore: bool = True,
+    ) -> NextToolResult:
+        """Rank ``candidates`` (the tools available now) as the next call after ``history``.
+
+        Args:
+            history: tool names called so far in this task, oldest first (any length up to
+                ``MAX_HISTORY``; the last two are used).
+            candidates: 1 to ``MAX_TOOLS`` distinct tool names.
+            k: how many to return (all when fewer candidates).
+            context: the kind of task; the model learns per context on top of the global
+                counts.
+            explore: draw success estimates from their posteriors (Thompson); False uses
+                the posterior means.
+
+        Raises:
+            InvalidName, InvalidCandidates, InvalidContext, InvalidInput, LimitExceeded.
+        """
+        started = time.perf_counter()
+        lrn = self.learner
+        lrn._check_open()
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise InvalidInput(f"k must be an integer from 1 to {MAX_K}, got {preview(k)}")
+        if not isinstance(explore, bool):
+            raise InvalidInput("explore must be true or false")
+        state = self._state(history)
+        tools = self._candidates(candidates)
+        ctx = canonical_context(context)
+        levels = self._levels_of(state, ctx.body if ctx else None)
+        count = len(tools)
+        got = self._estimate(levels, tools)
+        p, alpha, beta = got.p, got.alpha, got.beta
+        mean = alpha / (alpha + beta)
+        est = _THOMPSON.scores(alpha, beta, lrn.rng) if explore else mean
+        score = self._blend(p, est)
+        order = np.argsort(-score, kind="stable")[:k].tolist()
+        explored = bool(explore and order[0] != int(np.argmax(self._blend(p, mean))))
+        chosen = [tools[i] for i in order]
+        taken = set(order)
+        offered = [tools[i] for i in range(count) if i not in taken]
+        token = lrn._signer.sign(lrn.name, ctx.body if ctx else None, chosen, "next", offered,
+                                 history=state)
+        out = []
+        for rank, pos in enumerate(order, 1):
+            depth, n, s = got.deepest(pos)
+            out.append(ToolSuggestion(
+                tool=tools[pos], rank=rank, probability=float(p[pos]), success=float(est[pos]),
+                success_mean=float(mean[pos]), score=float(score[pos]), count=n,
+                reason=self._reason(tools[pos], levels, depth, n, s),
+            ))
+        if _debug_on(logging.DEBUG):
+            log.debug("suggest_next", learner=lrn.name, candidates=count, tools=chosen,
+                      latency_ms=round((time.perf_counter() - started) * 1e3, 3))
+        return NextToolResult(tuple(out), token, lrn.name, state,
+                              levels[-1].key if ctx else "", count, explored)
+
+    def _blend(self, p: FloatArray, success: FloatArray) -> FloatArray:
+        """``p ** w * success ** (1 - w)``; w = 0.5 (the default) is one square root."""
+        w = self.sequence_weight
+        out: FloatArray
+        if w == 0.5:
+            out = np.sqrt(p * success)
+        elif w == 1.0:
+            out = p
+        else:
+            out = p ** w * success ** (1.0 - w)
+        return out
+
+    @staticmethod
+    def _reason(tool: str, levels: Sequence[Level], depth: int, n: float, s: float) -> str:
+        if depth < 0:
+            return f"no record of {tool} after any history yet: an even share"
+        level = levels[depth]
+        went = f"{round(100 * s / n)}% went well" if n > 0 else "no outcome yet"
+        where = "in this context, " if level.in_context else ""
+        if not level.history:
+            return f"{tool} was called {_fmt(n)} times overall (this history is new), {went}"
+        if all(h is None for h in level.history):  # [null] or [null, null]: the start
+            return f"{where}{tool} opened a session {_fmt(n)} times, {went}"
+        return (f"{where}after {describe_history(level.history)}, {tool} followed "
+                f"{_fmt(n)} times, {went}")
+
+    # --- feedback --------------------------------------------------------------------------
+
+    async def feedback(
+        self,
+        selection_id: str,
+        outcomes: Mapping[str, Outcome | float],
+        *,
+        weight: float = 1.0,
+    ) -> list[FeedbackResult]:
+        """Learn from the tool the agent called after a suggestion; durable when it returns.
+
+        Args:
+            selection_id: the id ``suggest`` returned.
+            outcomes: the tool actually called (any candidate of that suggestion) ->
+                ``"accepted"``, ``"rejected"``, ``"partial"`` or a number in [0, 1]. Usually
+                one tool; several (parallel calls) each count as a transition.
+            weight: evidence weight in (0, 1].
+
+        Returns:
+            One ``FeedbackResult`` per tool (``applied`` or ``duplicate``: each (selection,
+            tool) counts once), with the tool's success posterior after the history.
+
+        Raises:
+            InvalidSelection, SelectionExpired: a bad id, or one ``suggest`` did not issue.
+            ArmNotInSelection: a tool that was not among the suggestion's candidates.
+            InvalidReward, InvalidOutcome, InvalidName, InvalidInput: bad outcomes.
+            SelectionConflict: a tool already answered with another reward (nothing applied).
+            LimitExceeded, RateLimited, StoreError.
+        """
+        lrn = self.learner
+        lrn._check_open()
+        if not isinstance(outcomes, Mapping) or not outcomes:
+            raise InvalidInput("outcomes must map the tool called to an outcome word or number")
+        weight = check_weight(weight)
+        claims = lrn.verify_selection(selection_id)
+        if claims.kind != "next":
+            raise InvalidSelection("this selection_id is not a next-tool suggestion")
+        levels = self._levels_of(state_of(claims.history), claims.context)
+        now = time.time()
+        rows: list[FeedbackRow] = []
+        rated: list[FeedbackRow] = []
+        for tool, value in outcomes.items():
+            check_name(tool, "tool name")
+            if not claims.covers(tool):
+                raise ArmNotInSelection(f"tool {preview(tool)} was not a candidate of this "
+                                        "suggestion; name the tool called among those offered")
+            quote = ArmOutcome(tool, outcome=value) if isinstance(
+                value, str | ToolExecution) else ArmOutcome(tool, reward=value)
+            reward, text = lrn._reward(quote)
+            slot = lrn._index.get(tool)
+            a0 = b0 = None
+            if slot is not None and slot in lrn._custom_prior:
+                a0, b0 = float(lrn._a0[slot]), float(lrn._b0[slot])
+            for level in levels:
+                rows.append(FeedbackRow(
+                    key=f"{claims.nonce}/{level.tag}", arm=tool, ctx=level.key,
+                    ctx_body=level.body, reward=reward, weight=weight, outcome=text, at=now,
+                    a0=a0, b0=b0))
+            rated.append(rows[-1])
+        result = await lrn._apply_rows(rows, rated)
+        tools = list(outcomes)
+        got = self._estimate(levels, tools)
+        alpha, beta = got.alpha, got.beta
+        deepest, per = levels[-1], len(levels)
+        table = lrn._ctx.get(deepest.key, {})
+        out = []
+        for i, tool in enumerate(tools):
+            row = table.get(lrn._index[tool])
+            a, b = float(alpha[i]), float(beta[i])
+            out.append(FeedbackResult(
+                arm_id=tool, status="applied" if result.statuses[i * per] == "applied" else
+                "duplicate", reward=rows[i * per].reward, alpha=a, beta=b, mean=a / (a + b),
+                pulls=int(row[2]) if row else 0, selection_id=claims.nonce,
+                context_key=deepest.key))
+        log.info("next_tool_feedback", learner=lrn.name, tools=tools,
+                 statuses=[o.status for o in out])
+        return out
