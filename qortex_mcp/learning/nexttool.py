@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import time
 import weakref
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -41,6 +40,7 @@ from qortex_mcp.errors import (
 )
 from qortex_mcp.learning.context import canonical_context
 from qortex_mcp.learning.learner import MAX_K, Learner
+from qortex_mcp.learning.ngram_counts import Estimate, LevelCounts, estimate
 from qortex_mcp.learning.sequences import Level, describe_history, levels_for, state_of
 from qortex_mcp.learning.strategies import ThompsonSampling
 from qortex_mcp.learning.tokens import MAX_OFFERED
@@ -64,11 +64,9 @@ MAX_HISTORY: Final = 1000
 MAX_TOOLS: Final = MAX_OFFERED
 """The most candidates per suggestion: all of them are signed into its id."""
 _LEVEL_CACHE: Final = 4096
-_DENSE_CELLS: Final = 2_000_000
-"""Cells (3 floats each) of cached level arrays: about 48 MB at most, per model."""
 _THOMPSON: Final = ThompsonSampling()
-_TINY: Final = 1e-300
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 _MODELS: weakref.WeakKeyDictionary[Learner, NextToolModel] = weakref.WeakKeyDictionary()
 
 
@@ -104,43 +102,6 @@ class NextToolResult:
     """True when the top suggestion differs from the best by posterior means."""
 
 
-class _Dense:
-    """One level's counts over the learner's slots, as of ``at`` (decayed lazily)."""
-
-    __slots__ = ("at", "mass", "n", "s", "t", "types")
-
-    def __init__(self, n: FloatArray, s: FloatArray, t: FloatArray, types: int, at: float
-                 ) -> None:
-        self.n, self.s, self.t, self.types, self.at = n, s, t, types, at
-        self.mass: float | None = None
-
-    def total(self, half_life: float | None, now: float) -> float:
-        """The decayed count of every tool that followed the level's history."""
-        if half_life is None:
-            if self.mass is None:
-                self.mass = float(self.n.sum())
-            return float(self.mass)
-        if self.mass is None:
-            self.mass = float(self.n @ np.power(0.5, (self.at - self.t) / half_life))
-        return float(self.mass * 0.5 ** ((now - self.at) / half_life))
-
-
-@dataclass(frozen=True, slots=True)
-class _Estimate:
-    p: FloatArray
-    alpha: FloatArray
-    beta: FloatArray
-    seen: list[tuple[int, FloatArray, FloatArray]]
-    """Per level learned (general first): its depth, counts and successes per tool."""
-
-    def deepest(self, pos: int) -> tuple[int, float, float]:
-        """The most specific level tool ``pos`` followed: depth, count, successes."""
-        for depth, cnt, sc in reversed(self.seen):
-            if cnt[pos] > 0.0:
-                return depth, float(cnt[pos]), float(sc[pos])
-        return -1, 0.0, 0.0
-
-
 def _fmt(count: float) -> str:
     near = round(count)
     return str(near) if abs(count - near) < 0.05 else f"{count:.1f}"
@@ -162,8 +123,8 @@ class NextToolModel:
         self.learner = learner
         self.sequence_weight = float(sequence_weight)
         self._levels: dict[tuple[Any, ...], tuple[Level, ...]] = {}
-        self._arrays: OrderedDict[str, _Dense] = OrderedDict()
-        self._cells = 0
+        self._counts = LevelCounts()
+        self._slot_cache: dict[tuple[str, ...], tuple[int, IntArray, int]] = {}
         self._checked: set[tuple[str, ...]] = set()
         learner._watch(self._changed)
 
@@ -176,10 +137,7 @@ class NextToolModel:
         return model
 
     def _changed(self, keys: set[str]) -> None:
-        for key in keys:
-            old = self._arrays.pop(key, None)
-            if old is not None:
-                self._cells -= old.n.shape[0]
+        self._counts.forget(keys)
 
     # --- inputs ----------------------------------------------------------------------------
 
@@ -242,76 +200,38 @@ class NextToolModel:
 
     # --- suggest ---------------------------------------------------------------------------
 
-    def _dense(self, key: str, table: Mapping[int, list[float]], now: float) -> _Dense:
-        """The level's counts as arrays over the learner's slots (cached until a row of
-        the level changes): a gather per level instead of a dict lookup per candidate."""
-        dense = self._arrays.get(key)
-        if dense is not None:
-            self._arrays.move_to_end(key)
-            return dense
-        size = len(self.learner._ids) + 1  # the last cell stays 0: unknown tools gather it
-        n, s, t = np.zeros(size), np.zeros(size), np.zeros(size)
-        for slot, row in table.items():
-            n[slot], s[slot], t[slot] = row[0] + row[1], row[0], row[4]
-        types = int(np.count_nonzero(n))
-        dense = _Dense(n, s, t, types, now)
-        while self._arrays and self._cells + size > _DENSE_CELLS:
-            _, old = self._arrays.popitem(last=False)
-            self._cells -= old.n.shape[0]
-        self._arrays[key] = dense
-        self._cells += size
-        return dense
-
-    def _estimate(self, levels: Sequence[Level], tools: Sequence[str]) -> _Estimate:
-        """Per tool: the smoothed sequence probability and the success posterior after the
-        history (module docstrings of this module and of ``sequences``)."""
+    def _slots(self, tools: tuple[str, ...]) -> tuple[IntArray, int]:
+        """The candidates' arm slots (-1: unknown) and the largest, cached per list while
+        the learner's arms stay the same."""
         lrn = self.learner
+        known = len(lrn._ids)
+        hit = self._slot_cache.get(tools)
+        if hit is not None and hit[0] == known:
+            return hit[1], hit[2]
         index = lrn._index
         slots = np.fromiter([index.get(t, -1) for t in tools], dtype=np.int64,
                             count=len(tools))
-        count = len(tools)
-        now = time.time()
-        half_life = lrn._half_life
-        p = np.full(count, 1.0 / count)
+        top = int(slots.max())
+        if len(self._slot_cache) >= _LEVEL_CACHE:
+            self._slot_cache.clear()
+        self._slot_cache[tools] = (known, slots, top)
+        return slots, top
+
+    def _estimate(self, levels: Sequence[Level], tools: tuple[str, ...]) -> Estimate:
+        lrn = self.learner
+        slots, top = self._slots(tools)
         known = slots >= 0
-        a0 = np.full(count, lrn.config.prior[0])
-        b0 = np.full(count, lrn.config.prior[1])
         if known.all():
             a0, b0 = lrn._a0[slots], lrn._b0[slots]
-        elif known.any():
-            a0[known], b0[known] = lrn._a0[slots[known]], lrn._b0[slots[known]]
-        alpha, beta = a0, b0
-        cap = lrn.config.context_backoff + a0 + b0
-        seen: list[tuple[int, FloatArray, FloatArray]] = []
-        first = True
-        for depth, level in enumerate(levels):
-            table = lrn._ctx.get(level.key)
-            if not table:
-                continue
-            dense = self._dense(level.key, table, now)
-            at = np.minimum(slots, dense.n.shape[0] - 1)  # -1 and newer arms: the 0 cell
-            cnt, sc = dense.n[at], dense.s[at]
-            if half_life is not None:
-                d = np.power(0.5, (now - dense.t[at]) / half_life)
-                cnt, sc = cnt * d, sc * d
-            total = dense.total(half_life, now)
-            if total <= 0.0:
-                continue
-            p = (cnt + dense.types * p) / (total + dense.types)
-            seen.append((depth, cnt, sc))
-            if first:  # the most general level learned: the plain posterior
-                alpha, beta = a0 + sc, b0 + (cnt - sc)
-                first = False
-                continue
-            # A deeper level's data is part of its parent's: it borrows what the parent
-            # knows besides its own data (prior included), at most cap pseudo-counts.
-            fc = cnt - sc
-            lend_s = np.maximum(alpha - sc, 0.0)
-            mass = lend_s + np.maximum(beta - fc, 0.0)
-            scale = np.minimum(mass, cap) / np.maximum(mass, _TINY)
-            alpha, beta = sc + lend_s * scale, fc + (mass - lend_s) * scale
-        p /= p.sum()
-        return _Estimate(p, alpha, beta, seen)
+        else:
+            a0 = np.full(len(tools), lrn.config.prior[0])
+            b0 = np.full(len(tools), lrn.config.prior[1])
+            if known.any():
+                a0[known], b0[known] = lrn._a0[slots[known]], lrn._b0[slots[known]]
+        ctx = lrn._ctx
+        return estimate(self._counts, [ctx.get(lv.key) for lv in levels],
+                        [lv.key for lv in levels], slots, top, len(lrn._ids) + 1, a0, b0,
+                        lrn.config.context_backoff, lrn._half_life, time.time())
 
     def suggest(
         self,
@@ -461,7 +381,7 @@ class NextToolModel:
                     a0=a0, b0=b0))
             rated.append(rows[-1])
         result = await lrn._apply_rows(rows, rated)
-        tools = list(outcomes)
+        tools = tuple(outcomes)
         got = self._estimate(levels, tools)
         alpha, beta = got.alpha, got.beta
         deepest, per = levels[-1], len(levels)
@@ -475,6 +395,6 @@ class NextToolModel:
                 "duplicate", reward=rows[i * per].reward, alpha=a, beta=b, mean=a / (a + b),
                 pulls=int(row[2]) if row else 0, selection_id=claims.nonce,
                 context_key=deepest.key))
-        log.info("next_tool_feedback", learner=lrn.name, tools=tools,
+        log.info("next_tool_feedback", learner=lrn.name, tools=list(tools),
                  statuses=[o.status for o in out])
         return out
