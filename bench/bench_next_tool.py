@@ -17,7 +17,9 @@ Parts (``all`` runs both; the figures in bench/RESULTS.md come from it):
   (``sequence_weight=0.5``, posterior means) and without (``sequence_weight=1.0``), the same
   with the task type as context, and three baselines trained on the same calls:
   most-frequent tool, repeat the last tool (then most frequent), and an unsmoothed bigram
-  (counts after the last tool; unseen ones tie, broken by name).
+  (counts after the last tool; unseen ones tie, broken by name). "top-1 works" is the
+  generator's probability that the top suggestion works in that session's task: what
+  following the suggestion would have given (success weighting aims at it).
 * ``speed``: ``NextToolModel.suggest`` p50 (in process, one call at a time, ``explore`` on:
   Thompson draws and id signing included) with 50 candidate tools after 10,000 learned
   n-gram rows (trigram, bigram and unigram rows of a random sparse workflow over 50 tools),
@@ -130,6 +132,13 @@ class Session:
     calls: list[tuple[str, bool]]
 
 
+def works(task: str, tool: str) -> float:
+    """How often ``tool`` works in a session of ``task`` (the generator's own probability)."""
+    _, trans, success = TASKS[task]
+    own = {k[1] for k in trans} | {t for c in trans.values() for t in c}
+    return success.get(tool, 0.9) if tool in own else 0.3
+
+
 def corpus(n: int, seed: int) -> list[Session]:
     """``n`` sessions, dated in order (one a minute), from the tables above (module doc)."""
     rng = np.random.default_rng(seed)
@@ -138,8 +147,7 @@ def corpus(n: int, seed: int) -> list[Session]:
     out = []
     for i in range(n):
         task = str(rng.choice(names, p=shares / shares.sum()))
-        _, trans, success = TASKS[task]
-        own = {k[1] for k in trans} | {t for c in trans.values() for t in c}
+        _, trans, _ = TASKS[task]
         prev2, prev1 = S, S
         calls: list[tuple[str, bool]] = []
         while len(calls) < MAX_CALLS:
@@ -158,7 +166,7 @@ def corpus(n: int, seed: int) -> list[Session]:
                 tool = str(rng.choice(tools, p=probs / probs.sum()))
                 if tool == END:
                     break
-            p_ok = success.get(tool, 0.9) if tool in own else 0.3
+            p_ok = works(task, tool)
             calls.append((tool, bool(rng.random() < p_ok)))
             prev2, prev1 = prev1, tool
         if calls:
@@ -226,10 +234,13 @@ def project_ranker(lrn: Learner, weight: float, with_context: bool) -> Ranker:
 
 def evaluate(rank: Ranker, test: Sequence[Session]) -> dict[str, dict[str, float]]:
     ranks: dict[str, list[int]] = {"all calls": [], "calls that worked": []}
+    top_works: list[float] = []
     for s in test:
         history: list[str] = []
         for tool, ok in s.calls:
-            r = rank(history, s.task).index(tool) + 1
+            order = rank(history, s.task)
+            top_works.append(works(s.task, order[0]))
+            r = order.index(tool) + 1
             ranks["all calls"].append(r)
             if ok:
                 ranks["calls that worked"].append(r)
@@ -240,6 +251,7 @@ def evaluate(rank: Ranker, test: Sequence[Session]) -> dict[str, dict[str, float
         out[name] = {"hit@1": float(np.mean(arr <= 1)), "hit@3": float(np.mean(arr <= 3)),
                      "hit@5": float(np.mean(arr <= 5)), "mrr": float(np.mean(1.0 / arr)),
                      "calls": len(rs)}
+    out["top-1 works"] = {"p": float(np.mean(top_works))}
     return out
 
 
@@ -344,8 +356,9 @@ def print_accuracy(r: dict[str, Any]) -> None:
           f"held out (last 20% by time) {r['test_sessions']} ({r['test_calls']} calls)")
     for subset in ("all calls", "calls that worked"):
         print(f"\n{subset}:")
-        print(table(["predictor", "hit@1", "hit@3", "hit@5", "MRR"], [
-            (name, *(f"{row[subset][m]:.3f}" for m in ("hit@1", "hit@3", "hit@5", "mrr")))
+        print(table(["predictor", "hit@1", "hit@3", "hit@5", "MRR", "top-1 works"], [
+            (name, *(f"{row[subset][m]:.3f}" for m in ("hit@1", "hit@3", "hit@5", "mrr")),
+             f"{row['top-1 works']['p']:.3f}")
             for name, row in r["rows"].items()]))
 
 
