@@ -41,7 +41,7 @@ from qortex_mcp.errors import (
 from qortex_mcp.learning.context import canonical_context
 from qortex_mcp.learning.learner import MAX_K, Learner
 from qortex_mcp.learning.ngram_counts import Estimate, LevelCounts, estimate
-from qortex_mcp.learning.sequences import Level, describe_history, levels_for, state_of
+from qortex_mcp.learning.sequences import Level, levels_for, reason, state_of
 from qortex_mcp.learning.strategies import ThompsonSampling
 from qortex_mcp.learning.tokens import MAX_OFFERED
 from qortex_mcp.learning.types import (
@@ -100,11 +100,6 @@ class NextToolResult:
     candidates: int
     explored: bool
     """True when the top suggestion differs from the best by posterior means."""
-
-
-def _fmt(count: float) -> str:
-    near = round(count)
-    return str(near) if abs(count - near) < 0.05 else f"{count:.1f}"
 
 
 class NextToolModel:
@@ -282,12 +277,15 @@ class NextToolModel:
         token = lrn._signer.sign(lrn.name, ctx.body if ctx else None, chosen, "next", offered,
                                  history=state)
         out = []
-        for rank, pos in enumerate(order, 1):
+        at = np.array(order)  # one conversion per array, not one per value
+        probs, draws, means, scores = (p[at].tolist(), est[at].tolist(), mean[at].tolist(),
+                                       score[at].tolist())
+        for i, pos in enumerate(order):
             depth, n, s = got.deepest(pos)
             out.append(ToolSuggestion(
-                tool=tools[pos], rank=rank, probability=float(p[pos]), success=float(est[pos]),
-                success_mean=float(mean[pos]), score=float(score[pos]), count=n,
-                reason=self._reason(tools[pos], levels, depth, n, s),
+                tool=tools[pos], rank=i + 1, probability=probs[i], success=draws[i],
+                success_mean=means[i], score=scores[i], count=n,
+                reason=reason(tools[pos], levels, depth, n, s),
             ))
         if _debug_on(logging.DEBUG):
             log.debug("suggest_next", learner=lrn.name, candidates=count, tools=chosen,
@@ -306,20 +304,6 @@ class NextToolModel:
         else:
             out = p ** w * success ** (1.0 - w)
         return out
-
-    @staticmethod
-    def _reason(tool: str, levels: Sequence[Level], depth: int, n: float, s: float) -> str:
-        if depth < 0:
-            return f"no record of {tool} after any history yet: an even share"
-        level = levels[depth]
-        went = f"{round(100 * s / n)}% went well" if n > 0 else "no outcome yet"
-        where = "in this context, " if level.in_context else ""
-        if not level.history:
-            return f"{tool} was called {_fmt(n)} times overall (this history is new), {went}"
-        if all(h is None for h in level.history):  # [null] or [null, null]: the start
-            return f"{where}{tool} opened a session {_fmt(n)} times, {went}"
-        return (f"{where}after {describe_history(level.history)}, {tool} followed "
-                f"{_fmt(n)} times, {went}")
 
     # --- feedback --------------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ from typing import Any, Final
 from qortex_mcp.errors import InvalidContext
 from qortex_mcp.learning.context import MAX_CONTEXT_BYTES
 
-__all__ = ["ORDER", "Level", "describe_history", "levels_for"]
+__all__ = ["ORDER", "Level", "describe_history", "levels_for", "reason", "state_of"]
 
 ORDER: Final = 3
 """Trigrams: the last two tools of a history are its state."""
@@ -67,7 +67,8 @@ class Level:
                 f'{{"{_CALLER}":{caller},"{_NGRAM}":{ngram}}}')
         raw = body.encode("utf-8")
         if len(raw) > MAX_CONTEXT_BYTES:
-            raise InvalidContext(f"context is larger than {MAX_CONTEXT_BYTES - 64} bytes as JSON")
+            raise InvalidContext(f"context and history take more than {MAX_CONTEXT_BYTES} "
+                                 "bytes as JSON; use a smaller context")
         self.key = "c" + hashlib.sha256(raw).hexdigest()[:31]
         self.body = body
         self.tag = tag
@@ -95,3 +96,24 @@ def state_of(history: Sequence[Any]) -> tuple[str | None, str | None]:
     while len(tail) < ORDER - 1:
         tail.insert(0, None)
     return tail[0], tail[1]
+
+
+def _fmt(count: float) -> str:
+    near = round(count)
+    return str(near) if abs(count - near) < 0.05 else f"{count:.1f}"
+
+
+def reason(tool: str, levels: Sequence[Level], depth: int, n: float, s: float) -> str:
+    """The one-line reason of a suggestion: the most specific level it followed (``depth``
+    in ``levels``, -1: none), how often (``n``) and how well (``s`` of it went well)."""
+    if depth < 0:
+        return f"no record of {tool} after any history yet: an even share"
+    level = levels[depth]
+    went = f"{round(100 * s / n)}% went well" if n > 0 else "no outcome yet"
+    where = "in this context, " if level.in_context else ""
+    if not level.history:
+        return f"{tool} was called {_fmt(n)} times overall (this history is new), {went}"
+    if all(h is None for h in level.history):  # [null] or [null, null]: the start
+        return f"{where}{tool} opened a session {_fmt(n)} times, {went}"
+    return (f"{where}after {describe_history(level.history)}, {tool} followed "
+            f"{_fmt(n)} times, {went}")
