@@ -277,3 +277,25 @@ async def test_old_transitions_fade_with_the_half_life(tmp_path: Path) -> None:
     finally:
         await source.close()
         await target.close()
+
+
+async def test_limits_refuse_new_histories_and_rate_caps_count_a_transition_once() -> None:
+    from qortex_mcp.errors import RateLimited
+
+    async with MemoryLearningStore() as store:
+        config = LearnerConfig(name="tools", max_contexts=4, feedback_per_arm_per_minute=2)
+        async with await Learner.create(config, store) as lrn:
+            model = NextToolModel.of(lrn)
+            await teach(model, ["grep"], "edit_file", 1.0)  # 3 levels: 3 contexts
+            got = model.suggest(["commit", "read_file"], TOOLS)  # 2 new: 1 would fit
+            before = await fingerprint(store)
+            with pytest.raises(LimitExceeded):
+                await model.feedback(got.selection_id, {"edit_file": 1.0})
+            assert await fingerprint(store) == before
+            # the same state again: no new context; the second transition to edit_file
+            # is within a cap of 2 per minute, the third is not
+            await teach(model, ["grep"], "edit_file", 1.0)
+            again = model.suggest(["grep"], TOOLS)
+            with pytest.raises(RateLimited):
+                await model.feedback(again.selection_id, {"edit_file": 1.0})
+            assert model.counts(["grep"]) == {"edit_file": 2.0}
