@@ -200,6 +200,8 @@ class Learner:
         self._candidates: OrderedDict[tuple[Any, ...], IntArray] = OrderedDict()
         self._recent: _Recent | None = None
         self._listeners: list[Callable[[set[str]], None]] = []
+        # Bumped whenever an arm's prior changes (the next-tool model's memo checks it).
+        self._priors_changed = 0
         self._sync_lock = asyncio.Lock()
         self._cached_ids = 0
         # What this learner counts against the (maybe shared) budget; released at close.
@@ -408,6 +410,7 @@ class Learner:
     def _set_prior(self, slot: int, prior: tuple[float, float], persist: bool = True) -> None:
         if self._a0[slot] == prior[0] and self._b0[slot] == prior[1]:
             return
+        self._priors_changed += 1
         self._a0[slot], self._b0[slot] = prior
         self._refit(slot)
         self._custom_prior.add(slot)
@@ -924,6 +927,7 @@ class Learner:
         for row in rows:
             slot = self._slot(row.arm)
             if row.a0 is not None and row.b0 is not None and slot not in self._pending_priors:
+                self._priors_changed += 1
                 self._a0[slot], self._b0[slot] = row.a0, row.b0
                 self._refit(slot)
                 self._custom_prior.add(slot)

@@ -64,6 +64,7 @@ MAX_HISTORY: Final = 1000
 MAX_TOOLS: Final = MAX_OFFERED
 """The most candidates per suggestion: all of them are signed into its id."""
 _LEVEL_CACHE: Final = 4096
+_MEMO_DRIFT: Final = 1e-4
 _THOMPSON: Final = ThompsonSampling()
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -119,6 +120,10 @@ class NextToolModel:
         self.sequence_weight = float(sequence_weight)
         self._levels: dict[tuple[Any, ...], tuple[Level, ...]] = {}
         self._counts = LevelCounts()
+        # (finest level key, candidates) -> (estimate, when, arms, prior changes)
+        self._memo: dict[tuple[str, tuple[str, ...]], tuple[Estimate, float, int, int]] = {}
+        self._memo_by_level: dict[str, set[tuple[str, tuple[str, ...]]]] = {}
+        self._memo_refs = 0
         self._slot_cache: dict[tuple[str, ...], tuple[int, IntArray, int]] = {}
         self._checked: set[tuple[str, ...]] = set()
         learner._watch(self._changed)
@@ -133,6 +138,9 @@ class NextToolModel:
 
     def _changed(self, keys: set[str]) -> None:
         self._counts.forget(keys)
+        for key in keys:
+            for memo_key in self._memo_by_level.pop(key, ()):
+                self._memo.pop(memo_key, None)
 
     # --- inputs ----------------------------------------------------------------------------
 
@@ -213,6 +221,32 @@ class NextToolModel:
         return slots, top
 
     def _estimate(self, levels: Sequence[Level], tools: tuple[str, ...]) -> Estimate:
+        """The estimate for these levels and candidates, memoised until a row of one of the
+        levels, an arm's prior or the set of arms changes (with a half-life, also for at
+        most ``_MEMO_DRIFT`` of it: counts then decay by less than 0.01%)."""
+        lrn = self.learner
+        memo_key = (levels[-1].key, tools)
+        now = time.time()
+        hit = self._memo.get(memo_key)
+        if hit is not None:
+            got, at, arms, priors = hit
+            if arms == len(lrn._ids) and priors == lrn._priors_changed and (
+                    lrn._half_life is None or now - at <= lrn._half_life * _MEMO_DRIFT):
+                return got
+        got = self._compute(levels, tools, now)
+        if len(self._memo) >= _LEVEL_CACHE or self._memo_refs >= 4 * _LEVEL_CACHE:
+            # (the reverse index keeps keys of entries already dropped: bound it too)
+            self._memo.clear()
+            self._memo_by_level.clear()
+            self._memo_refs = 0
+        self._memo[memo_key] = (got, now, len(lrn._ids), lrn._priors_changed)
+        for level in levels:
+            self._memo_by_level.setdefault(level.key, set()).add(memo_key)
+        self._memo_refs += len(levels)
+        return got
+
+    def _compute(self, levels: Sequence[Level], tools: tuple[str, ...], now: float
+                 ) -> Estimate:
         lrn = self.learner
         slots, top = self._slots(tools)
         known = slots >= 0
@@ -226,7 +260,7 @@ class NextToolModel:
         ctx = lrn._ctx
         return estimate(self._counts, [ctx.get(lv.key) for lv in levels],
                         [lv.key for lv in levels], slots, top, len(lrn._ids) + 1, a0, b0,
-                        lrn.config.context_backoff, lrn._half_life, time.time())
+                        lrn.config.context_backoff, lrn._half_life, now)
 
     def suggest(
         self,

@@ -50,8 +50,14 @@ class _Level:
 
     def __init__(self, table: Mapping[int, list[float]], size: int, at: float) -> None:
         ns, t = np.zeros((2, size)), np.zeros(size)
-        for slot, row in table.items():
-            ns[0, slot], ns[1, slot], t[slot] = row[0] + row[1], row[0], row[4]
+        if table:
+            # One array from the rows ([s, f, n, rsum, t, v] each), then column scatters:
+            # a numpy item assignment per row costs more than the whole conversion.
+            slots = np.fromiter(table.keys(), dtype=np.int64, count=len(table))
+            rows = np.array(list(table.values()))
+            ns[0, slots] = rows[:, 0] + rows[:, 1]
+            ns[1, slots] = rows[:, 0]
+            t[slots] = rows[:, 4]
         self.ns, self.t, self.at = ns, t, at
         self.types = int(np.count_nonzero(ns[0]))
         self.mass: float | None = None

@@ -299,3 +299,19 @@ async def test_limits_refuse_new_histories_and_rate_caps_count_a_transition_once
             with pytest.raises(RateLimited):
                 await model.feedback(again.selection_id, {"edit_file": 1.0})
             assert model.counts(["grep"]) == {"edit_file": 2.0}
+
+
+async def test_answers_follow_new_feedback_and_new_priors_at_once(model: NextToolModel) -> None:
+    first = model.suggest(["grep"], TOOLS, k=5, explore=False)
+    assert [s.probability for s in first.suggestions] == [pytest.approx(0.2)] * 5
+    await teach(model, ["grep"], "commit", 1.0)
+    after = model.suggest(["grep"], TOOLS, k=5, explore=False)
+    assert after.suggestions[0].tool == "commit"
+    assert after.suggestions[0].probability > 0.2
+    before = {s.tool: s.success_mean for s in after.suggestions}
+    from qortex_mcp.learning import Arm
+    await model.learner.select([Arm("edit_file", prior=(9.0, 1.0))])
+    primed = {s.tool: s.success_mean for s in model.suggest(
+        ["grep"], TOOLS, k=5, explore=False).suggestions}
+    assert primed["edit_file"] == pytest.approx(0.9)
+    assert before["edit_file"] == pytest.approx(0.5)
