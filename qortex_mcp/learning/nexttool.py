@@ -301,10 +301,13 @@ class NextToolModel:
         got = self._estimate(levels, tools)
         p, alpha, beta = got.p, got.alpha, got.beta
         mean = alpha / (alpha + beta)
-        est = _THOMPSON.scores(alpha, beta, lrn.rng) if explore else mean
-        score = self._blend(p, est)
+        by_mean = self._blend(p, mean)
+        if explore:
+            est, score = self._draw(p, alpha, beta, mean, by_mean, k)
+        else:
+            est, score = mean, by_mean
         order = np.argsort(-score, kind="stable")[:k].tolist()
-        explored = bool(explore and order[0] != int(np.argmax(self._blend(p, mean))))
+        explored = bool(explore and order[0] != int(np.argmax(by_mean)))
         chosen = [tools[i] for i in order]
         taken = set(order)
         offered = [tools[i] for i in range(count) if i not in taken]
@@ -326,6 +329,36 @@ class NextToolModel:
                       latency_ms=round((time.perf_counter() - started) * 1e3, 3))
         return NextToolResult(tuple(out), token, lrn.name, state,
                               levels[-1].key if ctx else "", count, explored)
+
+    def _draw(self, p: FloatArray, alpha: FloatArray, beta: FloatArray, mean: FloatArray,
+              by_mean: FloatArray, k: int) -> tuple[FloatArray, FloatArray]:
+        """Thompson success draws and the scores they give, drawing only where it can matter.
+
+        A draw is at most 1, so a candidate's score is at most ``p ** w``. Draw for the
+        ``k + 8`` most probable candidates first; when even the most probable of the others
+        has ``p ** w`` below the k-th best score drawn, none of them can be among the top k
+        whatever its draw, and the ranking is exactly the one drawing for all would give
+        (their ``success`` stays the mean, never returned). Otherwise (and at once when the
+        scores by means already fail that test) draw for all.
+        """
+        count, rng, w = p.shape[0], self.learner.rng, self.sequence_weight
+        m = k + 8
+        if m < count:
+            part = np.argpartition(-p, m)
+            top = part[:m]
+            bound = float(p[part[m]]) ** w
+            if bound >= np.partition(by_mean[top], m - k)[m - k]:
+                # A flat distribution: the check below would fail; draw for all at once.
+                est = _THOMPSON.scores(alpha, beta, rng)
+                return est, self._blend(p, est)
+            est = mean.copy()
+            est[top] = _THOMPSON.scores(alpha[top], beta[top], rng)
+            score = self._blend(p, est)
+            kth = np.partition(score[top], m - k)[m - k]
+            if bound < kth:
+                return est, score
+        est = _THOMPSON.scores(alpha, beta, rng)
+        return est, self._blend(p, est)
 
     def _blend(self, p: FloatArray, success: FloatArray) -> FloatArray:
         """``p ** w * success ** (1 - w)``; w = 0.5 (the default) is one square root."""

@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from qortex_mcp.errors import (
@@ -315,3 +316,33 @@ async def test_answers_follow_new_feedback_and_new_priors_at_once(model: NextToo
         ["grep"], TOOLS, k=5, explore=False).suggestions}
     assert primed["edit_file"] == pytest.approx(0.9)
     assert before["edit_file"] == pytest.approx(0.5)
+
+
+async def test_exploring_among_many_candidates_ranks_like_drawing_for_all() -> None:
+    """With 40 candidates only the likeliest get draws (``_draw``); the top-3 by score must
+    still be what a draw for every candidate gives: compare the frequencies."""
+    many = [f"tool_{i:02d}" for i in range(40)]
+    async with MemoryLearningStore() as store, await Learner.create(
+            LearnerConfig(name="tools", seed=5), store) as lrn:
+            model = NextToolModel.of(lrn)
+            for tool, times, reward in (("tool_03", 9, 1.0), ("tool_07", 6, 0.0),
+                                        ("tool_11", 4, 1.0), ("tool_20", 2, 1.0)):
+                for _ in range(times):
+                    got = model.suggest(["tool_00"], many)
+                    await model.feedback(got.selection_id, {tool: reward})
+            pruned: dict[tuple[str, ...], int] = {}
+            full: dict[tuple[str, ...], int] = {}
+            levels = model._levels_of(model._state(["tool_00"]), None)
+            est = model._estimate(levels, tuple(many))
+            mean = est.alpha / (est.alpha + est.beta)
+            for _ in range(3000):
+                top = tuple(s.tool for s in model.suggest(["tool_00"], many, k=3).suggestions)
+                pruned[top] = pruned.get(top, 0) + 1
+                draws = lrn.rng.beta(est.alpha, est.beta)
+                order = np.argsort(-model._blend(est.p, draws), kind="stable")[:3]
+                key = tuple(many[i] for i in order)
+                full[key] = full.get(key, 0) + 1
+            assert model._blend(est.p, mean).argmax() == many.index("tool_03")
+    for key in set(pruned) | set(full):
+        a, b = pruned.get(key, 0) / 3000, full.get(key, 0) / 3000
+        assert abs(a - b) < 0.05, (key, a, b)
