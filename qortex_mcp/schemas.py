@@ -22,6 +22,7 @@ __all__ = [
     "LearnerStatus",
     "LimitsStatus",
     "MetricsOutput",
+    "NextToolOutput",
     "PosteriorOut",
     "PosteriorsOutput",
     "RerankOutput",
@@ -29,6 +30,7 @@ __all__ = [
     "ScoredArmOut",
     "SelectOutput",
     "StatusOutput",
+    "ToolSuggestionOut",
     "TopArmsOutput",
 ]
 
@@ -80,10 +82,34 @@ class ArmFeedback(_Out):
 class FeedbackOutput(_Out):
     learner: str
     selection_id: str | None
-    kind: Literal["select", "rerank", "bare"]
+    kind: Literal["select", "rerank", "next_tool", "bare"]
     arms: list[ArmFeedback]
     applied: int
     duplicates: int
+
+
+class ToolSuggestionOut(_Out):
+    tool: str
+    rank: int = Field(description="1 = best")
+    probability: float = Field(description="smoothed chance it is the next call, given the "
+                               "history (over the candidates)")
+    success: float = Field(description="its success estimate after this history (a posterior "
+                           "draw when exploring)")
+    success_mean: float = Field(description="posterior mean of its success after this history")
+    score: float = Field(description="what the ranking used: probability and success blended")
+    count: float = Field(description="times it followed the most specific matching history")
+    reason: str = Field(description="which history matched, how often and how well it went")
+
+
+class NextToolOutput(_Out):
+    learner: str
+    selection_id: str = Field(description="quote it in qortex_feedback with the tool you called")
+    suggestions: list[ToolSuggestionOut] = Field(description="best first")
+    history: list[str | None] = Field(description="the last two tools used (null: session "
+                                      "start)")
+    context_key: str = Field(description="key of the context level used ('' = global)")
+    candidates: int
+    explored: bool
 
 
 class RerankOutput(_Out):

@@ -1,6 +1,6 @@
 """The MCP server: ``build_server()`` for a standalone server, ``register_tools()`` as a plugin.
 
-Both register the same nine tools (``qortex_mcp.tools``) over one shared
+Both register the same ten tools (``qortex_mcp.tools``) over one shared
 ``LearnerRegistry`` and install the ``ToolBoundary`` middleware that gives every tool
 strict arguments, ``CODE: message`` errors and one log event per call. Tool names are
 ``settings.tool_prefix`` + the base name (``qortex_select`` by default); ``settings.tools``
@@ -14,7 +14,7 @@ A host server adds feedback learning in a few lines (``examples/host_server.py``
             yield {}
 
     server = MCPServer("search", lifespan=lifespan)
-    qortex = register_tools(server)      # the nine tools; `async with qortex.use(name)` in your own
+    qortex = register_tools(server)      # the ten tools; `async with qortex.use(name)` in your own
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ def instructions(prefix: str = "qortex_") -> str:
         f"3. ALWAYS call {p}feedback afterwards, quoting the selection_id it returned, with "
         "each used arm's outcome: accepted, rejected, partial or a reward in [0, 1]. Send bad "
         "outcomes too; without feedback nothing is learned. Retrying feedback is safe.\n"
+        f"{p}next_tool suggests which of your tools to call next, given the ones called so "
+        f"far; send {p}feedback on its selection_id naming the tool you called.\n"
         f"Inspect with {p}status, {p}posteriors, {p}top_arms and {p}metrics. {p}decay and "
         f"{p}reset change learned state; {p}reset only previews unless confirm=true.\n"
         "Errors start with a stable code (e.g. INVALID_REWARD: ...): fix the call and retry."
@@ -136,7 +138,7 @@ _LOG_LEVELS: dict[str, Literal["DEBUG", "INFO", "WARNING", "ERROR"]] = {
 def build_server(
     settings: Settings | None = None, *, registry: LearnerRegistry | None = None
 ) -> MCPServer[ServerState]:
-    """A ready qortex-mcp server: the nine tools, instructions and a typed lifespan.
+    """A ready qortex-mcp server: the ten tools, instructions and a typed lifespan.
 
     The lifespan opens one ``LearnerRegistry`` over the configured store and signer and
     closes it when the server stops (stdin EOF, a signal, or the end of an in-memory

@@ -44,3 +44,12 @@ def test_the_readme_toml_example_configures_a_learner(tmp_path: Path) -> None:
     assert config.arm_priors == {"concise-v1": (8, 2)}
     assert config.half_life_s == 604800
     assert config.context_backoff == 4
+
+
+def test_the_next_tool_example_runs_as_written() -> None:
+    (example,) = [b for b in python_blocks() if "NextToolModel" in b]
+    done = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    expected = example.split("\n# ")[-1].strip()
+    assert done.stdout.strip() == expected

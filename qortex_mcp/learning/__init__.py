@@ -6,6 +6,7 @@ extra).
 
 from qortex_mcp.learning.config import LearnerConfig
 from qortex_mcp.learning.learner import Learner
+from qortex_mcp.learning.nexttool import NextToolModel, NextToolResult, ToolSuggestion
 from qortex_mcp.learning.registry import LearnerRegistry
 from qortex_mcp.learning.rewards import (
     BinaryReward,
@@ -49,6 +50,8 @@ __all__ = [
     "LearningStore",
     "LearningStrategy",
     "MemoryLearningStore",
+    "NextToolModel",
+    "NextToolResult",
     "Posterior",
     "PosteriorMean",
     "ReplayReport",
@@ -63,4 +66,5 @@ __all__ = [
     "ThompsonSampling",
     "ToolExecution",
     "ToolOutcomeReward",
+    "ToolSuggestion",
 ]

@@ -26,7 +26,7 @@ import math
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, Final, Self
@@ -42,6 +42,7 @@ from qortex_mcp.errors import (
     InvalidCandidates,
     InvalidInput,
     InvalidOutcome,
+    InvalidSelection,
     LimitExceeded,
     QortexError,
     SelectionConflict,
@@ -67,6 +68,7 @@ from qortex_mcp.learning.strategies import default_generator
 from qortex_mcp.learning.tokens import MAX_OFFERED, SelectionClaims, SelectionSigner
 from qortex_mcp.learning.types import (
     GLOBAL_CONTEXT,
+    ApplyResult,
     Arm,
     ArmMetrics,
     ArmOutcome,
@@ -197,6 +199,9 @@ class Learner:
         self._pending_answered = 0
         self._candidates: OrderedDict[tuple[Any, ...], IntArray] = OrderedDict()
         self._recent: _Recent | None = None
+        self._listeners: list[Callable[[set[str]], None]] = []
+        # Bumped whenever an arm's prior changes (the next-tool model's memo checks it).
+        self._priors_changed = 0
         self._sync_lock = asyncio.Lock()
         self._cached_ids = 0
         # What this learner counts against the (maybe shared) budget; released at close.
@@ -344,7 +349,7 @@ class Learner:
         self._budget.release(self._charged)
         self._charged = 0
 
-    def _admit(self, rows: Sequence[FeedbackRow]) -> None:
+    def _admit(self, rows: Sequence[FeedbackRow], rated: Sequence[FeedbackRow]) -> None:
         """Refuse, before anything is written, feedback the limits do not take: a context
         past ``max_contexts``, new state past the memory budget, or a rate cap (checked
         last, so a call refused for another reason costs no rate)."""
@@ -364,7 +369,7 @@ class Learner:
                 r.arm in fresh or index[r.arm] not in self._ctx.get(r.ctx, {}))
         })
         self._budget.require(nbytes, f"feedback for learner {self.name!r}")
-        self._limiter.take(r.arm for r in rows)
+        self._limiter.take(r.arm for r in rated)
 
     # --- slots -----------------------------------------------------------------------------
 
@@ -405,6 +410,7 @@ class Learner:
     def _set_prior(self, slot: int, prior: tuple[float, float], persist: bool = True) -> None:
         if self._a0[slot] == prior[0] and self._b0[slot] == prior[1]:
             return
+        self._priors_changed += 1
         self._a0[slot], self._b0[slot] = prior
         self._refit(slot)
         self._custom_prior.add(slot)
@@ -786,6 +792,11 @@ class Learner:
                         f"arm {preview(arm)} was offered but not chosen; only the chosen arms "
                         "of a select can get feedback on that selection"
                     )
+            if claims.kind == "next":
+                raise InvalidSelection(
+                    "this selection_id is a next-tool suggestion; send its feedback with "
+                    "NextToolModel.feedback (qortex_feedback routes it there)"
+                )
             ctx = canonical_context(json.loads(claims.context)) if claims.context else None
             key = claims.nonce
             if claims.kind == "select":
@@ -829,16 +840,7 @@ class Learner:
         now = time.time()
         selects: set[str] = set()
         rows = [self._prepare(o, now, selects) for o in outcomes]
-        self._admit(rows)
-        await self._ensure_stored()
-        result = await self.store.apply(self.name, rows, self._half_life)
-        for status, row, standing in zip(result.statuses, rows, result.standing, strict=True):
-            if status == "conflict":
-                raise SelectionConflict(
-                    f"arm {preview(row.arm)} of this selection was already answered with reward "
-                    f"{standing}; the first answer stands"
-                )
-        self._absorb(result.rows)
+        result = await self._apply_rows(rows)
         # Selections (of select, not rerank) answered for the first time: feedback rate.
         first = len(result.new_keys & selects) if selects else 0
         self._answered += first
@@ -863,9 +865,44 @@ class Learner:
                       latency_ms=round((time.perf_counter() - started) * 1e3, 3))
         return out
 
+    async def _apply_rows(
+        self, rows: Sequence[FeedbackRow], rated: Sequence[FeedbackRow] | None = None
+    ) -> ApplyResult:
+        """Admit, durably apply and absorb checked feedback rows (all or none).
+
+        ``rated`` are the rows the rate caps count (default: all); the next-tool model
+        writes one row per n-gram level of a transition and counts the transition once.
+
+        Raises:
+            LimitExceeded, RateLimited: refused before anything is written.
+            SelectionConflict: a row was answered before with another reward.
+            StoreError: the store failed.
+        """
+        self._admit(rows, rows if rated is None else rated)
+        await self._ensure_stored()
+        result = await self.store.apply(self.name, rows, self._half_life)
+        for status, row, standing in zip(result.statuses, rows, result.standing, strict=True):
+            if status == "conflict":
+                raise SelectionConflict(
+                    f"arm {preview(row.arm)} of this selection was already answered with reward "
+                    f"{standing}; the first answer stands"
+                )
+        self._absorb(result.rows)
+        return result
+
+    def _watch(self, listener: Callable[[set[str]], None]) -> None:
+        """Call ``listener`` with the context keys of evidence rows the cache takes in
+        (feedback, another process's rows, decay, reset); the next-tool model keeps its
+        per-history totals current this way."""
+        self._listeners.append(listener)
+
     # --- cache maintenance -----------------------------------------------------------------
 
     def _absorb(self, rows: Sequence[EvidenceRow]) -> None:
+        if self._listeners and rows:
+            changed = {r.ctx for r in rows}
+            for listener in self._listeners:
+                listener(changed)
         for row in rows:
             slot = self._slot(row.arm)
             if row.ctx == GLOBAL_CONTEXT:
@@ -890,6 +927,7 @@ class Learner:
         for row in rows:
             slot = self._slot(row.arm)
             if row.a0 is not None and row.b0 is not None and slot not in self._pending_priors:
+                self._priors_changed += 1
                 self._a0[slot], self._b0[slot] = row.a0, row.b0
                 self._refit(slot)
                 self._custom_prior.add(slot)

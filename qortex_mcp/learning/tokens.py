@@ -9,8 +9,10 @@ on the ``select`` hot path::
 The payload is compact JSON: learner, a 128-bit random selection nonce (the dedup key),
 the canonical context, the arms shown (in display order, so ranks come from here and never
 from the client), the other candidates that were offered (for a select of at most
-``MAX_OFFERED`` candidates), the issue time, the kind (select or rerank) and, for a rerank,
-the posterior means the arms were ranked by (click-only feedback weighs skips with them).
+``MAX_OFFERED`` candidates), the issue time, the kind (select, rerank or next: a next-tool
+suggestion), for a rerank the posterior means the arms were ranked by (click-only feedback
+weighs skips with them) and, for a next-tool suggestion, the history it was made after (the
+transition feedback teaches starts there).
 
 A rerank's payload (``issue``) longer than ``_COMPRESS_AT`` is deflated (zlib) before
 base64: a list of 10,000 short result ids and their means takes about 48 KB instead of
@@ -97,6 +99,9 @@ _MIN_DISTINCT_BYTES: Final = 8
 SECRET_FILE: Final = "selection.key"
 # A JSON string literal, as json.dumps(..., ensure_ascii=False) writes one (C accelerated).
 _str: Final = json.encoder.encode_basestring
+_KIND_CODES: Final = {"select": "s", "rerank": "r", "next": "n"}
+_KINDS: Final[dict[str, Literal["select", "rerank", "next"]]] = {
+    "s": "select", "r": "rerank", "n": "next"}
 
 
 def _seconds(ms: int) -> str:
@@ -123,12 +128,15 @@ class SelectionClaims:
     arms: tuple[str, ...]
     """The arms shown, in display order (for select: the chosen arms, best first)."""
     issued_ms: int
-    kind: Literal["select", "rerank"]
+    kind: Literal["select", "rerank", "next"]
     offered: tuple[str, ...] = ()
     """Other candidates offered to the select (empty beyond ``MAX_OFFERED``)."""
     means: tuple[float, ...] = ()
     """Rerank only: the posterior mean each shown arm was ranked by (display order, to
     1e-4). Click-only feedback reads its relevance estimates from here, not the client."""
+    history: tuple[str | None, ...] = ()
+    """Next-tool only: the (cut, padded) history the suggestion followed; None pads a
+    history shorter than the model's order (the session start)."""
 
     def covers(self, arm: str) -> bool:
         """Whether ``arm`` was part of this selection (shown, or offered to the select)."""
@@ -146,9 +154,10 @@ def _payload(
     context: str | None,
     arms: Sequence[str],
     issued: int,
-    kind: Literal["select", "rerank"],
+    kind: Literal["select", "rerank", "next"],
     offered: Sequence[str],
     scaled_means: Sequence[int],
+    history: Sequence[str | None] = (),
 ) -> str:
     """The compact JSON payload, exactly as ``json.dumps(body, separators=(",", ":"),
     ensure_ascii=False)`` writes it, built by hand: a quarter of the encoder's cost on
@@ -156,11 +165,13 @@ def _payload(
     parts = [f'{{"l":{_str(learner)},"n":"{nonce}","c":',
              "null" if context is None else _str(context),
              f',"a":[{",".join(map(_str, arms))}],"t":{issued},"k":"',
-             "r" if kind == "rerank" else "s", '"']
+             _KIND_CODES[kind], '"']
     if offered:
         parts.append(f',"o":[{",".join(map(_str, offered))}]')
     if scaled_means:
         parts.append(f',"m":[{",".join(map(str, scaled_means))}]')
+    if history:
+        parts.append(f',"h":[{",".join("null" if h is None else _str(h) for h in history)}]')
     parts.append("}")
     return "".join(parts)
 
@@ -234,9 +245,10 @@ class SelectionSigner:
         learner: str,
         context: str | None,
         arms: Sequence[str],
-        kind: Literal["select", "rerank"] = "select",
+        kind: Literal["select", "rerank", "next"] = "select",
         offered: Sequence[str] = (),
         means: Sequence[float] = (),
+        history: Sequence[str | None] = (),
     ) -> tuple[str, SelectionClaims]:
         """A new selection id and its claims (what ``verify`` will return for it)."""
         nonce = _b64(secrets.token_bytes(16))
@@ -249,10 +261,10 @@ class SelectionSigner:
             # Integers in 1e-4 units: compact, and what verify() reads back exactly.
             scaled = [round(float(m) * _MEAN_SCALE) for m in means]
             quantized = tuple(q / _MEAN_SCALE for q in scaled)
-        token = self._seal(_payload(learner, nonce, context, arms, issued, kind, offered, scaled),
-                           compress=True, shown=len(arms))
+        token = self._seal(_payload(learner, nonce, context, arms, issued, kind, offered, scaled,
+                                    history), compress=True, shown=len(arms))
         claims = SelectionClaims(learner, nonce, context, tuple(arms), issued, kind,
-                                 tuple(offered), quantized)
+                                 tuple(offered), quantized, tuple(history))
         return token, claims
 
     def sign(
@@ -260,13 +272,16 @@ class SelectionSigner:
         learner: str,
         context: str | None,
         arms: Sequence[str],
-        kind: Literal["select", "rerank"] = "select",
+        kind: Literal["select", "rerank", "next"] = "select",
         offered: Sequence[str] = (),
+        *,
+        history: Sequence[str | None] = (),
     ) -> str:
         """``issue`` without building the claims (``select``'s hot path never reads them)."""
         nonce = _b64(secrets.token_bytes(16))
         issued = int(self.clock() * 1000)
-        return self._seal(_payload(learner, nonce, context, arms, issued, kind, offered, ()))
+        return self._seal(_payload(learner, nonce, context, arms, issued, kind, offered, (),
+                                   history))
 
     def _seal(self, payload: str, compress: bool = False, shown: int = 0) -> str:
         raw = payload.encode("utf-8")
@@ -369,9 +384,10 @@ class SelectionSigner:
             claims = SelectionClaims(
                 learner=str(data["l"]), nonce=str(data["n"]), context=data["c"],
                 arms=tuple(str(a) for a in data["a"]), issued_ms=int(data["t"]),
-                kind="rerank" if data["k"] == "r" else "select",
+                kind=_KINDS[data["k"]],
                 offered=tuple(str(a) for a in data.get("o", ())),
                 means=tuple(int(q) / _MEAN_SCALE for q in data.get("m", ())),
+                history=tuple(None if h is None else str(h) for h in data.get("h", ())),
             )
         except (ValueError, KeyError, TypeError, zlib.error):  # signed by us: a format change
             raise InvalidSelection("selection_id payload is not understood") from None

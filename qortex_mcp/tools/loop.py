@@ -10,6 +10,7 @@ from pydantic import Field
 
 from qortex_mcp.errors import InvalidInput
 from qortex_mcp.learning import ArmOutcome, FeedbackResult, Learner
+from qortex_mcp.learning.nexttool import NextToolModel
 from qortex_mcp.learning.validation import check_name
 from qortex_mcp.rerank import PosteriorReranker
 from qortex_mcp.runtime import QortexRuntime
@@ -29,10 +30,11 @@ from qortex_mcp.tools.params import (
 __all__ = ["LOOP_TOOLS"]
 
 SelectionIdArg = Annotated[str | None, Field(
-    description="The selection_id returned by select or rerank, quoted exactly.",
+    description="The selection_id returned by select, rerank or next_tool, quoted exactly.",
 )]
 OutcomesArg = Annotated[dict[str, OutcomeValue] | None, Field(
-    description="Per chosen arm id: 'accepted', 'rejected', 'partial' or a reward in [0, 1]. "
+    description="Per chosen arm id (for next_tool: the tool you called): 'accepted', "
+    "'rejected', 'partial' or a reward in [0, 1]. "
     "Words count by the learner's reward model: by default accepted = 1, partial = 0.5, "
     "rejected = 0 (qortex_status shows each learner's).",
 )]
@@ -159,8 +161,9 @@ def _outcome(arm: str, value: str | float, **quote: Any) -> ArmOutcome:
 async def _apply(
     lrn: Learner, selection_id: str | None, pairs: Mapping[str, str | float],
     context: dict[str, Any] | None, idempotency_key: str | None, clicks_only: bool,
-) -> tuple[Literal["select", "rerank", "bare"], list[FeedbackResult]]:
-    """Route feedback: a rerank selection to its reranker, the rest to the learner.
+) -> tuple[Literal["select", "rerank", "next_tool", "bare"], list[FeedbackResult]]:
+    """Route feedback: a rerank selection to its reranker, a next-tool suggestion to the
+    learner's next-tool model, the rest to the learner.
 
     Every refusal happens before anything is written.
     """
@@ -174,10 +177,15 @@ async def _apply(
     if context is not None or idempotency_key is not None:
         raise InvalidInput("the selection_id carries the context and makes feedback idempotent; "
                            "leave context and idempotency_key out")
-    if lrn.verify_selection(selection_id).kind == "rerank":
+    kind = lrn.verify_selection(selection_id).kind
+    if kind == "rerank":
         return "rerank", await PosteriorReranker(lrn).feedback(
             selection_id, pairs, clicks_only=clicks_only
         )
+    if kind == "next":
+        if clicks_only:
+            raise InvalidInput("clicks_only applies to rerank feedback, not to a next_tool")
+        return "next_tool", await NextToolModel.of(lrn).feedback(selection_id, pairs)
     if clicks_only:
         raise InvalidInput("clicks_only applies to rerank feedback, not to a select")
     return "select", await lrn.batch_observe([

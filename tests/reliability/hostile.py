@@ -121,6 +121,10 @@ def _curated(tool: str, world: World) -> st.SearchStrategy[dict[str, Any]]:
             "learner": learner, "results": st.lists(result, min_size=1, max_size=5,
                                                     unique_by=lambda r: r["id"]),
             "explain": st.booleans()})
+    if tool == "qortex_next_tool":
+        return st.fixed_dictionaries({
+            "learner": learner, "history": st.lists(arm, max_size=4), "candidates": arms,
+            "context": context, "k": st.integers(1, 3), "explore": st.booleans()})
     if tool in ("qortex_posteriors", "qortex_reset"):
         return st.fixed_dictionaries({"learner": learner},
                                      optional={"arm_ids": arms, "context": context})

@@ -61,7 +61,7 @@ def test_the_inspector_lists_the_tools_and_finds_the_schemas_portable(config: Pa
     done = inspector(config, "--method", "tools/list", "--strict")
     assert done.returncode == 0, done.stderr
     tools = json.loads(done.stdout)["tools"]
-    assert len(tools) == 9
+    assert len(tools) == 10
     assert {t["name"] for t in tools} >= {"qortex_select", "qortex_status"}
 
 

@@ -40,11 +40,12 @@ def host_with_lifespan(settings: Settings) -> tuple[MCPServer[Any], QortexRuntim
     return server, runtime, opened
 
 
-async def test_the_host_keeps_its_tools_and_gains_the_nine(settings: Settings) -> None:
+async def test_the_host_keeps_its_tools_and_gains_the_ten(settings: Settings) -> None:
     server, _, _ = host_with_lifespan(settings)
     async with Client(server) as client:
         names = {t.name for t in (await client.list_tools()).tools}
         assert names == {"echo", "qortex_select", "qortex_feedback", "qortex_rerank",
+                         "qortex_next_tool",
                          "qortex_posteriors", "qortex_top_arms", "qortex_metrics",
                          "qortex_status", "qortex_decay", "qortex_reset"}
         assert (await client.call_tool("echo", {"text": "hi"})).structured_content \

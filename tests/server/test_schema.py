@@ -19,6 +19,7 @@ ANNOTATIONS = {  # tool: (read-only, destructive, idempotent), as DESIGN.md list
     "qortex_select": (False, False, False),
     "qortex_feedback": (False, False, True),
     "qortex_rerank": (False, False, False),
+    "qortex_next_tool": (True, False, True),
     "qortex_posteriors": (True, False, True),
     "qortex_top_arms": (True, False, True),
     "qortex_metrics": (True, False, True),
@@ -34,7 +35,7 @@ async def _tools(settings: Settings) -> list[dict[str, Any]]:
     return [t.model_dump(by_alias=True, exclude_none=True) for t in tools]
 
 
-async def test_the_nine_tools_carry_their_annotations(settings: Settings) -> None:
+async def test_the_ten_tools_carry_their_annotations(settings: Settings) -> None:
     tools = {t["name"]: t for t in await _tools(settings)}
     assert set(tools) == set(ANNOTATIONS)
     for name, (read_only, destructive, idempotent) in ANNOTATIONS.items():
@@ -110,7 +111,7 @@ async def test_the_prefix_is_configurable(settings: Settings) -> None:
 def test_an_unknown_tool_name_is_a_config_error(settings: Settings) -> None:
     with pytest.raises(ConfigError, match="unknown tool"):
         tool_names(settings.with_overrides(tools=("qortex_select", "qortex_teleport")))
-    assert len(TOOL_NAMES) == 9
+    assert len(TOOL_NAMES) == 10
 
 
 async def test_input_schemas_say_unknown_arguments_are_refused(settings: Settings) -> None:

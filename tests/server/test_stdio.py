@@ -41,7 +41,7 @@ async def test_the_loop_persists_across_restarts_and_stdout_is_only_protocol(
     with anyio.fail_after(60):
         async with Client(teed(state, capture)) as client:
             names = {t.name for t in (await client.list_tools()).tools}
-            assert len(names) == 9
+            assert len(names) == 10
             assert "qortex_select" in names
             sel = await ok(client, "qortex_select", {
                 "learner": "prompts", "candidates": ["concise", "detailed"],
