@@ -7,19 +7,22 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import anyio
 
 from qortex_mcp.config import Settings
-from qortex_mcp.errors import InvalidContext, InvalidInput
+from qortex_mcp.errors import InvalidContext, InvalidInput, QortexError
 from qortex_mcp.learning import LearnerConfig, LearnerRegistry, LearningStore, SelectionSigner
 from qortex_mcp.learning.stores.factory import open_store
 from qortex_mcp.learning.transfer import export_jsonl, import_file
 from qortex_mcp.logging import get_logger
 from qortex_mcp.runtime import close_registry, open_registry
+
+if TYPE_CHECKING:
+    from qortex_mcp.observe.metrics import QortexMetrics
 
 __all__ = ["run"]
 
@@ -52,7 +55,7 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
     """Serve until stdin closes or a signal arrives; the registry is closed before exit."""
     # Imported here: the other commands never need the MCP server (a faster CLI).
     from qortex_mcp.http_server import check_binding, serve_http
-    from qortex_mcp.server import build_server, tool_names
+    from qortex_mcp.server import build_server_and_runtime, tool_names
     from qortex_mcp.stdio import serve_stdio
 
     transport = getattr(args, "transport", "stdio")
@@ -60,18 +63,53 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
     tool_names(settings)  # refuse a bad QORTEX_TOOLS before opening anything
     if transport == "http":
         check_binding(host, settings.http_token)
-    registry = await open_registry(settings)
+    metrics = _metrics(settings) if transport == "http" else None
+    registry = await open_registry(
+        settings, wrap=None if metrics is None else metrics.timed_store)
     try:
-        server = build_server(settings, registry=registry)
+        server, runtime = build_server_and_runtime(settings, registry=registry,
+                                                   observer=metrics)
         if transport == "http":
+            from qortex_mcp.observe.app import observe_app
+
+            if metrics is not None:
+                metrics.use_selection_clock(_selection_clock(registry))
+            web = observe_app(lambda: registry, boundary=runtime.boundary, metrics=metrics,
+                              dashboard_poll_s=settings.dashboard_poll_s)
             reason = await serve_http(server, host=host, port=port, token=settings.http_token,
-                                      path=getattr(args, "path", "/mcp"))
+                                      path=getattr(args, "path", "/mcp"), observe=web)
         else:
             reason = await serve_stdio(server)
     finally:
         await close_registry(registry)
     log.info("server_stopped", reason=reason)
     return 0
+
+
+def _metrics(settings: Settings) -> QortexMetrics | None:
+    """The metrics of an HTTP server, or None (``QORTEX_METRICS=0``, or the ``observe``
+    extra is not installed: said once on stderr)."""
+    from qortex_mcp.observe import metrics_available
+
+    if not settings.metrics:
+        return None
+    if not metrics_available():
+        log.warning("metrics_unavailable",
+                    hint="pip install 'qortex-mcp[observe]' to serve GET /metrics")
+        return None
+    from qortex_mcp.observe.metrics import QortexMetrics
+
+    return QortexMetrics(per_arm=settings.metrics_per_arm)
+
+
+def _selection_clock(registry: LearnerRegistry) -> Callable[[str, str], float | None]:
+    def issued_at(selection_id: str, learner: str) -> float | None:
+        try:  # already verified by the feedback that quoted it (a cache hit)
+            return registry.signer.verify(selection_id, learner, ttl_s=0).issued_ms / 1000
+        except QortexError:
+            return None
+
+    return issued_at
 
 
 def _nothing_stored(settings: Settings) -> bool:

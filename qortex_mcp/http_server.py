@@ -158,8 +158,12 @@ def _listen(host: str, port: int) -> socket.socket:
 
 async def serve_http(
     server: MCPServer[Any], *, host: str, port: int, token: str | None, path: str = "/mcp",
+    observe: ASGIApp | None = None,
 ) -> str:
     """Serve streamable HTTP until SIGTERM/SIGINT; returns why it stopped.
+
+    ``observe`` (``qortex_mcp.observe.app``) answers ``/metrics``, ``/api/learning/`` and
+    ``/dashboard`` behind the same Host/Origin checks and bearer token as the MCP endpoint.
 
     Also raises this process's soft file-descriptor limit to its hard limit (one descriptor
     per connection) and installs the loop's handler for ``accept()`` failures while serving.
@@ -177,6 +181,10 @@ async def serve_http(
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
     app = ListenLimit(PostOnly(BodyDeadline(app, max_bytes=MAX_REQUEST_BYTES), path))
+    if observe is not None:
+        from qortex_mcp.observe.app import ObserveSplit
+
+        app = ObserveSplit(app, BodyDeadline(observe, max_bytes=MAX_REQUEST_BYTES))
     if token:
         app = BearerAuth(app, token)
     app = HostCheck(app, transport_security(host))

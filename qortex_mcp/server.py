@@ -32,11 +32,13 @@ from qortex_mcp.errors import ConfigError, preview
 from qortex_mcp.learning import LearnerRegistry
 from qortex_mcp.runtime import QortexRuntime
 from qortex_mcp.tools import ALL_TOOLS, ToolBoundary, ToolSpec
+from qortex_mcp.tools.boundary import CallObserver
 
 __all__ = [
     "TOOL_NAMES",
     "ServerState",
     "build_server",
+    "build_server_and_runtime",
     "instructions",
     "register_tools",
     "tool_names",
@@ -86,6 +88,7 @@ def register_tools(
     settings: Settings | None = None,
     *,
     registry: LearnerRegistry | None = None,
+    observer: CallObserver | None = None,
 ) -> QortexRuntime:
     """Add the qortex tools to ``server``, all sharing one learner registry.
 
@@ -99,6 +102,7 @@ def register_tools(
         server: the host's server; its other tools are untouched.
         settings: store, prefix, tool subset and learner options (default: environment).
         registry: an open ``LearnerRegistry`` to share instead of opening one.
+        observer: told about every tool call (``qortex_mcp.observe.QortexMetrics``).
 
     Returns:
         The runtime holding the registry.
@@ -108,15 +112,16 @@ def register_tools(
     """
     settings = Settings.from_env() if settings is None else settings
     runtime = QortexRuntime(settings, registry)
-    boundary = ToolBoundary()
+    boundary = ToolBoundary(observer)
     for spec in _selected(settings):
         fn = spec.factory(runtime)
         name = settings.tool_prefix + spec.base
         server.add_tool(fn, name=name, title=spec.title, annotations=spec.annotations,
                         description=" ".join((fn.__doc__ or "").split()),
                         structured_output=True)
-        boundary.add(name, fn)
+        boundary.add(name, fn, spec.base)
     server.middleware.append(boundary)
+    runtime.boundary = boundary
     return runtime
 
 
@@ -145,6 +150,19 @@ def build_server(
     Raises:
         ConfigError: a bad environment or ``QORTEX_TOOLS`` entry.
     """
+    return build_server_and_runtime(settings, registry=registry)[0]
+
+
+def build_server_and_runtime(
+    settings: Settings | None = None, *, registry: LearnerRegistry | None = None,
+    observer: CallObserver | None = None,
+) -> tuple[MCPServer[ServerState], QortexRuntime]:
+    """``build_server``, also returning the runtime (its boundary serves the REST API);
+    ``observer`` is told about every tool call.
+
+    Raises:
+        ConfigError: a bad environment or ``QORTEX_TOOLS`` entry.
+    """
     settings = Settings.from_env() if settings is None else settings
     runtime: QortexRuntime
 
@@ -158,8 +176,8 @@ def build_server(
         instructions=instructions(settings.tool_prefix), lifespan=lifespan,
         log_level=_LOG_LEVELS.get(settings.log_level, "INFO"),
     )
-    runtime = register_tools(server, settings, registry=registry)
-    return server
+    runtime = register_tools(server, settings, registry=registry, observer=observer)
+    return server, runtime
 
 
 def tool_names(settings: Settings) -> Sequence[str]:
