@@ -83,21 +83,32 @@ def _error(exc: QortexError) -> JSONResponse:
     return JSONResponse({"error": body}, status_code=status_of(exc.code), headers=headers)
 
 
-def _query_value(key: str, value: str) -> object:
-    """A query string as the JSON value a tool argument would be."""
+def _query_value(key: str, value: str, integers: frozenset[str]) -> object:
+    """A query string as the JSON value a tool argument would be: JSON for ``context`` and
+    ``arm_ids``, an integer for an integer argument written in digits, else the string
+    (which the strict check then refuses with the argument's name when it is wrong)."""
     if key in _JSON_QUERY:
         try:
             return json.loads(value)
         except ValueError:
-            return value  # refused by the strict check, with its path
-    if value.isdigit() and len(value) < 19:
+            return value
+    if key in integers and value.isdigit() and len(value) < 19:
         return int(value)
     return value
+
+
+def _integers(schema: Mapping[str, Any]) -> frozenset[str]:
+    out = set()
+    for key, prop in schema.get("properties", {}).items():
+        if "integer" in {p.get("type") for p in prop.get("anyOf", [prop])}:
+            out.add(key)
+    return frozenset(out)
 
 
 class _Api:
     def __init__(self, boundary: ToolBoundary) -> None:
         self.boundary = boundary
+        self._integers: dict[str, frozenset[str]] = {}
 
     def tool(self, base: str) -> str:
         name = self.boundary.tool_for(base)
@@ -120,7 +131,11 @@ class _Api:
                 return _error(InvalidInput("the body must be a JSON object"))
             args = raw
         else:
-            args = {k: _query_value(k, v) for k, v in request.query_params.items()}
+            integers = self._integers.get(name)
+            if integers is None:
+                integers = self._integers[name] = _integers(
+                    self.boundary.arguments_schema(name))
+            args = {k: _query_value(k, v, integers) for k, v in request.query_params.items()}
         if path_learner:
             if "learner" in args:
                 return _error(InvalidInput("the learner is named by the path; leave "
