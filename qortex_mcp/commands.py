@@ -81,6 +81,8 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
         else:
             reason = await serve_stdio(server)
     finally:
+        if metrics is not None:
+            await metrics.aclose()
         await close_registry(registry)
     log.info("server_stopped", reason=reason)
     return 0

@@ -32,7 +32,7 @@ from qortex_mcp.errors import ConfigError, preview
 from qortex_mcp.learning import LearnerRegistry
 from qortex_mcp.runtime import QortexRuntime
 from qortex_mcp.tools import ALL_TOOLS, ToolBoundary, ToolSpec
-from qortex_mcp.tools.boundary import CallObserver
+from qortex_mcp.tools.boundary import CallObserver, Observers
 
 __all__ = [
     "TOOL_NAMES",
@@ -141,7 +141,8 @@ _LOG_LEVELS: dict[str, Literal["DEBUG", "INFO", "WARNING", "ERROR"]] = {
 def build_server(
     settings: Settings | None = None, *, registry: LearnerRegistry | None = None
 ) -> MCPServer[ServerState]:
-    """A ready qortex-mcp server: the nine tools, instructions and a typed lifespan.
+    """A ready qortex-mcp server: the nine tools, the ``qortex://`` resources (with change
+    notifications, see ``qortex_mcp.observe.resources``), instructions and a typed lifespan.
 
     The lifespan opens one ``LearnerRegistry`` over the configured store and signer and
     closes it when the server stops (stdin EOF, a signal, or the end of an in-memory
@@ -163,8 +164,13 @@ def build_server_and_runtime(
     Raises:
         ConfigError: a bad environment or ``QORTEX_TOOLS`` entry.
     """
+    from mcp.server.subscriptions import InMemorySubscriptionBus
+
+    from qortex_mcp.observe.resources import ResourceNotifier, register_resources
+
     settings = Settings.from_env() if settings is None else settings
     runtime: QortexRuntime
+    bus = InMemorySubscriptionBus()
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[ServerState]) -> AsyncIterator[ServerState]:
@@ -174,9 +180,11 @@ def build_server_and_runtime(
     server: MCPServer[ServerState] = MCPServer(
         "qortex-mcp", title="qortex-mcp: learning from feedback", version=__version__,
         instructions=instructions(settings.tool_prefix), lifespan=lifespan,
-        log_level=_LOG_LEVELS.get(settings.log_level, "INFO"),
+        log_level=_LOG_LEVELS.get(settings.log_level, "INFO"), subscriptions=bus,
     )
-    runtime = register_tools(server, settings, registry=registry, observer=observer)
+    runtime = register_tools(server, settings, registry=registry,
+                             observer=Observers(observer, ResourceNotifier(bus)))
+    register_resources(server, runtime)
     return server, runtime
 
 

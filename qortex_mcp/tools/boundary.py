@@ -59,6 +59,7 @@ __all__ = [
     "CallObserver",
     "InFlight",
     "Invoked",
+    "Observers",
     "ToolBoundary",
     "guarded",
 ]
@@ -97,6 +98,18 @@ class CallObserver(Protocol):
 
     def tool_call(self, tool: str, arguments: Mapping[str, Any],
                   structured: Mapping[str, Any] | None, code: str, seconds: float) -> None: ...
+
+
+class Observers:
+    """Several observers told in turn (metrics, resource notifications)."""
+
+    def __init__(self, *observers: CallObserver | None) -> None:
+        self.observers = [o for o in observers if o is not None]
+
+    def tool_call(self, tool: str, arguments: Mapping[str, Any],
+                  structured: Mapping[str, Any] | None, code: str, seconds: float) -> None:
+        for observer in self.observers:
+            observer.tool_call(tool, arguments, structured, code, seconds)
 
 
 @dataclass(frozen=True)
