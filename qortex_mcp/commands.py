@@ -33,6 +33,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     command = args.command or "serve"
     if command == "serve":
         return await serve(args, settings)
+    if command == "dashboard":
+        return await dashboard(args, settings)
     out = sys.stdout
     if command != "import" and _nothing_stored(settings):
         # export's stdout is the data, so its complaint goes to stderr
@@ -85,6 +87,67 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
             await metrics.aclose()
         await close_registry(registry)
     log.info("server_stopped", reason=reason)
+    return 0
+
+
+def store_from_url(url: str) -> LearningStore:
+    """The store ``url`` names: ``sqlite:///PATH`` or a path to a ``.db`` file,
+    ``json:///PATH``, ``postgresql://...`` (``postgres://`` too). It must exist already.
+
+    Raises:
+        ConfigError: an unknown scheme, or no store at that path.
+    """
+    from pathlib import Path
+
+    from qortex_mcp.errors import ConfigError
+    from qortex_mcp.learning import JsonLearningStore, SqliteLearningStore
+
+    scheme, sep, rest = url.partition("://")
+    if scheme in ("postgresql", "postgres") and sep:
+        from qortex_mcp.learning.postgres import PostgresLearningStore
+
+        return PostgresLearningStore(url)
+    if not sep:
+        scheme, rest = ("sqlite", url) if url.endswith((".db", ".sqlite")) else ("", url)
+    if scheme in ("sqlite", "json"):
+        path = Path(rest).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"no {scheme} store at {path}")
+        return SqliteLearningStore(path) if scheme == "sqlite" else JsonLearningStore(path)
+    raise ConfigError(f"--store must be a store kind or a URL (sqlite:///PATH, json:///PATH, "
+                      f"postgresql://...), got {url[:64]!r}")
+
+
+async def dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve the dashboard pages over a store until a signal arrives (reads only)."""
+    import secrets
+
+    from qortex_mcp.http_server import check_binding, serve_app
+    from qortex_mcp.observe.app import observe_app
+    from qortex_mcp.runtime import server_learner_options
+
+    host, port = args.host, args.port
+    check_binding(host, settings.http_token)
+    raw = getattr(args, "store", None)
+    if raw is not None and raw not in ("sqlite", "json", "memory", "postgres"):
+        store = store_from_url(raw)
+    else:
+        if _nothing_stored(settings):
+            from qortex_mcp.errors import ConfigError
+
+            raise ConfigError(f"no store at {settings.location()}; pass --store URL")
+        store = open_store(settings)
+    # Never signs anything: a throwaway key, so the dashboard writes no key to the store.
+    registry = LearnerRegistry(store, SelectionSigner([secrets.token_bytes(32)]),
+                               options=server_learner_options(settings))
+    await registry.open()
+    try:
+        app = observe_app(lambda: registry, dashboard_poll_s=settings.dashboard_poll_s)
+        reason = await serve_app(app, host=host, port=port, token=settings.http_token,
+                                 path="/dashboard")
+    finally:
+        await close_registry(registry)
+    log.info("dashboard_stopped", reason=reason)
     return 0
 
 

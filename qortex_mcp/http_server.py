@@ -44,6 +44,7 @@ __all__ = [
     "BearerAuth",
     "check_binding",
     "is_loopback",
+    "serve_app",
     "serve_http",
     "transport_security",
 ]
@@ -185,6 +186,26 @@ async def serve_http(
         from qortex_mcp.observe.app import ObserveSplit
 
         app = ObserveSplit(app, BodyDeadline(observe, max_bytes=MAX_REQUEST_BYTES))
+    return await _serve(app, sock, host=host, token=token, path=path, limits=limits)
+
+
+async def serve_app(app: ASGIApp, *, host: str, port: int, token: str | None,
+                    path: str = "/") -> str:
+    """Serve a plain ASGI app (``qortex-mcp dashboard``) with the same guards, Host/Origin
+    checks and bearer token as the MCP server, until SIGTERM/SIGINT.
+
+    Raises:
+        ConfigError: the binding is refused (see ``check_binding``) or the port is taken.
+    """
+    check_binding(host, token)
+    limits = raise_fd_limit()
+    sock = _listen(host, port)
+    return await _serve(BodyDeadline(app, max_bytes=MAX_REQUEST_BYTES), sock, host=host,
+                        token=token, path=path, limits=limits)
+
+
+async def _serve(app: ASGIApp, sock: socket.socket, *, host: str, token: str | None,
+                 path: str, limits: tuple[int, int] | None) -> str:
     if token:
         app = BearerAuth(app, token)
     app = HostCheck(app, transport_security(host))

@@ -38,7 +38,7 @@ from qortex_mcp.schemas import (
 )
 from qortex_mcp.tools.boundary import Invoked, ToolBoundary
 
-__all__ = ["PREFIX", "STATUS", "openapi", "rest_routes"]
+__all__ = ["PREFIX", "STATUS", "error_response", "openapi", "rest_routes", "status_of"]
 
 PREFIX: Final = "/api/learning"
 STATUS: Final[Mapping[str, int]] = {
@@ -73,7 +73,8 @@ def status_of(code: str) -> int:
         else 400
 
 
-def _error(exc: QortexError) -> JSONResponse:
+def error_response(exc: QortexError) -> JSONResponse:
+    """The JSON answer of a refused call: ``{"error": {code, message, retryable}}``."""
     body: dict[str, Any] = {"code": exc.code, "message": exc.message,
                             "retryable": exc.retryable}
     headers = {}
@@ -120,15 +121,15 @@ class _Api:
         try:
             name = self.tool(base)
         except _Missing:
-            return _error(_Unexposed(f"this server does not expose the {base} tool"))
+            return error_response(_Unexposed(f"this server does not expose the {base} tool"))
         args: dict[str, Any]
         if request.method == "POST":
             try:
                 raw = json.loads(await request.body() or b"{}")
             except ValueError:
-                return _error(InvalidInput("the body must be a JSON object"))
+                return error_response(InvalidInput("the body must be a JSON object"))
             if not isinstance(raw, dict):
-                return _error(InvalidInput("the body must be a JSON object"))
+                return error_response(InvalidInput("the body must be a JSON object"))
             args = raw
         else:
             integers = self._integers.get(name)
@@ -138,12 +139,12 @@ class _Api:
             args = {k: _query_value(k, v, integers) for k, v in request.query_params.items()}
         if path_learner:
             if "learner" in args:
-                return _error(InvalidInput("the learner is named by the path; leave "
+                return error_response(InvalidInput("the learner is named by the path; leave "
                                            "'learner' out of the arguments"))
             args["learner"] = request.path_params["name"]
         done: Invoked = await self.boundary.invoke(name, args)
         if done.error is not None:
-            return _error(done.error)
+            return error_response(done.error)
         return JSONResponse(done.structured)
 
     async def openapi(self, request: Request) -> Response:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from typing import Any
+
+from tests.server.support import SCRIPT, _Child, _Lines
 
 
 def base_of(mcp_url: str) -> str:
@@ -37,3 +41,23 @@ def get_json(url: str, headers: Mapping[str, str] | None = None) -> Any:
     status, _, body = request(url, headers=headers)
     assert status == 200, body
     return json.loads(body)
+
+
+class DashboardServer(_Child):
+    """``qortex-mcp dashboard --store URL --port 0``: waits for its listening line."""
+
+    def __init__(self, env: Mapping[str, str], *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [str(SCRIPT), "dashboard", "--port", "0", *args],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=dict(env), text=True, encoding="utf-8",
+        )
+        self.stdout = _Lines(self.proc.stdout)
+        self.stderr = _Lines(self.proc.stderr)
+        self.url = ""
+        deadline = time.monotonic() + 30
+        while not self.url:
+            line = self.stderr.next(timeout=max(deadline - time.monotonic(), 0.01))
+            assert line is not None, "the dashboard exited: " + "".join(self.stderr.all)
+            if "http_listening" in line:
+                self.url = line.split("url='", 1)[1].split("'", 1)[0]
