@@ -101,20 +101,26 @@ async def part_cost(sz: Sizes) -> dict[str, Any]:
     from qortex_mcp.observe.metrics import QortexMetrics
 
     with tempfile.TemporaryDirectory() as tmp:
-        on = _Server(Path(tmp) / "on")
         off = _Server(Path(tmp) / "off", QORTEX_METRICS="0")
+        on = _Server(Path(tmp) / "on")
+        # A second server with metrics off: how far two identical servers differ here (which
+        # core the scheduler gives each process matters on a 2-core machine).
+        off2 = _Server(Path(tmp) / "off2", QORTEX_METRICS="0")
         try:
-            async with Client(on.url) as c_on, Client(off.url) as c_off:
+            async with Client(on.url) as c_on, Client(off.url) as c_off, \
+                    Client(off2.url) as c_off2:
                 args = {"learner": "bench", "candidates": CANDIDATES}
-                for c in (c_on, c_off):  # warm up both
+                for c in (c_on, c_off, c_off2):  # warm up each
                     for _ in range(20):
                         await c.call_tool("qortex_select", args)
                 cases = {"metrics off": Case(lambda: c_off.call_tool("qortex_select", args)),
-                         "metrics on": Case(lambda: c_on.call_tool("qortex_select", args))}
+                         "metrics on": Case(lambda: c_on.call_tool("qortex_select", args)),
+                         "metrics off, second server": Case(
+                             lambda: c_off2.call_tool("qortex_select", args))}
                 await interleave(cases, block=sz.block, rounds=sz.rounds, budget_s=600)
         finally:
-            await on.stop()
-            await off.stop()
+            for server in (on, off, off2):
+                await server.stop()
     # What the metrics do per select, measured alone (the same answer each time).
     metrics = QortexMetrics()
     answer = {"learner": "bench", "strategy": "thompson", "selected": []}
@@ -126,9 +132,12 @@ async def part_cost(sz: Sizes) -> dict[str, Any]:
             metrics.tool_call("select", args, answer, "OK", 0.001)
         samples.append((time.perf_counter_ns() - t0) / n / 1000)
     off_p50, on_p50 = cases["metrics off"].p50_us, cases["metrics on"].p50_us
+    off2 = cases["metrics off, second server"]
     observer_us = statistics.median(samples)
     return {"off_p50_us": off_p50, "on_p50_us": on_p50, "ratio": on_p50 / off_p50,
             "round_ratio": round_ratio(cases["metrics on"], cases["metrics off"]),
+            "off2_p50_us": off2.p50_us, "off2_ratio": off2.p50_us / off_p50,
+            "off2_round_ratio": round_ratio(off2, cases["metrics off"]),
             "observer_us": observer_us, "observer_share": observer_us / off_p50,
             "calls_each": len(cases["metrics on"].samples)}
 
@@ -232,6 +241,8 @@ async def main() -> int:
             ["metrics on", f"{r['on_p50_us']:.0f}", f"{r['ratio']:.3f}x",
              f"{r['round_ratio']:.3f}x", f"<= {COST_MAX_RATIO}x "
              f"{verdict(r['round_ratio'], COST_MAX_RATIO)}"],
+            ["metrics off, second server (A/A: the noise floor)", f"{r['off2_p50_us']:.0f}",
+             f"{r['off2_ratio']:.3f}x", f"{r['off2_round_ratio']:.3f}x", ""],
         ]))
         print(f"QortexMetrics.tool_call per select: {r['observer_us']:.2f} us = "
               f"{100 * r['observer_share']:.2f}% of the round trip")

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
@@ -59,6 +59,7 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
     from qortex_mcp.http_server import check_binding, serve_http
     from qortex_mcp.server import build_server_and_runtime, tool_names
     from qortex_mcp.stdio import serve_stdio
+    from qortex_mcp.tools.boundary import Observers
 
     transport = getattr(args, "transport", "stdio")
     host, port = getattr(args, "host", "127.0.0.1"), getattr(args, "port", 8765)
@@ -66,11 +67,19 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
     if transport == "http":
         check_binding(host, settings.http_token)
     metrics = _metrics(settings) if transport == "http" else None
+    tracer = _tracer(settings)
     registry = await open_registry(
         settings, wrap=None if metrics is None else metrics.timed_store)
     try:
+        spans = None
+        if tracer is not None:
+            from qortex_mcp.observe.tracing import SpanAttributes
+
+            spans = SpanAttributes()
         server, runtime = build_server_and_runtime(settings, registry=registry,
-                                                   observer=metrics)
+                                                   observer=Observers(metrics, spans))
+        if runtime.boundary is not None:
+            runtime.boundary.tracer = tracer
         if transport == "http":
             from qortex_mcp.observe.app import observe_app
 
@@ -165,6 +174,14 @@ def _metrics(settings: Settings) -> QortexMetrics | None:
     from qortex_mcp.observe.metrics import QortexMetrics
 
     return QortexMetrics(per_arm=settings.metrics_per_arm)
+
+
+def _tracer(settings: Settings) -> Any:
+    if not settings.otel:
+        return None  # nothing of OpenTelemetry is imported or configured
+    from qortex_mcp.observe.tracing import configure_tracing
+
+    return configure_tracing(True)
 
 
 def _selection_clock(registry: LearnerRegistry) -> Callable[[str, str], float | None]:

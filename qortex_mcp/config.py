@@ -12,7 +12,8 @@ and the resource limits ``QORTEX_MAX_OPEN_LEARNERS``, ``QORTEX_MEMORY_BUDGET_MB`
 ``QORTEX_FEEDBACK_PER_MINUTE``, ``QORTEX_FEEDBACK_PER_ARM_PER_MINUTE`` (0: no cap).
 Observing (HTTP only): ``QORTEX_METRICS`` (1 default, 0 turns ``/metrics`` and its counting
 off), ``QORTEX_METRICS_PER_ARM`` (0 default: no per-arm series; N: at most N in total),
-``QORTEX_DASHBOARD_POLL_S`` (how often the dashboard page polls, default 5).
+``QORTEX_DASHBOARD_POLL_S`` (how often the dashboard page polls, default 5),
+``QORTEX_OTEL`` (0 default; 1 exports OpenTelemetry traces, needs the ``otel`` extra).
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ class Settings:
     """Per-arm metric series in total (0: none; see ``qortex_mcp.observe.metrics``)."""
     dashboard_poll_s: float = 5.0
     """How often an open dashboard page asks for fresh data, in seconds."""
+    otel: bool = False
+    """Export OpenTelemetry traces of tool calls (``qortex_mcp.observe.tracing``)."""
     test_faults: frozenset[str] = frozenset()
     """``QORTEX_TEST_FAULTS``: deliberate SQLite store bugs the reliability suite must catch
     (tests only; see ``SqliteLearningStore``)."""
@@ -130,6 +133,8 @@ class Settings:
             values["metrics"] = metrics
         if per_arm := env.get("QORTEX_METRICS_PER_ARM"):
             values["metrics_per_arm"] = per_arm
+        if (otel := env.get("QORTEX_OTEL")) is not None:
+            values["otel"] = otel
         if poll := env.get("QORTEX_DASHBOARD_POLL_S"):
             values["dashboard_poll_s"] = poll
         if faults := env.get("QORTEX_TEST_FAULTS"):
@@ -162,6 +167,7 @@ class Settings:
         for var, name, default, low in _LIMITS:
             values[name] = _limit(var, values.pop(name, default), low)
         values["metrics"] = _flag("QORTEX_METRICS", values.pop("metrics", True))
+        values["otel"] = _flag("QORTEX_OTEL", values.pop("otel", False))
         values["metrics_per_arm"] = _limit("QORTEX_METRICS_PER_ARM",
                                            values.pop("metrics_per_arm", 0), 0)
         values["dashboard_poll_s"] = _seconds("QORTEX_DASHBOARD_POLL_S",

@@ -284,6 +284,8 @@ class ToolBoundary:
         self._fns: dict[str, Callable[..., Awaitable[Any]]] = {}
         self._bases: dict[str, str] = {}
         self.observer = observer
+        self.tracer: Any = None
+        """An OpenTelemetry tracer: ``invoke`` (REST) then opens a ``tools/call`` span."""
 
     def add(self, name: str, fn: Callable[..., Any], base: str | None = None) -> None:
         """Guard the tool ``name`` whose function is ``fn`` (``base``: its unprefixed name)."""
@@ -313,6 +315,17 @@ class ToolBoundary:
         same codes (an unexpected one is logged and answered ``INTERNAL_ERROR``), and the
         observer is told. Nothing about MCP is involved.
         """
+        if self.tracer is None:
+            return await self._invoke(name, raw)
+        with self.tracer.start_as_current_span(f"tools/call {name}", attributes={
+                "mcp.method.name": "tools/call", "gen_ai.tool.name": name,
+                "gen_ai.operation.name": "execute_tool", "network.transport": "tcp"}) as span:
+            done = await self._invoke(name, raw)
+            if done.error is not None:
+                span.set_attribute("error.type", "tool_error")  # as the SDK marks MCP calls
+            return done
+
+    async def _invoke(self, name: str, raw: object) -> Invoked:
         spec, fn = self._specs[name], self._fns[name]
         started = time.perf_counter()
         structured: dict[str, Any] | None = None
