@@ -38,6 +38,8 @@ SERIES_ARMS: Final = 8
 MAX_BUCKETS: Final = 120
 EVENTS_PER_CALL: Final = 20_000
 MAX_SAMPLES: Final = 240
+MAX_LOGS: Final = 256
+"""Learners whose folded event log is kept (least recently viewed dropped first)."""
 Sort = Literal["estimate", "pulls", "id"]
 _SORTS: Final = ("estimate", "pulls", "id")
 
@@ -69,6 +71,8 @@ class _Log:
     cursor: int = 0
     # bucket start -> arm -> [feedback count, reward sum]
     buckets: dict[int, dict[str, list[float]]] = field(default_factory=dict)
+    base: dict[str, list[float]] = field(default_factory=dict)
+    """Per arm, the sums of the buckets folded away (older than the ones kept)."""
     bucket_s: int = 60
     samples: deque[tuple[float, dict[str, int]]] = field(
         default_factory=lambda: deque(maxlen=MAX_SAMPLES))
@@ -147,9 +151,12 @@ class DashboardData:
         async with registry.use(name, create=False) as lrn:
             table = await lrn.arm_arrays()
             prior = lrn.config.prior
-        log = self._logs.get(name)
+        log = self._logs.pop(name, None)  # re-inserted last: the most recently viewed
         if log is None or log.bucket_s != bucket_s:
-            log = self._logs[name] = _Log(bucket_s=bucket_s)
+            log = _Log(bucket_s=bucket_s)
+        self._logs[name] = log
+        while len(self._logs) > MAX_LOGS:
+            del self._logs[next(iter(self._logs))]
         caught_up = await self._read(registry, name, log)
         now = time.time()
         log.samples.append((now, dict(zip(table.ids, table.selections.tolist(), strict=True))))
@@ -163,8 +170,9 @@ class DashboardData:
         while read < EVENTS_PER_CALL:
             events = await registry.store.events(name, log.cursor, 5000)
             if not events:
+                self._fold_old(log)
                 return True
-            for e in events:
+            for e in events:  # events arrive in seq order (time order within a writer)
                 log.cursor = max(log.cursor, e.seq)
                 if e.kind != "feedback" or e.reward is None or (e.ctx or "") != "":
                     continue
@@ -174,12 +182,24 @@ class DashboardData:
                 cell[0] += weight
                 cell[1] += weight * e.reward
             read += len(events)
+            self._fold_old(log)
         return False
+
+    @staticmethod
+    def _fold_old(log: _Log) -> None:
+        """Keep at most ``2 * MAX_BUCKETS`` buckets: older ones only add to the base."""
+        if len(log.buckets) <= 2 * MAX_BUCKETS:
+            return
+        for start in sorted(log.buckets)[:len(log.buckets) - MAX_BUCKETS]:
+            for arm, (n, r) in log.buckets.pop(start).items():
+                cell = log.base.setdefault(arm, [0.0, 0.0])
+                cell[0] += n
+                cell[1] += r
 
     def _buckets(self, log: _Log, top: list[str], prior: tuple[float, float]
                  ) -> list[dict[str, Any]]:
         starts = sorted(log.buckets)
-        cum: dict[str, list[float]] = {arm: [0.0, 0.0] for arm in top}
+        cum: dict[str, list[float]] = {arm: list(log.base.get(arm, [0.0, 0.0])) for arm in top}
         out = []
         keep = set(starts[-MAX_BUCKETS:])
         for start in starts:

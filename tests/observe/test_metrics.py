@@ -123,3 +123,40 @@ def test_metrics_can_be_turned_off(tmp_path: Path) -> None:
         assert status == 404
     finally:
         srv.stop()
+
+
+@pytest.mark.anyio
+async def test_stream_lag_sources_and_learner_label_cap(registry: Any) -> None:
+    from qortex_mcp.observe.metrics import QortexMetrics, StreamLag
+
+    metrics = QortexMetrics(learner_labels=2)
+
+    async def lag() -> list[StreamLag]:
+        return [StreamLag("feedback", "qortex", 7, 2)]
+
+    metrics.add_stream_lag(lag)
+    for name in ("l1", "l2", "l3", "l4"):
+        async with registry.use(name) as lrn:
+            await lrn.select(["a"])
+        metrics.tool_call("select", {}, {"learner": name, "strategy": "thompson"}, "OK", 1e-4)
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families((await metrics.render(registry)).decode()):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    assert total(samples, "qortex_stream_lag_messages", stream="feedback", group="qortex") == 7
+    assert total(samples, "qortex_stream_pending_messages") == 2
+    learners = {dict(ls)["learner"] for (n, ls) in samples if n == "qortex_selections_total"}
+    assert learners == {"l1", "l2", "_other"}
+    assert total(samples, "qortex_selections_total", learner="_other") == 2
+
+
+def test_bad_observing_settings_are_refused() -> None:
+    from qortex_mcp.config import Settings
+    from qortex_mcp.errors import ConfigError
+
+    for env in ({"QORTEX_METRICS": "maybe"}, {"QORTEX_METRICS_PER_ARM": "-1"},
+                {"QORTEX_DASHBOARD_POLL_S": "0"}, {"QORTEX_OTEL": "2"}):
+        with pytest.raises(ConfigError):
+            Settings.from_env(env)
+    assert Settings.from_env({"QORTEX_METRICS": "0"}).metrics is False
+    assert Settings.from_env({"QORTEX_DASHBOARD_POLL_S": "2.5"}).dashboard_poll_s == 2.5

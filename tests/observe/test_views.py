@@ -102,3 +102,18 @@ def test_prob_best_shares_out_among_arms_nobody_knows_anything_about() -> None:
     rng = np.random.default_rng(8)
     p = prob_best(BETA, np.ones(4), np.ones(4), rng, draws=4000)
     assert np.all(np.abs(p - 0.25) < 0.05)
+
+
+def test_folding_old_buckets_keeps_the_estimates_the_same() -> None:
+    from qortex_mcp.observe.views import MAX_BUCKETS, _Log
+
+    log = _Log(bucket_s=60)
+    for i in range(3 * MAX_BUCKETS):
+        log.buckets[i * 60] = {"a": [1.0, float(i % 2)], "b": [2.0, 1.0]}
+    data = DashboardData(lambda: None)  # type: ignore[arg-type, return-value]
+    before = data._buckets(log, ["a", "b"], (1.0, 1.0))
+    data._fold_old(log)
+    assert len(log.buckets) == MAX_BUCKETS
+    after = data._buckets(log, ["a", "b"], (1.0, 1.0))
+    assert after == before[-len(after):]
+    assert len(after) == MAX_BUCKETS
