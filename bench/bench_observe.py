@@ -279,8 +279,13 @@ async def part_dashboard(sz: Sizes) -> dict[str, Any]:
 
 
 async def main() -> int:
+    from qortex_mcp.logging import configure_logging
+
     ap = common.base_parser(__doc__.splitlines()[0], PARTS)
     args = ap.parse_args()
+    # As the servers run (warning level, plain lines): the SDK would otherwise install a
+    # rich handler and log every in-process tool call at info, on the timed path.
+    configure_logging("warning")
     sz = Sizes("smoke" if args.smoke else "quick" if args.quick else "full")
     notes = common.machine_notes()
     results: dict[str, Any] = {"notes": notes, "mode": sz.mode, "argv": sys.argv}
