@@ -50,22 +50,23 @@ async def test_tool_calls_make_semconv_spans_with_qortex_attributes(
     done = await runtime.boundary.invoke("qortex_select", {"learner": "rest-traced",
                                                           "candidates": ["a"]})
     assert done.code == "OK"
-    calls = [s for s in spans.get_finished_spans() if s.name.startswith("tools/call ")]
-    by_name = {s.name: s for s in calls}
-    select = [s for s in calls if s.name == "tools/call qortex_select"]
+    calls = [(s.name, dict(s.attributes or {})) for s in spans.get_finished_spans()
+             if s.name.startswith("tools/call ")]
+    by_name = dict(calls)
+    select = [a for name, a in calls if name == "tools/call qortex_select"]
     assert len(select) == 2  # the MCP call (the SDK's span) and the REST one (ours)
-    mcp_span = next(s for s in select if s.attributes.get("qortex.learner") == "traced")
-    assert mcp_span.attributes["mcp.method.name"] == "tools/call"
-    assert mcp_span.attributes["gen_ai.tool.name"] == "qortex_select"
-    assert mcp_span.attributes["qortex.code"] == "OK"
-    rest_span = next(s for s in select if s.attributes.get("qortex.learner") == "rest-traced")
-    assert rest_span.attributes["network.transport"] == "tcp"
-    assert rest_span.attributes["gen_ai.operation.name"] == "execute_tool"
+    mcp_span = next(a for a in select if a.get("qortex.learner") == "traced")
+    assert mcp_span["mcp.method.name"] == "tools/call"
+    assert mcp_span["gen_ai.tool.name"] == "qortex_select"
+    assert mcp_span["qortex.code"] == "OK"
+    rest_span = next(a for a in select if a.get("qortex.learner") == "rest-traced")
+    assert rest_span["network.transport"] == "tcp"
+    assert rest_span["gen_ai.operation.name"] == "execute_tool"
     failed = by_name["tools/call qortex_feedback"]
-    assert failed.attributes["qortex.code"] == code == "INVALID_REWARD"
-    assert failed.attributes["error.type"] == "tool_error"
+    assert failed["qortex.code"] == code == "INVALID_REWARD"
+    assert failed["error.type"] == "tool_error"
     bad = await runtime.boundary.invoke("qortex_select", {"learner": "x", "candidates": 1})
     assert bad.code == "INVALID_ARGUMENT"
-    rest_failed = [s for s in spans.get_finished_spans()
-                   if s.attributes.get("qortex.code") == "INVALID_ARGUMENT"]
-    assert rest_failed[0].attributes["error.type"] == "tool_error"
+    rest_failed = [dict(s.attributes or {}) for s in spans.get_finished_spans()
+                   if (s.attributes or {}).get("qortex.code") == "INVALID_ARGUMENT"]
+    assert rest_failed[0]["error.type"] == "tool_error"
