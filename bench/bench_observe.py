@@ -136,12 +136,12 @@ async def part_cost(sz: Sizes) -> dict[str, Any]:
             metrics.tool_call("select", args, answer, "OK", 0.001)
         samples.append((time.perf_counter_ns() - t0) / n / 1000)
     off_p50, on_p50 = cases["metrics off"].p50_us, cases["metrics on"].p50_us
-    off2 = cases["metrics off, second server"]
+    aa = cases["metrics off, second server"]
     observer_us = statistics.median(samples)
     return {"off_p50_us": off_p50, "on_p50_us": on_p50, "ratio": on_p50 / off_p50,
             "round_ratio": round_ratio(cases["metrics on"], cases["metrics off"]),
-            "off2_p50_us": off2.p50_us, "off2_ratio": off2.p50_us / off_p50,
-            "off2_round_ratio": round_ratio(off2, cases["metrics off"]),
+            "off2_p50_us": aa.p50_us, "off2_ratio": aa.p50_us / off_p50,
+            "off2_round_ratio": round_ratio(aa, cases["metrics off"]),
             "observer_us": observer_us, "observer_share": observer_us / off_p50,
             "calls_each": len(cases["metrics on"].samples), **inproc}
 
