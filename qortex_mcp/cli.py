@@ -32,12 +32,19 @@ _SETTING_FLAGS = {  # flag destination -> Settings field
 }
 
 
-def _setting_flags(parser: argparse.ArgumentParser, *, top: bool) -> None:
+def _setting_flags(parser: argparse.ArgumentParser, *, top: bool,
+                   store_urls: bool = False) -> None:
     # Subcommands repeat the flags with SUPPRESS defaults, so a flag given before or after
     # the command name both work and neither overwrites the other with None.
     default: Any = None if top else argparse.SUPPRESS
     group = parser.add_argument_group("settings (each overrides its environment variable)")
-    group.add_argument("--store", choices=STORE_KINDS, default=default, help="QORTEX_STORE")
+    if store_urls:
+        group.add_argument("--store", default=default, metavar="KIND|URL",
+                           help="QORTEX_STORE, or the store to read: sqlite:///PATH, a .db "
+                           "file, json:///PATH, postgresql://...")
+    else:
+        group.add_argument("--store", choices=STORE_KINDS, default=default,
+                           help="QORTEX_STORE")
     group.add_argument("--state-dir", default=default, metavar="DIR", help="QORTEX_STATE_DIR")
     group.add_argument("--database-url", default=default, metavar="URL",
                        help="DATABASE_URL (prefer the variable: flags show in ps)")
@@ -68,9 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     _setting_flags(parser, top=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+    def command(name: str, help_text: str, store_urls: bool = False
+                ) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        _setting_flags(sub, top=False)
+        _setting_flags(sub, top=False, store_urls=store_urls)
         return sub
 
     serve = command("serve", "serve MCP over stdio (default) or streamable HTTP")
@@ -79,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="HTTP address (default 127.0.0.1; others need QORTEX_HTTP_TOKEN)")
     serve.add_argument("--port", type=int, default=8765, help="HTTP port (0 picks a free one)")
     serve.add_argument("--path", default="/mcp", help="HTTP endpoint path")
+    dash = command("dashboard", "serve the dashboard over a store that other processes (stdio "
+                   "servers) write", store_urls=True)
+    dash.add_argument("--host", default="127.0.0.1",
+                      help="HTTP address (default 127.0.0.1; others need QORTEX_HTTP_TOKEN)")
+    dash.add_argument("--port", type=int, default=8766, help="HTTP port (0 picks a free one)")
     status = command("status", "where the state lives and what it holds")
     status.add_argument("--limit", type=_positive, default=50,
                         help="most learners to list (default 50)")
@@ -105,6 +118,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         ConfigError: a bad value.
     """
     flags = {field: getattr(args, dest, None) for dest, field in _SETTING_FLAGS.items()}
+    if args.command == "dashboard" and flags["store"] not in (None, *STORE_KINDS):
+        flags["store"] = None  # a URL: commands.dashboard opens it (see store_from_url)
     return Settings.from_env(**flags)
 
 

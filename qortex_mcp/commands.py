@@ -7,19 +7,22 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
 from qortex_mcp.config import Settings
-from qortex_mcp.errors import InvalidContext, InvalidInput
+from qortex_mcp.errors import InvalidContext, InvalidInput, QortexError
 from qortex_mcp.learning import LearnerConfig, LearnerRegistry, LearningStore, SelectionSigner
 from qortex_mcp.learning.stores.factory import open_store
 from qortex_mcp.learning.transfer import export_jsonl, import_file
 from qortex_mcp.logging import get_logger
 from qortex_mcp.runtime import close_registry, open_registry
+
+if TYPE_CHECKING:
+    from qortex_mcp.observe.metrics import QortexMetrics
 
 __all__ = ["run"]
 
@@ -30,6 +33,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     command = args.command or "serve"
     if command == "serve":
         return await serve(args, settings)
+    if command == "dashboard":
+        return await dashboard(args, settings)
     out = sys.stdout
     if command != "import" and _nothing_stored(settings):
         # export's stdout is the data, so its complaint goes to stderr
@@ -52,26 +57,141 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
     """Serve until stdin closes or a signal arrives; the registry is closed before exit."""
     # Imported here: the other commands never need the MCP server (a faster CLI).
     from qortex_mcp.http_server import check_binding, serve_http
-    from qortex_mcp.server import build_server, tool_names
+    from qortex_mcp.server import build_server_and_runtime, tool_names
     from qortex_mcp.stdio import serve_stdio
+    from qortex_mcp.tools.boundary import Observers
 
     transport = getattr(args, "transport", "stdio")
     host, port = getattr(args, "host", "127.0.0.1"), getattr(args, "port", 8765)
     tool_names(settings)  # refuse a bad QORTEX_TOOLS before opening anything
     if transport == "http":
         check_binding(host, settings.http_token)
-    registry = await open_registry(settings)
+    metrics = _metrics(settings) if transport == "http" else None
+    tracer = _tracer(settings)
+    registry = await open_registry(
+        settings, wrap=None if metrics is None else metrics.timed_store)
     try:
-        server = build_server(settings, registry=registry)
+        spans = None
+        if tracer is not None:
+            from qortex_mcp.observe.tracing import SpanAttributes
+
+            spans = SpanAttributes()
+        server, runtime = build_server_and_runtime(settings, registry=registry,
+                                                   observer=Observers(metrics, spans))
+        if runtime.boundary is not None:
+            runtime.boundary.tracer = tracer
         if transport == "http":
+            from qortex_mcp.observe.app import observe_app
+
+            if metrics is not None:
+                metrics.use_selection_clock(_selection_clock(registry))
+            web = observe_app(lambda: registry, boundary=runtime.boundary, metrics=metrics,
+                              dashboard_poll_s=settings.dashboard_poll_s)
             reason = await serve_http(server, host=host, port=port, token=settings.http_token,
-                                      path=getattr(args, "path", "/mcp"))
+                                      path=getattr(args, "path", "/mcp"), observe=web)
         else:
             reason = await serve_stdio(server)
     finally:
+        if metrics is not None:
+            await metrics.aclose()
         await close_registry(registry)
     log.info("server_stopped", reason=reason)
     return 0
+
+
+def store_from_url(url: str) -> LearningStore:
+    """The store ``url`` names: ``sqlite:///PATH`` or a path to a ``.db`` file,
+    ``json:///PATH``, ``postgresql://...`` (``postgres://`` too). It must exist already.
+
+    Raises:
+        ConfigError: an unknown scheme, or no store at that path.
+    """
+    from pathlib import Path
+
+    from qortex_mcp.errors import ConfigError
+    from qortex_mcp.learning import JsonLearningStore, SqliteLearningStore
+
+    scheme, sep, rest = url.partition("://")
+    if scheme in ("postgresql", "postgres") and sep:
+        from qortex_mcp.learning.postgres import PostgresLearningStore
+
+        return PostgresLearningStore(url)
+    if not sep:
+        scheme, rest = ("sqlite", url) if url.endswith((".db", ".sqlite")) else ("", url)
+    if scheme in ("sqlite", "json"):
+        path = Path(rest).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"no {scheme} store at {path}")
+        return SqliteLearningStore(path) if scheme == "sqlite" else JsonLearningStore(path)
+    raise ConfigError(f"--store must be a store kind or a URL (sqlite:///PATH, json:///PATH, "
+                      f"postgresql://...), got {url[:64]!r}")
+
+
+async def dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve the dashboard pages over a store until a signal arrives (reads only)."""
+    import secrets
+
+    from qortex_mcp.http_server import check_binding, serve_app
+    from qortex_mcp.observe.app import observe_app
+    from qortex_mcp.runtime import server_learner_options
+
+    host, port = args.host, args.port
+    check_binding(host, settings.http_token)
+    raw = getattr(args, "store", None)
+    if raw is not None and raw not in ("sqlite", "json", "memory", "postgres"):
+        store = store_from_url(raw)
+    else:
+        if _nothing_stored(settings):
+            from qortex_mcp.errors import ConfigError
+
+            raise ConfigError(f"no store at {settings.location()}; pass --store URL")
+        store = open_store(settings)
+    # Never signs anything: a throwaway key, so the dashboard writes no key to the store.
+    registry = LearnerRegistry(store, SelectionSigner([secrets.token_bytes(32)]),
+                               options=server_learner_options(settings))
+    await registry.open()
+    try:
+        app = observe_app(lambda: registry, dashboard_poll_s=settings.dashboard_poll_s)
+        reason = await serve_app(app, host=host, port=port, token=settings.http_token,
+                                 path="/dashboard")
+    finally:
+        await close_registry(registry)
+    log.info("dashboard_stopped", reason=reason)
+    return 0
+
+
+def _metrics(settings: Settings) -> QortexMetrics | None:
+    """The metrics of an HTTP server, or None (``QORTEX_METRICS=0``, or the ``observe``
+    extra is not installed: said once on stderr)."""
+    from qortex_mcp.observe import metrics_available
+
+    if not settings.metrics:
+        return None
+    if not metrics_available():
+        log.warning("metrics_unavailable",
+                    hint="pip install 'qortex-mcp[observe]' to serve GET /metrics")
+        return None
+    from qortex_mcp.observe.metrics import QortexMetrics
+
+    return QortexMetrics(per_arm=settings.metrics_per_arm)
+
+
+def _tracer(settings: Settings) -> Any:
+    if not settings.otel:
+        return None  # nothing of OpenTelemetry is imported or configured
+    from qortex_mcp.observe.tracing import configure_tracing
+
+    return configure_tracing(True)
+
+
+def _selection_clock(registry: LearnerRegistry) -> Callable[[str, str], float | None]:
+    def issued_at(selection_id: str, learner: str) -> float | None:
+        try:  # already verified by the feedback that quoted it (a cache hit)
+            return registry.signer.verify(selection_id, learner, ttl_s=0).issued_ms / 1000
+        except QortexError:
+            return None
+
+    return issued_at
 
 
 def _nothing_stored(settings: Settings) -> bool:

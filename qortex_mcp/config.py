@@ -10,6 +10,10 @@ Environment: ``QORTEX_STORE`` (sqlite | json | memory | postgres), ``QORTEX_STAT
 ``QORTEX_CONFIG``, ``QORTEX_TOOL_PREFIX``, ``QORTEX_HTTP_TOKEN``, ``QORTEX_SQLITE_SYNCHRONOUS``,
 and the resource limits ``QORTEX_MAX_OPEN_LEARNERS``, ``QORTEX_MEMORY_BUDGET_MB``,
 ``QORTEX_FEEDBACK_PER_MINUTE``, ``QORTEX_FEEDBACK_PER_ARM_PER_MINUTE`` (0: no cap).
+Observing (HTTP only): ``QORTEX_METRICS`` (1 default, 0 turns ``/metrics`` and its counting
+off), ``QORTEX_METRICS_PER_ARM`` (0 default: no per-arm series; N: at most N in total),
+``QORTEX_DASHBOARD_POLL_S`` (how often the dashboard page polls, default 5),
+``QORTEX_OTEL`` (0 default; 1 exports OpenTelemetry traces, needs the ``otel`` extra).
 """
 
 from __future__ import annotations
@@ -82,6 +86,14 @@ class Settings:
     """Per learner: the most feedback rows per minute (0: no cap); TOML options win."""
     feedback_per_arm_per_minute: int = 120
     """Per learner and arm: the most feedback rows per minute (0: no cap)."""
+    metrics: bool = True
+    """Serve ``GET /metrics`` over HTTP and count every tool call for it."""
+    metrics_per_arm: int = 0
+    """Per-arm metric series in total (0: none; see ``qortex_mcp.observe.metrics``)."""
+    dashboard_poll_s: float = 5.0
+    """How often an open dashboard page asks for fresh data, in seconds."""
+    otel: bool = False
+    """Export OpenTelemetry traces of tool calls (``qortex_mcp.observe.tracing``)."""
     test_faults: frozenset[str] = frozenset()
     """``QORTEX_TEST_FAULTS``: deliberate SQLite store bugs the reliability suite must catch
     (tests only; see ``SqliteLearningStore``)."""
@@ -117,6 +129,14 @@ class Settings:
         for var, name, _, _ in _LIMITS:
             if raw := env.get(var):
                 values[name] = raw
+        if (metrics := env.get("QORTEX_METRICS")) is not None:
+            values["metrics"] = metrics
+        if per_arm := env.get("QORTEX_METRICS_PER_ARM"):
+            values["metrics_per_arm"] = per_arm
+        if (otel := env.get("QORTEX_OTEL")) is not None:
+            values["otel"] = otel
+        if poll := env.get("QORTEX_DASHBOARD_POLL_S"):
+            values["dashboard_poll_s"] = poll
         if faults := env.get("QORTEX_TEST_FAULTS"):
             values["test_faults"] = frozenset(f.strip() for f in faults.split(",") if f.strip())
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -146,6 +166,12 @@ class Settings:
             raise ConfigError("QORTEX_TOOL_PREFIX may use letters, digits and _ (32 at most)")
         for var, name, default, low in _LIMITS:
             values[name] = _limit(var, values.pop(name, default), low)
+        values["metrics"] = _flag("QORTEX_METRICS", values.pop("metrics", True))
+        values["otel"] = _flag("QORTEX_OTEL", values.pop("otel", False))
+        values["metrics_per_arm"] = _limit("QORTEX_METRICS_PER_ARM",
+                                           values.pop("metrics_per_arm", 0), 0)
+        values["dashboard_poll_s"] = _seconds("QORTEX_DASHBOARD_POLL_S",
+                                              values.pop("dashboard_poll_s", 5.0))
         config_file = values.pop("config_file", None)
         learners: Mapping[str, Mapping[str, Any]] = values.pop("learners", {})
         if config_file is not None:
@@ -198,6 +224,29 @@ def _limit(var: str, raw: object, low: int) -> int:
         raise ConfigError(f"{var} must be a whole number, got {preview(raw)}") from None
     if value < low:
         raise ConfigError(f"{var} must be at least {low}" + (" (0: no cap)" if low == 0 else ""))
+    return value
+
+
+def _flag(var: str, raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{var} must be 1 or 0, got {preview(raw)}")
+
+
+def _seconds(var: str, raw: object) -> float:
+    try:
+        value = float(raw) if isinstance(raw, str | int | float) and \
+            not isinstance(raw, bool) else -1.0
+    except ValueError:
+        value = -1.0
+    if not 0.2 <= value <= 3600:
+        raise ConfigError(f"{var} must be a number of seconds from 0.2 to 3600, "
+                          f"got {preview(raw)}")
     return value
 
 

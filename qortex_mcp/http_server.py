@@ -44,6 +44,7 @@ __all__ = [
     "BearerAuth",
     "check_binding",
     "is_loopback",
+    "serve_app",
     "serve_http",
     "transport_security",
 ]
@@ -158,8 +159,12 @@ def _listen(host: str, port: int) -> socket.socket:
 
 async def serve_http(
     server: MCPServer[Any], *, host: str, port: int, token: str | None, path: str = "/mcp",
+    observe: ASGIApp | None = None,
 ) -> str:
     """Serve streamable HTTP until SIGTERM/SIGINT; returns why it stopped.
+
+    ``observe`` (``qortex_mcp.observe.app``) answers ``/metrics``, ``/api/learning/`` and
+    ``/dashboard`` behind the same Host/Origin checks and bearer token as the MCP endpoint.
 
     Also raises this process's soft file-descriptor limit to its hard limit (one descriptor
     per connection) and installs the loop's handler for ``accept()`` failures while serving.
@@ -180,6 +185,30 @@ async def serve_http(
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
     app = ListenLimit(PostOnly(BodyDeadline(app, max_bytes=MAX_REQUEST_BYTES), path))
+    if observe is not None:
+        from qortex_mcp.observe.app import ObserveSplit
+
+        app = ObserveSplit(app, BodyDeadline(observe, max_bytes=MAX_REQUEST_BYTES))
+    return await _serve(app, sock, host=host, token=token, path=path, limits=limits)
+
+
+async def serve_app(app: ASGIApp, *, host: str, port: int, token: str | None,
+                    path: str = "/") -> str:
+    """Serve a plain ASGI app (``qortex-mcp dashboard``) with the same guards, Host/Origin
+    checks and bearer token as the MCP server, until SIGTERM/SIGINT.
+
+    Raises:
+        ConfigError: the binding is refused (see ``check_binding``) or the port is taken.
+    """
+    check_binding(host, token)
+    limits = raise_fd_limit()
+    sock = _listen(host, port)
+    return await _serve(BodyDeadline(app, max_bytes=MAX_REQUEST_BYTES), sock, host=host,
+                        token=token, path=path, limits=limits)
+
+
+async def _serve(app: ASGIApp, sock: socket.socket, *, host: str, token: str | None,
+                 path: str, limits: tuple[int, int] | None) -> str:
     if token:
         app = BearerAuth(app, token)
     app = HostCheck(app, transport_security(host))

@@ -15,17 +15,20 @@ A registry passed in by the caller is used as is and never closed here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
 from qortex_mcp.config import Settings
 from qortex_mcp.errors import ConfigError
-from qortex_mcp.learning import Learner, LearnerRegistry
+from qortex_mcp.learning import Learner, LearnerRegistry, LearningStore
 from qortex_mcp.learning.stores.factory import default_signer, open_store
 from qortex_mcp.logging import get_logger
+
+if TYPE_CHECKING:
+    from qortex_mcp.tools.boundary import ToolBoundary
 
 __all__ = [
     "CLOSE_TIMEOUT_S",
@@ -41,8 +44,12 @@ CLOSE_TIMEOUT_S: Final = 4.0
 """Closing may take this long (flush, then close the store); shutdown must end within 5 s."""
 
 
-async def open_registry(settings: Settings) -> LearnerRegistry:
+async def open_registry(
+    settings: Settings, *, wrap: Callable[[LearningStore], LearningStore] | None = None
+) -> LearnerRegistry:
     """Open the configured store and signer as a ``LearnerRegistry`` (caller closes it).
+
+    ``wrap`` may wrap the store the learners use (the metrics time its commits).
 
     Every learner option of the TOML file is checked here, so a bad file fails at start
     rather than on some later tool call.
@@ -61,7 +68,8 @@ async def open_registry(settings: Settings) -> LearnerRegistry:
                 f"{exc.strerror}"
             ) from exc
         registry = LearnerRegistry(
-            store, signer, options=server_learner_options(settings),
+            store if wrap is None else wrap(store), signer,
+            options=server_learner_options(settings),
             max_open=settings.max_open_learners,
             memory_budget_bytes=settings.memory_budget_mb * 1024 * 1024)
         for name in {"default", *settings.learners} - {"*"}:
@@ -98,6 +106,13 @@ class QortexRuntime:
         self._owned = registry is None
         self._users = 0
         self._lock = asyncio.Lock()
+        self.boundary: ToolBoundary | None = None
+        """The boundary guarding this runtime's tools (``register_tools`` sets it)."""
+
+    @property
+    def opened(self) -> LearnerRegistry | None:
+        """The registry if it is open now (never opens it)."""
+        return self._registry
 
     async def registry(self) -> LearnerRegistry:
         """The open registry (opened now if nothing opened it yet).

@@ -32,11 +32,13 @@ from qortex_mcp.errors import ConfigError, preview
 from qortex_mcp.learning import LearnerRegistry
 from qortex_mcp.runtime import QortexRuntime
 from qortex_mcp.tools import ALL_TOOLS, ToolBoundary, ToolSpec
+from qortex_mcp.tools.boundary import CallObserver, Observers
 
 __all__ = [
     "TOOL_NAMES",
     "ServerState",
     "build_server",
+    "build_server_and_runtime",
     "instructions",
     "register_tools",
     "tool_names",
@@ -88,6 +90,7 @@ def register_tools(
     settings: Settings | None = None,
     *,
     registry: LearnerRegistry | None = None,
+    observer: CallObserver | None = None,
 ) -> QortexRuntime:
     """Add the qortex tools to ``server``, all sharing one learner registry.
 
@@ -101,6 +104,7 @@ def register_tools(
         server: the host's server; its other tools are untouched.
         settings: store, prefix, tool subset and learner options (default: environment).
         registry: an open ``LearnerRegistry`` to share instead of opening one.
+        observer: told about every tool call (``qortex_mcp.observe.QortexMetrics``).
 
     Returns:
         The runtime holding the registry.
@@ -110,15 +114,16 @@ def register_tools(
     """
     settings = Settings.from_env() if settings is None else settings
     runtime = QortexRuntime(settings, registry)
-    boundary = ToolBoundary(server.list_tools)
+    boundary = ToolBoundary(server.list_tools, observer)
     for spec in _selected(settings):
         fn = spec.factory(runtime)
         name = settings.tool_prefix + spec.base
         server.add_tool(fn, name=name, title=spec.title, annotations=spec.annotations,
                         description=" ".join((fn.__doc__ or "").split()),
                         structured_output=True)
-        boundary.add(name, fn)
+        boundary.add(name, fn, spec.base)
     server.middleware.append(boundary)
+    runtime.boundary = boundary
     return runtime
 
 
@@ -138,7 +143,8 @@ _LOG_LEVELS: dict[str, Literal["DEBUG", "INFO", "WARNING", "ERROR"]] = {
 def build_server(
     settings: Settings | None = None, *, registry: LearnerRegistry | None = None
 ) -> MCPServer[ServerState]:
-    """A ready qortex-mcp server: the ten tools, instructions and a typed lifespan.
+    """A ready qortex-mcp server: the ten tools, the ``qortex://`` resources (with change
+    notifications, see ``qortex_mcp.observe.resources``), instructions and a typed lifespan.
 
     The lifespan opens one ``LearnerRegistry`` over the configured store and signer and
     closes it when the server stops (stdin EOF, a signal, or the end of an in-memory
@@ -147,8 +153,26 @@ def build_server(
     Raises:
         ConfigError: a bad environment or ``QORTEX_TOOLS`` entry.
     """
+    return build_server_and_runtime(settings, registry=registry)[0]
+
+
+def build_server_and_runtime(
+    settings: Settings | None = None, *, registry: LearnerRegistry | None = None,
+    observer: CallObserver | None = None,
+) -> tuple[MCPServer[ServerState], QortexRuntime]:
+    """``build_server``, also returning the runtime (its boundary serves the REST API);
+    ``observer`` is told about every tool call.
+
+    Raises:
+        ConfigError: a bad environment or ``QORTEX_TOOLS`` entry.
+    """
+    from mcp.server.subscriptions import InMemorySubscriptionBus
+
+    from qortex_mcp.observe.resources import ResourceNotifier, register_resources
+
     settings = Settings.from_env() if settings is None else settings
     runtime: QortexRuntime
+    bus = InMemorySubscriptionBus()
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[ServerState]) -> AsyncIterator[ServerState]:
@@ -158,10 +182,12 @@ def build_server(
     server: MCPServer[ServerState] = MCPServer(
         "qortex-mcp", title="qortex-mcp: learning from feedback", version=__version__,
         instructions=instructions(settings.tool_prefix), lifespan=lifespan,
-        log_level=_LOG_LEVELS.get(settings.log_level, "INFO"),
+        log_level=_LOG_LEVELS.get(settings.log_level, "INFO"), subscriptions=bus,
     )
-    runtime = register_tools(server, settings, registry=registry)
-    return server
+    runtime = register_tools(server, settings, registry=registry,
+                             observer=Observers(observer, ResourceNotifier(bus)))
+    register_resources(server, runtime)
+    return server, runtime
 
 
 def tool_names(settings: Settings) -> Sequence[str]:

@@ -70,6 +70,7 @@ from qortex_mcp.learning.types import (
     GLOBAL_CONTEXT,
     ApplyResult,
     Arm,
+    ArmArrays,
     ArmMetrics,
     ArmOutcome,
     ArmRow,
@@ -1066,6 +1067,20 @@ class Learner:
         order = np.lexsort((np.array(self._ids, dtype=object), -means))[:k]
         now = time.time()
         return [self._posterior(int(slot), ctx, now) for slot in order]
+
+    async def arm_arrays(self, context: dict[str, Any] | None = None) -> ArmArrays:
+        """Every known arm's posterior parameters and counts as numpy arrays (copies), in
+        the order arms were first seen: one pass for views over thousands of arms."""
+        self._check_open()
+        ctx = canonical_context(context)
+        await self._sync()
+        count = len(self._ids)
+        s, f = self._evidence(np.arange(count, dtype=np.int64), ctx, time.time())
+        return ArmArrays(
+            ids=tuple(self._ids), alpha=self._a0[:count] + s, beta=self._b0[:count] + f,
+            pulls=self._n[:count].copy(), selections=self._sel[:count].copy(),
+            reward_sum=self._rsum[:count].copy(), last_update=self._t[:count].copy(),
+        )
 
     async def metrics(self) -> LearnerMetrics:
         """Selections, feedback, reward rates, feedback rate and measured exploration."""

@@ -14,6 +14,7 @@ from typing import Any, Final, Literal
 __all__ = [
     "ApplyResult",
     "Arm",
+    "ArmArrays",
     "ArmMetrics",
     "ArmOutcome",
     "ArmRow",
@@ -167,6 +168,25 @@ class FeedbackResult:
     pulls: int
     selection_id: str | None
     context_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class ArmArrays:
+    """Every arm a learner knows, as aligned arrays (for views over many arms at once).
+
+    ``alpha`` and ``beta`` are the posterior parameters in the context asked for (decayed,
+    backed off, as ``posteriors`` gives them); ``pulls`` and ``reward_sum`` the global
+    feedback count and raw reward sum; ``selections`` how often each arm was chosen.
+    """
+
+    ids: tuple[str, ...]
+    alpha: Any
+    beta: Any
+    pulls: Any
+    selections: Any
+    reward_sum: Any
+    last_update: Any
+    """Unix time of each arm's last feedback (0 when none)."""
 
 
 @dataclass(frozen=True, slots=True)

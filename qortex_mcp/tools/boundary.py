@@ -13,7 +13,11 @@ server carrying qortex tools gets one ``ToolBoundary`` middleware that, for thos
    and ``retry_after_s`` for ``RATE_LIMITED``);
 3. answers an unexpected exception as ``INTERNAL_ERROR`` without any detail, and logs it
    (``tool_crashed``: its type and traceback) on stderr;
-4. logs one ``tool_call`` event: tool, learner, latency_ms, code.
+4. logs one ``tool_call`` event: tool, learner, latency_ms, code, and tells its
+   ``CallObserver`` (the Prometheus metrics, when serving them) the same facts.
+
+``invoke`` runs a guarded tool without MCP (the REST API): the same strict arguments, the
+same tool function, the same codes, the same observer.
 
 It also counts the requests in progress (``IN_FLIGHT``): the stdio transport waits for them
 to answer before it stops on a signal.
@@ -31,7 +35,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import CodeType
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, Protocol, TypeVar
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver.exceptions import ToolError
@@ -49,7 +53,16 @@ from qortex_mcp.errors import (
 )
 from qortex_mcp.logging import get_logger
 
-__all__ = ["ERROR_META_KEY", "IN_FLIGHT", "InFlight", "ToolBoundary", "guarded"]
+__all__ = [
+    "ERROR_META_KEY",
+    "IN_FLIGHT",
+    "CallObserver",
+    "InFlight",
+    "Invoked",
+    "Observers",
+    "ToolBoundary",
+    "guarded",
+]
 
 log = get_logger("qortex_mcp.tools")
 
@@ -74,6 +87,39 @@ class InFlight:
 
 
 IN_FLIGHT: Final = InFlight()
+
+
+class CallObserver(Protocol):
+    """Told about every guarded tool call once it has answered (metrics, traces).
+
+    ``structured`` is the answer's structured content (None for an error); ``seconds`` the
+    time from arguments in to answer out. Must be cheap: it runs on every call.
+    """
+
+    def tool_call(self, tool: str, arguments: Mapping[str, Any],
+                  structured: Mapping[str, Any] | None, code: str, seconds: float) -> None: ...
+
+
+class Observers:
+    """Several observers told in turn (metrics, resource notifications)."""
+
+    def __init__(self, *observers: CallObserver | None) -> None:
+        self.observers = [o for o in observers if o is not None]
+
+    def tool_call(self, tool: str, arguments: Mapping[str, Any],
+                  structured: Mapping[str, Any] | None, code: str, seconds: float) -> None:
+        for observer in self.observers:
+            observer.tool_call(tool, arguments, structured, code, seconds)
+
+
+@dataclass(frozen=True)
+class Invoked:
+    """What ``ToolBoundary.invoke`` answers: the structured content, or the error."""
+
+    code: str
+    """``OK`` or the stable error code."""
+    structured: dict[str, Any] | None = None
+    error: QortexError | None = None
 
 
 @dataclass
@@ -233,20 +279,98 @@ class _Internal(QortexError):
 class ToolBoundary:
     """Server middleware guarding the tools registered with ``add`` (see module doc)."""
 
-    def __init__(self, listed: Callable[[], Awaitable[Sequence[Any]]] | None = None) -> None:
+    def __init__(
+        self, listed: Callable[[], Awaitable[Sequence[Any]]] | None = None,
+        observer: CallObserver | None = None,
+    ) -> None:
         """``listed`` returns the server's tools (``MCPServer.list_tools``): a call naming
         none of them is answered ``UNKNOWN_TOOL`` here, before the SDK runs (with no
         ``listed``, only unguarded names pass through to the SDK)."""
         self._specs: dict[str, _Spec] = {}
         self._listed = listed
+        self._fns: dict[str, Callable[..., Awaitable[Any]]] = {}
+        self._bases: dict[str, str] = {}
+        self.observer = observer
+        self.tracer: Any = None
+        """An OpenTelemetry tracer: ``invoke`` (REST) then opens a ``tools/call`` span."""
 
-    def add(self, name: str, fn: Callable[..., Any]) -> None:
-        """Guard the tool ``name`` whose function is ``fn``."""
+    def add(self, name: str, fn: Callable[..., Any], base: str | None = None) -> None:
+        """Guard the tool ``name`` whose function is ``fn`` (``base``: its unprefixed name)."""
         key = (name, fn.__code__)
         spec = _SPECS.get(key)
         if spec is None:
             spec = _SPECS[key] = _spec(name, fn)
         self._specs[name] = spec
+        self._fns[name] = fn
+        self._bases[name] = base or name
+
+    def tool_for(self, base: str) -> str | None:
+        """The registered name of the tool whose unprefixed name is ``base``."""
+        return next((name for name, b in self._bases.items() if b == base), None)
+
+    def arguments_schema(self, name: str, ref_template: str = "#/$defs/{model}"
+                         ) -> dict[str, Any]:
+        """The JSON schema of the strict arguments of tool ``name``."""
+        schema = self._specs[name].model.model_json_schema(ref_template=ref_template)
+        schema["additionalProperties"] = False
+        return schema
+
+    async def invoke(self, name: str, raw: object) -> Invoked:
+        """Run the guarded tool ``name`` with JSON ``raw`` arguments, as a tool call would.
+
+        The arguments pass the same strict check, the same function runs, errors get the
+        same codes (an unexpected one is logged and answered ``INTERNAL_ERROR``), and the
+        observer is told. Nothing about MCP is involved.
+        """
+        if self.tracer is None:
+            return await self._invoke(name, raw)
+        with self.tracer.start_as_current_span(f"tools/call {name}", attributes={
+                "mcp.method.name": "tools/call", "gen_ai.tool.name": name,
+                "gen_ai.operation.name": "execute_tool", "network.transport": "tcp"}) as span:
+            done = await self._invoke(name, raw)
+            if done.error is not None:
+                span.set_attribute("error.type", "tool_error")  # as the SDK marks MCP calls
+            return done
+
+    async def _invoke(self, name: str, raw: object) -> Invoked:
+        spec, fn = self._specs[name], self._fns[name]
+        started = time.perf_counter()
+        structured: dict[str, Any] | None = None
+        error: QortexError | None = None
+        try:
+            if not isinstance(raw, Mapping):
+                raise InvalidInput("the body must be a JSON object")
+            try:
+                args = spec.model.model_validate(_preparse(raw, spec.containers))
+            except ValidationError as exc:
+                raise describe(exc, spec.params, spec.mappings) from None
+            call = _Call()
+            token = _current.set(call)
+            try:
+                result = await fn(**{key: getattr(args, key) for key in spec.params})
+            except ToolError:
+                if call.error is None:  # guarded always records it: a bug if not
+                    raise
+                raise call.error from None
+            except Exception as exc:
+                log.error("tool_crashed", tool=name, error_type=type(exc).__name__,
+                          exc_info=exc)
+                raise _Internal("unexpected server error; the server log has the details") \
+                    from None
+            finally:
+                _current.reset(token)
+            structured = dict(result.structured_content or {})
+        except QortexError as exc:
+            error = exc
+        code = "OK" if error is None else error.code
+        seconds = time.perf_counter() - started
+        learner = raw.get("learner", spec.learner) if isinstance(raw, Mapping) else None
+        log.info("tool_call", tool=name, learner=learner if isinstance(learner, str) else None,
+                 latency_ms=round(seconds * 1e3, 3), code=code, via="rest")
+        if self.observer is not None:
+            self.observer.tool_call(self._bases[name], raw if isinstance(raw, Mapping) else {},
+                                    structured, code, seconds)
+        return Invoked(code, structured, error)
 
     async def __call__(
         self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
@@ -274,14 +398,22 @@ class ToolBoundary:
         raw = params.get("arguments") or {}
         started = time.perf_counter()
         code = "CANCELLED"
+        result: dict[str, Any] | None = None
         try:
             result, code = await self._call(ctx, call_next, name, spec, raw)
             return result
         finally:
+            seconds = time.perf_counter() - started
             learner = raw.get("learner", spec.learner) if isinstance(raw, Mapping) else None
             log.info("tool_call", tool=name,
                      learner=learner if isinstance(learner, str) else None,
-                     latency_ms=round((time.perf_counter() - started) * 1e3, 3), code=code)
+                     latency_ms=round(seconds * 1e3, 3), code=code)
+            if self.observer is not None:
+                structured = result.get("structuredContent") if code == "OK" and result else None
+                self.observer.tool_call(self._bases.get(name, name),
+                                        raw if isinstance(raw, Mapping) else {},
+                                        structured if isinstance(structured, dict) else None,
+                                        code, seconds)
 
     def _strict_schemas(self, result: HandlerResult) -> HandlerResult:
         """Publish what the boundary enforces: unknown arguments are refused, so each
