@@ -14,8 +14,9 @@ The score blends the two things the model knows about a candidate::
 success posterior after this history (the posterior mean with ``explore=False``), so a
 tool that usually follows but keeps failing drops below one that works.
 
-``suggest`` never awaits the store: counts come from the learner's in-memory cache, and
-per-level totals are cached until a row of that level changes.
+``suggest`` never awaits the store: counts come from the learner's in-memory cache, kept as
+arrays per n-gram level (``ngram_counts``), and the estimate for a (history, candidates) pair
+is memoised until a row of one of its levels, an arm's prior or the arm set changes.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ MAX_TOOLS: Final = MAX_OFFERED
 """The most candidates per suggestion: all of them are signed into its id."""
 _LEVEL_CACHE: Final = 4096
 _MEMO_DRIFT: Final = 1e-4
+_MEMO_SIZE: Final = 1024
+"""Memoised estimates (about 4 KB each with 50 candidates)."""
 _THOMPSON: Final = ThompsonSampling()
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -234,7 +237,7 @@ class NextToolModel:
                     lrn._half_life is None or now - at <= lrn._half_life * _MEMO_DRIFT):
                 return got
         got = self._compute(levels, tools, now)
-        if len(self._memo) >= _LEVEL_CACHE or self._memo_refs >= 4 * _LEVEL_CACHE:
+        if len(self._memo) >= _MEMO_SIZE or self._memo_refs >= 4 * _MEMO_SIZE:
             # (the reverse index keeps keys of entries already dropped: bound it too)
             self._memo.clear()
             self._memo_by_level.clear()
