@@ -47,6 +47,7 @@ from qortex_mcp.learning.strategies import ThompsonSampling
 from qortex_mcp.learning.tokens import MAX_OFFERED
 from qortex_mcp.learning.types import (
     ArmOutcome,
+    EvidenceRow,
     FeedbackResult,
     FeedbackRow,
     Outcome,
@@ -139,8 +140,9 @@ class NextToolModel:
             model = _MODELS[learner] = cls(learner)
         return model
 
-    def _changed(self, keys: set[str]) -> None:
-        self._counts.forget(keys)
+    def _changed(self, rows: Sequence[EvidenceRow]) -> None:
+        keys = {r.ctx for r in rows}
+        self._counts.update(rows, self.learner._ctx, self.learner._index)
         for key in keys:
             for memo_key in self._memo_by_level.pop(key, ()):
                 self._memo.pop(memo_key, None)
