@@ -25,6 +25,7 @@ import logging
 import math
 import secrets
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -200,7 +201,7 @@ class Learner:
         self._pending_answered = 0
         self._candidates: OrderedDict[tuple[Any, ...], IntArray] = OrderedDict()
         self._recent: _Recent | None = None
-        self._listeners: list[Callable[[set[str]], None]] = []
+        self._listeners: list[weakref.WeakMethod[Callable[[Sequence[EvidenceRow]], None]]] = []
         # Bumped whenever an arm's prior changes (the next-tool model's memo checks it).
         self._priors_changed = 0
         self._sync_lock = asyncio.Lock()
@@ -891,19 +892,16 @@ class Learner:
         self._absorb(result.rows)
         return result
 
-    def _watch(self, listener: Callable[[set[str]], None]) -> None:
-        """Call ``listener`` with the context keys of evidence rows the cache takes in
-        (feedback, another process's rows, decay, reset); the next-tool model keeps its
-        per-history totals current this way."""
-        self._listeners.append(listener)
+    def _watch(self, listener: Callable[[Sequence[EvidenceRow]], None]) -> None:
+        """Call ``listener`` with the evidence rows the cache took in (feedback, another
+        process's rows, decay, reset), after it took them; the next-tool model keeps its
+        per-level arrays current this way (reading the cache, which skips stale rows).
+        ``listener`` is a bound method, held weakly: a model dropped stops listening."""
+        self._listeners.append(weakref.WeakMethod(listener))
 
     # --- cache maintenance -----------------------------------------------------------------
 
     def _absorb(self, rows: Sequence[EvidenceRow]) -> None:
-        if self._listeners and rows:
-            changed = {r.ctx for r in rows}
-            for listener in self._listeners:
-                listener(changed)
         for row in rows:
             slot = self._slot(row.arm)
             if row.ctx == GLOBAL_CONTEXT:
@@ -923,6 +921,14 @@ class Learner:
                 if cur is None:
                     self._charge(CONTEXT_ROW_BYTES)
                 table[slot] = [row.s, row.f, row.n, row.rsum, row.t, row.v]
+        if rows and self._listeners:
+            alive = []
+            for ref in self._listeners:
+                listener = ref()
+                if listener is not None:
+                    listener(rows)
+                    alive.append(ref)
+            self._listeners = alive
 
     def _absorb_arms(self, rows: Sequence[ArmRow]) -> None:
         for row in rows:

@@ -14,8 +14,9 @@ The score blends the two things the model knows about a candidate::
 success posterior after this history (the posterior mean with ``explore=False``), so a
 tool that usually follows but keeps failing drops below one that works.
 
-``suggest`` never awaits the store: counts come from the learner's in-memory cache, and
-per-level totals are cached until a row of that level changes.
+``suggest`` never awaits the store: counts come from the learner's in-memory cache, kept as
+arrays per n-gram level (``ngram_counts``), and the estimate for a (history, candidates) pair
+is memoised until a row of one of its levels, an arm's prior or the arm set changes.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from qortex_mcp.learning.strategies import ThompsonSampling
 from qortex_mcp.learning.tokens import MAX_OFFERED
 from qortex_mcp.learning.types import (
     ArmOutcome,
+    EvidenceRow,
     FeedbackResult,
     FeedbackRow,
     Outcome,
@@ -65,6 +67,8 @@ MAX_TOOLS: Final = MAX_OFFERED
 """The most candidates per suggestion: all of them are signed into its id."""
 _LEVEL_CACHE: Final = 4096
 _MEMO_DRIFT: Final = 1e-4
+_MEMO_SIZE: Final = 1024
+"""Memoised estimates (about 4 KB each with 50 candidates)."""
 _THOMPSON: Final = ThompsonSampling()
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -136,8 +140,9 @@ class NextToolModel:
             model = _MODELS[learner] = cls(learner)
         return model
 
-    def _changed(self, keys: set[str]) -> None:
-        self._counts.forget(keys)
+    def _changed(self, rows: Sequence[EvidenceRow]) -> None:
+        keys = {r.ctx for r in rows}
+        self._counts.update(rows, self.learner._ctx, self.learner._index)
         for key in keys:
             for memo_key in self._memo_by_level.pop(key, ()):
                 self._memo.pop(memo_key, None)
@@ -234,7 +239,7 @@ class NextToolModel:
                     lrn._half_life is None or now - at <= lrn._half_life * _MEMO_DRIFT):
                 return got
         got = self._compute(levels, tools, now)
-        if len(self._memo) >= _LEVEL_CACHE or self._memo_refs >= 4 * _LEVEL_CACHE:
+        if len(self._memo) >= _MEMO_SIZE or self._memo_refs >= 4 * _MEMO_SIZE:
             # (the reverse index keeps keys of entries already dropped: bound it too)
             self._memo.clear()
             self._memo_by_level.clear()

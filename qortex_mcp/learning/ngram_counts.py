@@ -1,9 +1,9 @@
 """The next-tool model's arithmetic: level counts as arrays, smoothing and success, vectorised.
 
 ``LevelCounts`` mirrors the learner's evidence rows of each n-gram level it is asked about
-as arrays over the learner's arm slots (built on first use, dropped when a row of that level
-changes), so a suggestion gathers each level's counts for every candidate in one numpy
-indexing step instead of a dict lookup per candidate.
+as arrays over the learner's arm slots (built on first use, then updated in place from the
+rows the learner's cache takes in), so a suggestion gathers each level's counts for every
+candidate in one numpy indexing step instead of a dict lookup per candidate.
 
 ``estimate`` then works on the stacked ``(levels, candidates)`` counts at once:
 
@@ -29,6 +29,8 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+
+from qortex_mcp.learning.types import EvidenceRow
 
 __all__ = ["Estimate", "LevelCounts"]
 
@@ -64,10 +66,11 @@ class _Level:
 
     def total(self, half_life: float | None, now: float) -> float:
         """The decayed count of every tool that followed the level's history."""
-        if self.mass is None:
+        if self.mass is None:  # (re)computed as of now after a change
             n = self.ns[0]
+            self.at = now
             self.mass = float(n.sum() if half_life is None else
-                              n @ np.power(0.5, (self.at - self.t) / half_life))
+                              n @ np.power(0.5, (now - self.t) / half_life))
         if half_life is None:
             return self.mass
         return float(self.mass * 0.5 ** ((now - self.at) / half_life))
@@ -81,11 +84,31 @@ class LevelCounts:
         self._cells = 0
 
     def forget(self, keys: set[str]) -> None:
-        """Drop the arrays of levels whose rows changed (rebuilt when next used)."""
+        """Drop the arrays of these levels (rebuilt when next used)."""
         for key in keys:
             old = self._levels.pop(key, None)
             if old is not None:
                 self._cells -= old.t.shape[0]
+
+    def update(self, rows: Sequence[EvidenceRow], tables: Mapping[str, Mapping[int, list[float]]],
+               index: Mapping[str, int]) -> None:
+        """Bring the arrays of levels in use up to date with changed rows, in place (as the
+        learner's cache now holds them: it skips stale rows); a level whose array is too
+        small for a new arm is dropped and rebuilt when next used."""
+        for row in rows:
+            level = self._levels.get(row.ctx)
+            if level is None:
+                continue
+            slot = index[row.arm]
+            cur = tables.get(row.ctx, {}).get(slot)
+            if slot >= level.t.shape[0] - 1 or cur is None:
+                self.forget({row.ctx})
+                continue
+            n = cur[0] + cur[1]
+            if (level.ns[0, slot] > 0.0) != (n > 0.0):
+                level.types += 1 if n > 0.0 else -1
+            level.ns[0, slot], level.ns[1, slot], level.t[slot] = n, cur[0], cur[4]
+            level.mass = None
 
     def get(self, key: str, table: Mapping[int, list[float]], size: int, now: float) -> _Level:
         level = self._levels.get(key)

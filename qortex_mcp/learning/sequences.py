@@ -30,9 +30,9 @@ of each candidate given that one of them is called next. The caller's context le
 given, refines the global trigram (it is a subset of the same data), so a new context
 starts from the global sequence model and moves away as its own evidence grows.
 
-**Success.** Each level's success evidence backs off to the level above it by the rule of
-``qortex_mcp.learning.context`` (a child borrows at most ``m = context_backoff``
-pseudo-observations of what its parent saw elsewhere), on top of the arm's prior.
+**Success.** A Beta posterior per tool after the history: the most specific level's outcomes
+in full, plus each coarser level's outcomes beyond the next finer one, at most
+``context_backoff + a0 + b0`` pseudo-observations of each (``ngram_counts``).
 """
 
 from __future__ import annotations

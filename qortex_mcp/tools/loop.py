@@ -115,8 +115,9 @@ def _feedback(rt: QortexRuntime) -> Any:
             "a click count as skipped)."
         )] = False,
     ) -> Annotated[CallToolResult, FeedbackOutput]:
-        """Report how the chosen arms worked: ALWAYS call after acting on select or rerank,
-        quoting its selection_id, good outcome or bad. Safe to retry (duplicates count once).
+        """Report how the chosen arms worked: ALWAYS call after acting on select, rerank or
+        next_tool (name the tool you called), quoting its selection_id, good outcome or bad.
+        Safe to retry (duplicates count once).
         Use the bare form (arm_id + outcome, no selection_id) only for an arm no select or
         rerank chose, e.g. an option you tried on your own."""
         pairs = _pairs(outcomes, arm_id, outcome)

@@ -51,6 +51,19 @@ def test_counts_equal_the_applied_transitions_and_smoothing_is_a_distribution(
             rows = {r.arm: r.n for r in await store.evidence("p")
                     if r.ctx == model._levels_of((None, None), None)[0].key}
             assert sum(rows.values()) == total  # the unigram level saw every transition
+            # the model's arrays, updated in place feedback after feedback, equal arrays
+            # built afresh from the learner's rows (a new model), also after a decay
+            for step in ("after feedback", "after decay"):
+                fresh = NextToolModel(lrn)
+                for hist in ([], ["a"], ["c", "b"]):
+                    ours = model.suggest(hist, candidates, k=len(candidates), explore=False)
+                    theirs = fresh.suggest(hist, candidates, k=len(candidates), explore=False)
+                    assert [s.tool for s in ours.suggestions] == [
+                        s.tool for s in theirs.suggestions], step
+                    for mine, other in zip(ours.suggestions, theirs.suggestions, strict=True):
+                        assert mine.probability == pytest.approx(other.probability), step
+                        assert mine.success_mean == pytest.approx(other.success_mean), step
+                await lrn.decay(0.5)
             blend = NextToolModel(lrn, sequence_weight=weight)
             for hist in ([], ["a"], ["b", "a"], ["d", "d", "c"]):
                 out = blend.suggest(hist, candidates, k=len(candidates), explore=False)
