@@ -139,11 +139,15 @@ async def test_each_transition_writes_one_row_per_level_and_global_counts_stay_e
                 context={"task": "fix"})
     rows = await model.learner.store.evidence("tools")
     by_ctx = {r.ctx: r.n for r in rows if r.arm == "grep"}
-    levels = levels_for(("a-tool", "read_file"), canonical_context({"task": "fix"}).body)
+    fix = canonical_context({"task": "fix"})
+    assert fix is not None
+    levels = levels_for(("a-tool", "read_file"), fix.body)
     assert [by_ctx[lv.key] for lv in levels] == [2, 2, 2, 2]
     # the level bodies are what canonical_context makes of them
     for lv in levels:
-        assert canonical_context(json.loads(lv.body)).key == lv.key
+        level = canonical_context(json.loads(lv.body))
+        assert level is not None
+        assert level.key == lv.key
     assert model.counts(["a-tool", "read_file"], {"task": "fix"}) == {"grep": 2.0}
     assert model.counts(["a-tool", "read_file"]) == {"grep": 2.0}
 
