@@ -47,8 +47,9 @@ async def call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
     with anyio.fail_after(20):
         result = await client.call_tool(tool, arguments)
     assert not result.is_error, f"{tool}: {result.content}"
-    assert result.structured_content is not None
-    return result.structured_content
+    content: dict[str, Any] | None = result.structured_content
+    assert content is not None
+    return content
 
 
 async def search(client: Client, query: str, **extra: Any) -> dict[str, Any]:
@@ -74,6 +75,7 @@ async def test_accepted_documents_rise_rejected_ones_drop_and_contexts_stay_apar
     assert description.startswith("Search the knowledge base")
     assert "\n" not in description  # no docstring indentation
     assert "  " not in description
+    assert client.server_info is not None
     assert client.server_info.version == qortex_version
 
     # --- an accepted document, first shown at rank 8, rises into the top 3 ----------------

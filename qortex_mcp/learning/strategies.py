@@ -4,6 +4,9 @@ A strategy gets the candidates' ``alpha`` and ``beta`` arrays and the learner's 
 ``numpy.random.Generator`` and returns one score per candidate; the learner takes the k
 best. ``ThompsonSampling`` (default) draws one posterior sample per arm; ``PosteriorMean``
 is greedy (no exploration beyond the prior's optimism).
+
+``catalogue()`` (from ``qortex_mcp.learning.policies``, the name DESIGN.md fixes) lists the
+policy layer's strategies with their reward types and parameters.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ import numpy as np
 import numpy.typing as npt
 
 from qortex_mcp.errors import ConfigError, preview
+from qortex_mcp.learning.policies.registry import catalogue
 
 __all__ = [
     "LearningStrategy",
     "PosteriorMean",
     "ThompsonSampling",
+    "catalogue",
     "default_generator",
     "strategy_by_name",
 ]

@@ -31,7 +31,7 @@ import inspect
 import json
 import time
 import typing
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import CodeType
@@ -279,8 +279,14 @@ class _Internal(QortexError):
 class ToolBoundary:
     """Server middleware guarding the tools registered with ``add`` (see module doc)."""
 
-    def __init__(self, observer: CallObserver | None = None) -> None:
+    def __init__(self, listed: Callable[[], Awaitable[Sequence[Any]]] | None = None, *,
+                 observer: CallObserver | None = None) -> None:
+        """``listed`` returns the server's tools (``MCPServer.list_tools``): a call naming
+        none of them is answered ``UNKNOWN_TOOL`` here, before the SDK runs (with no
+        ``listed``, only unguarded names pass through to the SDK). ``observer`` is told
+        about every guarded call."""
         self._specs: dict[str, _Spec] = {}
+        self._listed = listed
         self._fns: dict[str, Callable[..., Awaitable[Any]]] = {}
         self._bases: dict[str, str] = {}
         self.observer = observer
@@ -383,8 +389,8 @@ class ToolBoundary:
             return self._strict_schemas(await call_next(ctx))
         if ctx.method == "tools/call" and params is not None:
             spec = self._specs.get(str(params.get("name")))
-            if spec is None:
-                return self._unknown_tool(await call_next(ctx), params.get("name"))
+            if spec is None and not await self._exists(params.get("name")):
+                return self._unknown_tool(params.get("name"), ctx)
         if spec is None or params is None:
             return await call_next(ctx)
         name = str(params["name"])
@@ -420,23 +426,24 @@ class ToolBoundary:
                 schema["additionalProperties"] = False
         return data
 
-    def _unknown_tool(self, result: HandlerResult, name: object) -> HandlerResult:
-        """The SDK answers an unknown tool with bare text; give it a code and ``_meta``
-        like every other error (only when the SDK's own text says so: a host tool's
-        errors pass through untouched)."""
-        data = _wire(result)
-        if data is None or not data.get("isError"):
-            return result
-        text = "".join(c.get("text", "") for c in data.get("content") or ()
-                       if isinstance(c, dict))
-        if text != f"Unknown tool: {name}":
-            return result
+    async def _exists(self, name: object) -> bool:
+        """Whether the server has a tool ``name`` (its own or a host's), asked of the
+        server's tool list rather than read from the SDK's error text."""
+        if self._listed is None:
+            return True
+        return any(getattr(tool, "name", None) == name for tool in await self._listed())
+
+    def _unknown_tool(
+        self, name: object, ctx: ServerRequestContext[Any, Any]
+    ) -> HandlerResult:
+        """A name the server has no tool for: the SDK would answer bare text; answer with
+        a code, ``_meta`` and the nearest guarded name, like every other error."""
         close = difflib.get_close_matches(str(name), list(self._specs), n=1)
         hint = f"did you mean {close[0]!r}?" if close else "list the tools for the names"
         error = UnknownTool(f"this server has no tool named {preview(name)}; {hint}")
         log.info("tool_call", tool=preview(name), learner=None, latency_ms=0.0,
                  code=error.code)
-        return _error_result(error, data)
+        return _refusal(error, ctx)[0]
 
     async def _call(
         self, ctx: ServerRequestContext[Any, Any], call_next: CallNext, name: str, spec: _Spec,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 from qortex_mcp.errors import QortexError
@@ -20,14 +21,15 @@ async def main(db: str, start: int, stop: int, shared: int) -> None:
     store = SqliteLearningStore(Path(db))
     learner = await Learner.create(LearnerConfig(name="two"), store,
                                    signer=SelectionSigner([b"t" * 32]))
-    counts = {"applied": 0, "duplicate": 0, "errors": []}
+    counts: Counter[str] = Counter(applied=0, duplicate=0)
+    errors: list[str] = []
 
     async def one(key: str, arm: str, reward: float) -> None:
         try:
             fb = await learner.observe(ArmOutcome(arm, reward=reward, idempotency_key=key))
-            counts[fb.status] += 1  # type: ignore[operator]
+            counts[fb.status] += 1
         except QortexError as exc:
-            counts["errors"].append(str(exc))  # type: ignore[union-attr]
+            errors.append(str(exc))
 
     jobs = [one(f"own{i}", f"arm{i % 7}", float(i % 2)) for i in range(start, stop)]
     # Both processes send the same shared keys: each must count exactly once overall.
@@ -36,7 +38,7 @@ async def main(db: str, start: int, stop: int, shared: int) -> None:
         await asyncio.gather(*jobs[i:i + 16])
     await learner.close()
     await store.close()
-    print(json.dumps(counts))
+    print(json.dumps({**counts, "errors": errors}))
 
 
 if __name__ == "__main__":

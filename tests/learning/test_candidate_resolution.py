@@ -3,6 +3,7 @@ the cache of recent id lists) must answer exactly what a first resolution answer
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -56,8 +57,9 @@ async def test_the_same_arm_objects_set_their_prior_again_on_every_call() -> Non
 async def test_new_but_equal_arm_lists_and_plain_ids_resolve_to_the_same_arms() -> None:
     learner = await make()
     await learner.observe(ArmOutcome("b", reward=1.0))
-    for cands in ([Arm("a"), Arm("b")], [Arm("a"), Arm("b")], ["a", "b"], ["a", Arm("b")],
-                  ("a", "b")):
+    lists: list[Sequence[Arm | str]] = [[Arm("a"), Arm("b")], [Arm("a"), Arm("b")], ["a", "b"],
+                                        ["a", Arm("b")], ("a", "b")]
+    for cands in lists:
         got = await learner.select(cands, k=2)
         assert {s.id: s.alpha for s in got.selected} == {"a": 1.0, "b": 2.0}
     assert len(await learner.posteriors()) == 2

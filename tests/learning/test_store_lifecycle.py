@@ -103,11 +103,14 @@ async def test_a_learner_given_a_store_reads_no_environment_and_writes_nothing_o
 
     monkeypatch.setattr(Settings, "from_env", no_env)
     store = await make_store(kind, tmp_path / "store")
-    async with store, await Learner.create(LearnerConfig(name="lib"), store) as learner:
-        chosen = await learner.select(["a", "b"])
-        result = await learner.observe(ArmOutcome(
-            arm_id=chosen.selected[0].id, reward=1.0, selection_id=chosen.selection_id))
-        assert result.status == "applied"
+    try:
+        async with await Learner.create(LearnerConfig(name="lib"), store) as learner:
+            chosen = await learner.select(["a", "b"])
+            result = await learner.observe(ArmOutcome(
+                arm_id=chosen.selected[0].id, reward=1.0, selection_id=chosen.selection_id))
+            assert result.status == "applied"
+    finally:
+        await store.close()
     assert os.listdir(hostile_env) == []
 
 

@@ -72,7 +72,10 @@ class PrivateCluster:
         subprocess.run(self._cmd(*args), check=True, capture_output=True, timeout=60)
 
     async def _arun(self, *args: str) -> None:
-        await anyio.run_process(self._cmd(*args), check=True)
+        # Output to a file, not a pipe: a pipe is read until EOF, which a server process that
+        # kept a copy of it would delay forever; bounded like ``_run``.
+        with anyio.fail_after(90), (self.root / "pg_ctl.out").open("ab") as out:
+            await anyio.run_process(self._cmd(*args), check=True, stdout=out, stderr=out)
 
     def __enter__(self) -> PrivateCluster:
         self.sock.mkdir()

@@ -49,7 +49,7 @@ class Instance:
     async def call(self, **request: Any) -> dict[str, Any]:
         assert self.proc.stdin is not None
         req_id = next(self._ids)
-        fut = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = fut
         self.proc.stdin.write((json.dumps({"id": req_id, **request}) + "\n").encode())
         await self.proc.stdin.drain()

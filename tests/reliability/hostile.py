@@ -173,15 +173,16 @@ def _mutate(base: st.SearchStrategy[dict[str, Any]], schema: Mapping[str, Any],
                 key = draw(st.sampled_from(sorted(containers)))
                 value = args[key]
                 if isinstance(value, list):
-                    copy = list(value)
-                    copy[draw(st.integers(0, len(copy) - 1))] = draw(hostile)
+                    items = list(value)
+                    items[draw(st.integers(0, len(items) - 1))] = draw(hostile)
+                    args[key] = items
                 else:
-                    copy = dict(value)
+                    fields = dict(value)
                     if draw(st.booleans()):
-                        copy[draw(st.sampled_from(sorted(copy)))] = draw(hostile)
+                        fields[draw(st.sampled_from(sorted(fields)))] = draw(hostile)
                     else:
-                        copy[draw(st.sampled_from(HOSTILE_STRINGS))] = draw(hostile)
-                args[key] = copy
+                        fields[draw(st.sampled_from(HOSTILE_STRINGS))] = draw(hostile)
+                    args[key] = fields
             elif props:
                 args[draw(st.sampled_from(props))] = draw(hostile)
         return args

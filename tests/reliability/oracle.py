@@ -153,9 +153,9 @@ def audit(state: StoreState, ledger: Ledger) -> Audit:
             for scope in {"", ctx}:
                 expected.setdefault((scope, arm), []).append(reward)
     lost_updates = mismatches = 0
-    for scope in set(expected) | set(state.evidence):
-        rewards = expected.get(scope, [])
-        s, f, n = state.evidence.get(scope, (0.0, 0.0, 0))
+    for row in set(expected) | set(state.evidence):
+        rewards = expected.get(row, [])
+        s, f, n = state.evidence.get(row, (0.0, 0.0, 0))
         if n > len(rewards):
             double += n - len(rewards)
         elif n < len(rewards):

@@ -153,9 +153,9 @@ async def test_feedback_interrupted_over_the_wire_is_applied_once_after_the_retr
                 answered = sum(1 for m in rpc.messages if m.get("id", 0) >= 100_000)
                 seen["answered despite the cancel"] = answered
         else:
-            async with HttpRpc(server.url) as rpc:
-                await rpc.initialize()
-                agent = FeedbackClient(rpc, ledger, rng)
+            async with HttpRpc(server.url) as http:
+                await http.initialize()
+                agent = FeedbackClient(http, ledger, rng)
                 for i in range(trials):
                     fb = await agent.select()
                     body = json.dumps({"jsonrpc": "2.0", "id": 100_000 + i,
@@ -164,7 +164,7 @@ async def test_feedback_interrupted_over_the_wire_is_applied_once_after_the_retr
                                                   "arguments": fb.arguments()}}).encode()
                     delay = 0.0 if i % 3 == 0 else rng.uniform(0, 0.004)
                     if how == "disconnect":
-                        request = _raw_post(server.port, rpc.session or "", body)
+                        request = _raw_post(server.port, http.session or "", body)
                         if i % 4 == 0:  # gone before the body was complete
                             request = request[:rng.randrange(len(request) - len(body),
                                                              len(request))]
@@ -175,7 +175,7 @@ async def test_feedback_interrupted_over_the_wire_is_applied_once_after_the_retr
                             await stream.aclose()
                     else:
                         async def original(body: bytes = body) -> None:
-                            answer = parse_http_body(await rpc.post(json.loads(body)))
+                            answer = parse_http_body(await http.post(json.loads(body)))
                             cancelled = any(m.get("error", {}).get("code") == -32800
                                             for m in answer)
                             seen["answered 'Request cancelled'" if cancelled else
@@ -184,7 +184,7 @@ async def test_feedback_interrupted_over_the_wire_is_applied_once_after_the_retr
                         async with anyio.create_task_group() as tg:
                             tg.start_soon(original)
                             await anyio.sleep(delay)
-                            await rpc.post({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                            await http.post({"jsonrpc": "2.0", "method": "notifications/cancelled",
                                             "params": {"requestId": 100_000 + i,
                                                        "reason": "reliability test"}})
                     reply = await agent.send(fb)  # the retry; also the next call

@@ -262,7 +262,7 @@ async def test_abandoned_initializes_hold_nothing_and_new_clients_are_answered(
         answered = []
         for mode in ("legacy", "2026-07-28"):
             with anyio.fail_after(30):
-                async with Client(server.url, mode=mode) as client:  # type: ignore[arg-type]
+                async with Client(server.url, mode=mode) as client:
                     result = await client.call_tool("qortex_status", {})
                     answered.append((client.protocol_version, not result.is_error))
     finally:

@@ -42,10 +42,11 @@ async def ok(client: Client, tool: str, arguments: Mapping[str, Any] | None = No
     """Call a tool that must succeed; its structured content."""
     result = await client.call_tool(tool, dict(arguments or {}))
     assert not result.is_error, text_of(result)
-    assert result.structured_content is not None
+    content: dict[str, Any] | None = result.structured_content
+    assert content is not None
     # the text is the same data, as compact JSON
-    assert json.loads(text_of(result)) == result.structured_content
-    return result.structured_content
+    assert json.loads(text_of(result)) == content
+    return content
 
 
 async def refused(client: Client, tool: str, arguments: Mapping[str, Any] | None = None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +116,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
 
 
 @pytest.fixture
-async def seeded(client: Client) -> AsyncIterator[dict[str, str]]:
+async def seeded(client: Client) -> dict[str, str]:
     """A learner with a selection of a, b, c (all chosen) whose arm a was accepted, a
     selection that chose 'best' over 'worse', and a learner 'other'."""
     sel = await ok(client, "qortex_select", {"candidates": ["a", "b", "c"], "k": 3})

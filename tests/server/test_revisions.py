@@ -73,9 +73,10 @@ def test_http_keeps_no_session_and_needs_no_handshake(http_server: HttpServer) -
         "Content-Type": "application/json", "Accept": "application/json, text/event-stream",
         "MCP-Protocol-Version": "2025-11-25"})
     with urllib.request.urlopen(request, timeout=10) as response:
-        text = response.read().decode()
-    messages = [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:")]
-    (answer,) = [m for m in messages if m.get("id") == 7]
+        # Answered as plain JSON (no SSE stream to outlive a stateless request).
+        assert response.headers["Content-Type"].startswith("application/json")
+        answer = json.loads(response.read())
+    assert answer["id"] == 7
     assert answer["result"]["isError"] is False
     # No session, so no notification stream to open: GET is refused, not held open.
     get = urllib.request.Request(http_server.url, method="GET",

@@ -146,7 +146,7 @@ async def test_an_unknown_tool_answers_with_a_code_like_other_errors(
     from tests.server.support import refused
 
     for mode in ("auto", "legacy"):
-        async with Client(build_server(settings), mode=mode) as client:  # type: ignore[arg-type]
+        async with Client(build_server(settings), mode=mode) as client:
             code, text = await refused(client, "qortex_selec", {"candidates": ["a"]})
             assert code == "UNKNOWN_TOOL"
             assert text == ("UNKNOWN_TOOL: this server has no tool named 'qortex_selec'; "
@@ -174,3 +174,30 @@ async def test_descriptions_say_which_tools_create_learners_and_how_outcomes_cou
     assert "coarse and stable" in context
     assert "never the query text" in context
     assert "coarse and stable" in tools["qortex_select"]["description"]
+
+
+async def test_a_host_tool_is_never_taken_for_an_unknown_one(settings: Settings) -> None:
+    """Whether a tool exists is asked of the server, not read from an error's text: a host
+    tool failing with the SDK's own words keeps its error, and unknown names still get the
+    code on a server that carries host tools."""
+    from mcp.server.mcpserver import MCPServer
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    from qortex_mcp.server import register_tools
+    from tests.server.support import refused, text_of
+
+    host: MCPServer[Any] = MCPServer("host")
+
+    @host.tool()
+    def lookup(query: str) -> str:
+        """Look up."""
+        raise ToolError("Unknown tool: lookup")
+
+    register_tools(host, settings)
+    async with Client(host) as client:
+        result = await client.call_tool("lookup", {"query": "x"})
+        assert result.is_error
+        assert text_of(result).endswith("Unknown tool: lookup")
+        assert result.meta is None or "qortex-mcp/error" not in result.meta
+        code, _ = await refused(client, "lookup2", {})
+        assert code == "UNKNOWN_TOOL"

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import numpy as np
 
 from qortex_mcp.learning.policies import Policy, fold
 
 FloatArray = np.ndarray
+
+
+class Decision(TypedDict, total=False):
+    """What EXP3's ``increment`` reads of the decision (other strategies take none of it)."""
+
+    propensity: float
+    t: float
+    n_arms: int
 
 
 def learn(policy: Policy, mu: list[float], steps: int, seed: int = 0) -> np.ndarray:
@@ -18,7 +28,7 @@ def learn(policy: Policy, mu: list[float], steps: int, seed: int = 0) -> np.ndar
     chosen = np.empty(steps, dtype=np.intp)
     for t in range(steps):
         a = int(policy.select(stats, 1, rng, t=t)[0])
-        extra = {}
+        extra: Decision = {}
         if policy.name == "exp3":
             p = float(policy.propensities(stats, [a], rng, t=t)[0])
             extra = {"propensity": p, "t": t, "n_arms": k}
@@ -33,8 +43,9 @@ def learned_stats(policy: Policy, mu: list[float], steps: int, seed: int = 0) ->
     stats = policy.zeros(len(mu))
     for _ in range(steps):
         a = int(rng.integers(len(mu)))
-        extra = {"propensity": 1.0 / len(mu), "t": 1, "n_arms": len(mu)}
+        extra: Decision = {"propensity": 1.0 / len(mu), "t": 1, "n_arms": len(mu)}
+        none: Decision = {}
         inc = policy.increment(stats[a], float(rng.random() < mu[a]),
-                               **(extra if policy.name == "exp3" else {}))
+                               **(extra if policy.name == "exp3" else none))
         stats[a] = fold(stats[a], inc)
     return stats

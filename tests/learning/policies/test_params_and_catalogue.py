@@ -122,3 +122,11 @@ def test_the_policies_never_import_mcp_or_the_configuration() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_catalogue_is_where_the_design_names_it() -> None:
+    from qortex_mcp.learning import policies, strategies
+
+    assert strategies.catalogue is policies.catalogue
+    assert {"thompson", "kl_ucb", "exp3", "gaussian_thompson"} <= {
+        info.name for info in strategies.catalogue()}

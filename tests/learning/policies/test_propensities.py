@@ -7,6 +7,7 @@ import pytest
 
 from qortex_mcp.errors import InvalidCandidates, InvalidInput
 from qortex_mcp.learning.policies import POLICIES, make_policy
+from qortex_mcp.learning.policies.simple import EpsilonGreedy
 from tests.learning.policies.support import learned_stats
 
 NAMES = list(POLICIES)
@@ -73,6 +74,7 @@ def test_eps_greedy_propensity_is_epsilon_over_k_plus_the_greedy_share() -> None
     got = policy.propensities(stats, [3, 1], np.random.default_rng(0), t=40)
     np.testing.assert_allclose(got, [0.2 / 4, 0.2 / 4])
     decayed = make_policy("eps_greedy", {"epsilon": 0.2, "decay": 0.1, "floor": 0.05})
+    assert isinstance(decayed, EpsilonGreedy)
     assert decayed.epsilon(1000.0) == 0.05
 
 

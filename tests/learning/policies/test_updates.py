@@ -9,15 +9,16 @@ from hypothesis import strategies as st
 
 from qortex_mcp.errors import InvalidInput, InvalidReward
 from qortex_mcp.learning.policies import POLICIES, fold, make_policy
+from tests.learning.policies.support import Decision
 
 NAMES = list(POLICIES)
 BOUNDED = [n for n in NAMES if n != "gaussian_thompson"]
 PROPS = settings(max_examples=40, deadline=None, derandomize=True)
-EXP3_KW = {"propensity": 0.25, "t": 10, "n_arms": 4}
+EXP3_KW: Decision = {"propensity": 0.25, "t": 10, "n_arms": 4}
 
 
-def kw(name: str) -> dict[str, float]:
-    return EXP3_KW if name == "exp3" else {}
+def kw(name: str) -> Decision:
+    return EXP3_KW if name == "exp3" else Decision()
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -90,8 +91,7 @@ def test_decay_then_add_is_the_formula_and_decays_compose(
     name: str, rewards: list[float], decays: list[float]
 ) -> None:
     policy = make_policy(name)
-    row = sum(policy.increment(policy.zeros(1)[0], r, **kw(name)) for r in rewards)
-    assert isinstance(row, np.ndarray)
+    row = np.sum([policy.increment(policy.zeros(1)[0], r, **kw(name)) for r in rewards], axis=0)
     inc = policy.increment(row, rewards[0], **kw(name))
     np.testing.assert_allclose(fold(row, inc, decays[0]), decays[0] * row + inc)
     stepwise = row
