@@ -117,3 +117,19 @@ def test_folding_old_buckets_keeps_the_estimates_the_same() -> None:
     after = data._buckets(log, ["a", "b"], (1.0, 1.0))
     assert after == before[-len(after):]
     assert len(after) == MAX_BUCKETS
+
+
+async def test_stream_backlogs_reach_the_learners_page(tmp_path: Path) -> None:
+    from qortex_mcp.observe.streams import StreamLag
+
+    async def lag() -> list[StreamLag]:
+        return [StreamLag("feedback", "qortex", 12, 3)]
+
+    async with SqliteLearningStore(tmp_path / "s.db") as store:
+        registry = _registry(store)
+        registry._owns_store = False
+        async with registry:
+            data = DashboardData(lambda: registry, stream_lag=[lag])
+            page = await data.learners()
+    assert page["streams"] == [{"stream": "feedback", "group": "qortex", "lag_messages": 12,
+                                "pending_messages": 3}]
