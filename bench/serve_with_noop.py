@@ -4,8 +4,9 @@
 
 This runs the console script's own code, unchanged (``qortex_mcp.cli.main``: flags,
 logging to stderr, the registry opened before serving, the stdio relay or uvicorn, the
-clean close), with one difference: ``build_server`` is wrapped so that the server it
-returns also carries bench-only tools that do no work:
+clean close), with one difference: ``build_server_and_runtime`` (what ``commands.serve``
+calls; ``build_server`` too) is wrapped so that the server it returns also carries
+bench-only tools that do no work:
 
 * ``noop``: the reference of issue 3. It takes an optional ``candidates`` list that it
   ignores, so the bench can also ship a select's payload through the SDK alone.
@@ -49,7 +50,7 @@ NOOP_FEEDBACK = "noop_feedback_answer"
 TOKEN_CHARS = 2060
 """About the length of a selection id over 100 candidates named like ``variant-042``."""
 
-_build_server = server_module.build_server
+_build_server_and_runtime = server_module.build_server_and_runtime
 _SELECT = SelectOutput(
     learner="bench", selection_id="x" * TOKEN_CHARS, context_key="", strategy="thompson",
     explored=False, candidates=100, selected=[ScoredArmOut(
@@ -62,7 +63,12 @@ _FEEDBACK = FeedbackOutput(
 
 def build_server_with_noop(*args: Any, **kwargs: Any) -> Any:
     """``qortex_mcp.server.build_server`` plus the bench-only tools."""
-    server = _build_server(*args, **kwargs)
+    return build_server_and_runtime_with_noop(*args, **kwargs)[0]
+
+
+def build_server_and_runtime_with_noop(*args: Any, **kwargs: Any) -> Any:
+    """``qortex_mcp.server.build_server_and_runtime`` plus the bench-only tools."""
+    server, runtime = _build_server_and_runtime(*args, **kwargs)
 
     @server.tool(name=NOOP)
     async def noop(candidates: list[str] | None = None) -> dict[str, Any]:
@@ -83,11 +89,12 @@ def build_server_with_noop(*args: Any, **kwargs: Any) -> Any:
         """A fixed feedback-shaped answer, nothing stored."""
         return reply(_FEEDBACK)
 
-    return server
+    return server, runtime
 
 
-# ``commands.serve`` imports build_server when it runs, so it picks this one up.
+# ``commands.serve`` imports these when it runs, so it picks them up.
 server_module.build_server = build_server_with_noop
+server_module.build_server_and_runtime = build_server_and_runtime_with_noop
 
 
 def run() -> int:
