@@ -4,8 +4,9 @@
 
 This runs the console script's own code, unchanged (``qortex_mcp.cli.main``: flags,
 logging to stderr, the registry opened before serving, the stdio relay or uvicorn, the
-clean close), with one difference: ``build_server`` is wrapped so that the server it
-returns also carries bench-only tools that do no work:
+clean close), with one difference: ``build_server_and_runtime`` (what ``commands.serve``
+calls; ``build_server`` too) is wrapped so that the server it returns also carries
+bench-only tools that do no work:
 
 * ``noop``: the reference of issue 3. It takes an optional ``candidates`` list that it
   ignores, so the bench can also ship a select's payload through the SDK alone.

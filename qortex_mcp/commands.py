@@ -101,7 +101,8 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def store_from_url(url: str) -> LearningStore:
     """The store ``url`` names: ``sqlite:///PATH`` or a path to a ``.db`` file,
-    ``json:///PATH``, ``postgresql://...`` (``postgres://`` too). It must exist already.
+    ``json:///PATH``, ``postgresql://...[?schema=NAME]`` (``postgres://`` too). A file must
+    exist already.
 
     Raises:
         ConfigError: an unknown scheme, or no store at that path.
@@ -113,9 +114,21 @@ def store_from_url(url: str) -> LearningStore:
 
     scheme, sep, rest = url.partition("://")
     if scheme in ("postgresql", "postgres") and sep:
+        from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
         from qortex_mcp.learning.postgres import PostgresLearningStore
 
-        return PostgresLearningStore(url)
+        # ?schema=NAME picks the schema (the server's default is "qortex"); the rest of
+        # the URL goes to the driver as it is.
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        schema = next((v for k, v in query if k == "schema"), "qortex")
+        dsn = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query
+                                                          if k != "schema"])))
+        try:
+            return PostgresLearningStore(dsn, schema=schema)
+        except ValueError as exc:
+            raise ConfigError(f"--store: {exc}") from None
     if not sep:
         scheme, rest = ("sqlite", url) if url.endswith((".db", ".sqlite")) else ("", url)
     if scheme in ("sqlite", "json"):

@@ -137,7 +137,8 @@ class PosteriorsOutput(_Out):
     context_key: str
     arms: list[PosteriorOut]
     total: int = Field(description="arms that matched")
-    left_out: int = Field(description="arms beyond the limit, not returned")
+    left_out: int = Field(description="arms not returned (before the offset or beyond the "
+                          "limit)")
 
 
 class TopArmsOutput(_Out):

@@ -114,7 +114,7 @@ def register_tools(
     """
     settings = Settings.from_env() if settings is None else settings
     runtime = QortexRuntime(settings, registry)
-    boundary = ToolBoundary(server.list_tools, observer)
+    boundary = ToolBoundary(server.list_tools, observer=observer)
     for spec in _selected(settings):
         fn = spec.factory(runtime)
         name = settings.tool_prefix + spec.base

@@ -1046,12 +1046,16 @@ class Learner:
         arm_ids: Sequence[str] | None = None,
         context: dict[str, Any] | None = None,
         limit: int | None = None,
+        offset: int = 0,
     ) -> list[Posterior]:
-        """Posteriors of the given arms (all known arms by id when None), in ``context``."""
+        """Posteriors of the given arms (all known arms by id when None), in ``context``;
+        ``offset`` and ``limit`` pick a page of them (in that order)."""
         self._check_open()
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise InvalidInput(f"offset must be a whole number >= 0, got {preview(offset)}")
         ctx = canonical_context(context)
         await self._sync()
-        slots = self._slots_for(arm_ids)
+        slots = self._slots_for(arm_ids)[offset:]
         if limit is not None:
             slots = slots[:limit]
         now = time.time()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any, Final
 
@@ -29,6 +29,7 @@ from starlette.routing import BaseRoute, Route
 from qortex_mcp.errors import InvalidInput, QortexError
 from qortex_mcp.learning import LearnerRegistry
 from qortex_mcp.observe.rest import error_response
+from qortex_mcp.observe.streams import StreamLagSource
 from qortex_mcp.observe.views import DashboardData
 
 __all__ = ["PREFIX", "dashboard_routes"]
@@ -67,10 +68,10 @@ def _json(fn: Callable[[Request], Awaitable[dict[str, Any]]]
     return endpoint
 
 
-def dashboard_routes(registry: Callable[[], LearnerRegistry], *, poll_s: float
-                     ) -> list[BaseRoute]:
+def dashboard_routes(registry: Callable[[], LearnerRegistry], *, poll_s: float,
+                     stream_lag: Sequence[StreamLagSource] = ()) -> list[BaseRoute]:
     """The dashboard's routes over the learners of ``registry()``."""
-    data = DashboardData(registry)
+    data = DashboardData(registry, stream_lag=stream_lag)
     shell = _file("dashboard.html")
     files = {name: _file(name) for name in _STATIC}
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -41,6 +41,7 @@ from qortex_mcp.errors import QortexError
 from qortex_mcp.learning import LearnerRegistry, LearningStore
 from qortex_mcp.learning.rewards import OUTCOME_WORDS
 from qortex_mcp.logging import get_logger
+from qortex_mcp.observe.streams import StreamLag, StreamLagSource
 from qortex_mcp.observe.timed_store import TimedStore
 
 __all__ = [
@@ -65,20 +66,6 @@ GAUGE_REFRESH_S: Final = 1.0
 MAX_LEARNER_LABELS: Final = 200
 """Learner names with their own series; later ones share ``learner="_other"``."""
 OTHER: Final = "_other"
-
-
-@dataclass(frozen=True)
-class StreamLag:
-    """One stream consumer's backlog, as a stream ingester reports it."""
-
-    stream: str
-    group: str
-    lag_messages: int
-    pending_messages: int = 0
-
-
-StreamLagSource = Callable[[], Awaitable[Iterable[StreamLag]]]
-"""An async callable listing consumer backlogs (stream ingestion registers one)."""
 
 
 class _Capped:

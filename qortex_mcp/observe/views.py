@@ -1,6 +1,7 @@
 """Server-side aggregation for the dashboard: bounded pages of JSON, computed here.
 
-- ``learners(offset, limit)``: a page of learners with their counts (one store read).
+- ``learners(offset, limit)``: a page of learners with their counts (one store read), and
+  the stream consumers' backlogs when stream ingestion reports them.
 - ``arms(name, offset, limit, sort)``: a learner's strategy and parameters, and a page of its
   arms with estimate, 95% credible interval, pulls, share of selections and probability of
   being best (estimates from ``qortex_mcp.observe.estimates``).
@@ -20,8 +21,8 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal
 
 import numpy as np
@@ -30,6 +31,7 @@ from qortex_mcp.errors import InvalidInput, preview
 from qortex_mcp.learning import LearnerRegistry
 from qortex_mcp.learning.validation import check_name
 from qortex_mcp.observe.estimates import estimator_for, prob_best
+from qortex_mcp.observe.streams import StreamLagSource
 
 __all__ = ["MAX_PAGE", "DashboardData"]
 
@@ -81,9 +83,10 @@ class _Log:
 class DashboardData:
     """The dashboard's JSON, from the learners of ``registry()``."""
 
-    def __init__(self, registry: Callable[[], LearnerRegistry], *, seed: int | None = None
-                 ) -> None:
+    def __init__(self, registry: Callable[[], LearnerRegistry], *, seed: int | None = None,
+                 stream_lag: Sequence[StreamLagSource] = ()) -> None:
         self._registry = registry
+        self._streams = list(stream_lag)
         self._logs: dict[str, _Log] = {}
         self._rng = np.random.default_rng(seed)
 
@@ -98,8 +101,9 @@ class DashboardData:
             out.append({"name": s.name, "arms": s.arms, "selections": s.selections,
                         "feedback": s.feedback, "last_update": s.last_update,
                         "strategy": name, "parameters": params})
+        streams = [asdict(row) for source in self._streams for row in await source()]
         return {"learners": out, "total": len(summaries), "offset": offset, "limit": limit,
-                "now": time.time()}
+                "streams": streams, "now": time.time()}
 
     async def arms(self, name: str, offset: int = 0, limit: int = 50,
                    sort: str = "estimate") -> dict[str, Any]:

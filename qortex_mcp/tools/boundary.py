@@ -279,13 +279,12 @@ class _Internal(QortexError):
 class ToolBoundary:
     """Server middleware guarding the tools registered with ``add`` (see module doc)."""
 
-    def __init__(
-        self, listed: Callable[[], Awaitable[Sequence[Any]]] | None = None,
-        observer: CallObserver | None = None,
-    ) -> None:
+    def __init__(self, listed: Callable[[], Awaitable[Sequence[Any]]] | None = None, *,
+                 observer: CallObserver | None = None) -> None:
         """``listed`` returns the server's tools (``MCPServer.list_tools``): a call naming
         none of them is answered ``UNKNOWN_TOOL`` here, before the SDK runs (with no
-        ``listed``, only unguarded names pass through to the SDK)."""
+        ``listed``, only unguarded names pass through to the SDK). ``observer`` is told
+        about every guarded call."""
         self._specs: dict[str, _Spec] = {}
         self._listed = listed
         self._fns: dict[str, Callable[..., Awaitable[Any]]] = {}

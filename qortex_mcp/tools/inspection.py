@@ -51,15 +51,18 @@ def _posteriors(rt: QortexRuntime) -> Any:
         arm_ids: ArmIdsArg = None,
         context: ContextArg = None,
         limit: LimitArg = 50,
+        offset: Annotated[int, Field(
+            ge=0, description="Skip this many arms first (pages: offset += limit)."
+        )] = 0,
     ) -> Annotated[CallToolResult, PosteriorsOutput]:
         """Show what a learner believes about each arm: alpha, beta, mean, 95% credible
         interval, pulls. Call to explain a choice or check learning progress."""
         async with rt.use(learner, create=False) as lrn:
-            page = await lrn.posteriors(arm_ids, context, limit=limit)
+            page = await lrn.posteriors(arm_ids, context, limit=limit, offset=offset)
             if arm_ids is not None:
                 total = len(arm_ids)
-            elif len(page) < limit:
-                total = len(page)
+            elif len(page) < limit and (page or not offset):
+                total = offset + len(page)
             else:  # count every arm (metrics skips the credible intervals, so it is cheaper)
                 total = len((await lrn.metrics()).arms)
         return reply(PosteriorsOutput(

@@ -183,3 +183,21 @@ async def test_with_a_token_the_browser_needs_it(tmp_path: Path, browser: Any) -
         assert page.errors == []
     finally:
         srv.stop()
+
+
+async def test_a_learner_with_many_arms_is_shown_a_page_at_a_time(
+        server: HttpServer, browser: Any) -> None:
+    with anyio.fail_after(60):
+        async with Client(server.url) as client:
+            await ok(client, "qortex_select", {"learner": "wide",
+                                               "candidates": [f"arm-{i:03d}" for i in range(120)]})
+        page = await open_page(browser, base_of(server.url) + "/dashboard/learners/wide")
+        await page.page.wait_for_selector("tr[data-arm]")
+        assert await page.page.locator("tr[data-arm]").count() == 50
+        assert await page.page.locator(".pager >> text=1–50 of 120").count() == 1
+        await page.page.click(".pager button:text-is(\"next ›\")")
+        await page.page.wait_for_selector(".pager >> text=51–100 of 120")
+        await page.page.click(".sort button:text-is(\"id\")")  # by id, from the first page
+        await page.page.wait_for_selector('tr[data-arm="arm-000"]')
+        await page.shot("dashboard-many-arms")
+    assert page.errors == []

@@ -127,7 +127,8 @@ def test_metrics_can_be_turned_off(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_stream_lag_sources_and_learner_label_cap(registry: Any) -> None:
-    from qortex_mcp.observe.metrics import QortexMetrics, StreamLag
+    from qortex_mcp.observe.metrics import QortexMetrics
+    from qortex_mcp.observe.streams import StreamLag
 
     metrics = QortexMetrics(learner_labels=2)
 

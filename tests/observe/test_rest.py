@@ -61,6 +61,11 @@ def test_select_then_feedback_over_rest(server: HttpServer) -> None:
     assert post(server, "/learners/rest-loop/feedback", body)[1]["duplicates"] == 1
     arms = get_json(api(server) + "/learners/rest-loop/arms?limit=1")
     assert (arms["total"], arms["left_out"], len(arms["arms"])) == (2, 1, 1)
+    second = get_json(api(server) + "/learners/rest-loop/arms?limit=1&offset=1")
+    assert [a["id"] for a in arms["arms"] + second["arms"]] == ["a", "b"]
+    assert (second["total"], second["left_out"]) == (2, 1)
+    past = get_json(api(server) + "/learners/rest-loop/arms?offset=5")
+    assert (past["arms"], past["total"], past["left_out"]) == ([], 2, 2)
     names = [lrn["name"] for lrn in get_json(api(server) + "/learners")["learners"]]
     assert "rest-loop" in names
     metrics = get_json(api(server) + "/metrics?learner=rest-loop")

@@ -117,3 +117,58 @@ def test_folding_old_buckets_keeps_the_estimates_the_same() -> None:
     after = data._buckets(log, ["a", "b"], (1.0, 1.0))
     assert after == before[-len(after):]
     assert len(after) == MAX_BUCKETS
+
+
+async def test_stream_backlogs_reach_the_learners_page(tmp_path: Path) -> None:
+    from qortex_mcp.observe.streams import StreamLag
+
+    async def lag() -> list[StreamLag]:
+        return [StreamLag("feedback", "qortex", 12, 3)]
+
+    async with SqliteLearningStore(tmp_path / "s.db") as store:
+        registry = _registry(store)
+        registry._owns_store = False
+        async with registry:
+            data = DashboardData(lambda: registry, stream_lag=[lag])
+            page = await data.learners()
+    assert page["streams"] == [{"stream": "feedback", "group": "qortex", "lag_messages": 12,
+                                "pending_messages": 3}]
+
+
+async def test_the_dashboard_command_follows_postgres_written_by_another_process() -> None:
+    """``qortex-mcp dashboard --store postgresql://...?schema=`` in its own process, this
+    test process writing through its own pool."""
+    if PG_UNAVAILABLE:
+        pytest.skip(f"PostgreSQL unavailable: {PG_UNAVAILABLE}")
+    import json
+
+    from tests.observe.support import DashboardServer, request
+    from tests.server.support import base_env
+
+    writer_store = await fresh_postgres_store(PG_DSN)
+    schema = writer_store.schema  # type: ignore[attr-defined]
+    try:
+        async with await Learner.create(LearnerConfig(name="pg-cmd"), writer_store) as writer:
+            await writer.observe(ArmOutcome("a", reward=1.0))
+            sep = "&" if "?" in PG_DSN else "?"
+            dash = DashboardServer(base_env(Path("/nonexistent/state")), "--store",
+                                   f"{PG_DSN}{sep}schema={schema}")
+            try:
+                url = dash.url + "/api/learners/pg-cmd?sort=id"
+
+                async def pulls() -> int:
+                    status, _, body = await anyio.to_thread.run_sync(lambda: request(url))
+                    assert status == 200, body
+                    return int(json.loads(body)["arms"][0]["pulls"])
+
+                assert await pulls() == 1
+                await writer.observe(ArmOutcome("a", reward=0.0))
+                with anyio.fail_after(10):  # polled: the page would poll the same way
+                    while True:
+                        if await pulls() == 2:
+                            break
+                        await anyio.sleep(0.05)
+            finally:
+                dash.stop()
+    finally:
+        await writer_store.close()

@@ -128,8 +128,16 @@
       ...["learner", "strategy"].map((h) => el("th", {}, h)),
       ...["arms", "selections", "feedback"].map((h) => el("th", { class: "num" }, h)),
       el("th", {}, "last feedback"))), el("tbody", {}, ...rows));
-    return [el("h1", {}, "Learners"), pager(data.total, (o) => { state.offset = o; refresh(); }),
-            data.total ? table : el("p", { class: "muted" }, "No learner yet: qortex_select creates one.")];
+    const out = [el("h1", {}, "Learners"), pager(data.total, (o) => { state.offset = o; refresh(); }),
+      data.total ? table : el("p", { class: "muted" }, "No learner yet: qortex_select creates one.")];
+    if (data.streams && data.streams.length) {
+      out.push(el("h2", {}, "Streams"), el("table", {}, el("thead", {}, el("tr", {},
+        el("th", {}, "stream"), el("th", {}, "group"), el("th", { class: "num" }, "lag (messages)"),
+        el("th", { class: "num" }, "pending"))), el("tbody", {}, ...data.streams.map((s) =>
+        el("tr", { "data-stream": s.stream }, el("td", {}, s.stream), el("td", {}, s.group),
+           el("td", { class: "num" }, s.lag_messages), el("td", { class: "num" }, s.pending_messages))))));
+    }
+    return out;
   }
 
   function renderLearner(arms, series) {
