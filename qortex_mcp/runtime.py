@@ -41,9 +41,10 @@ CLOSE_TIMEOUT_S: Final = 4.0
 """Closing may take this long (flush, then close the store); shutdown must end within 5 s."""
 
 
-async def open_registry(settings: Settings) -> LearnerRegistry:
+async def open_registry(settings: Settings, *, agent_caps: bool = True) -> LearnerRegistry:
     """Open the configured store and signer as a ``LearnerRegistry`` (caller closes it).
 
+    ``agent_caps=False`` leaves out the server's feedback rate caps (stream consumers).
     Every learner option of the TOML file is checked here, so a bad file fails at start
     rather than on some later tool call.
 
@@ -60,8 +61,9 @@ async def open_registry(settings: Settings) -> LearnerRegistry:
                 f"cannot read or create the selection key in {settings.state_dir}: "
                 f"{exc.strerror}"
             ) from exc
+        options = server_learner_options(settings) if agent_caps else settings.learners
         registry = LearnerRegistry(
-            store, signer, options=server_learner_options(settings),
+            store, signer, options=options,
             max_open=settings.max_open_learners,
             memory_budget_bytes=settings.memory_budget_mb * 1024 * 1024)
         for name in {"default", *settings.learners} - {"*"}:

@@ -62,7 +62,7 @@ from qortex_mcp.learning.limits import (
 )
 from qortex_mcp.learning.replay import replay_events
 from qortex_mcp.learning.stats import beta_interval
-from qortex_mcp.learning.stores.base import LearningStore
+from qortex_mcp.learning.stores.base import LearningStore, apply_many
 from qortex_mcp.learning.strategies import default_generator
 from qortex_mcp.learning.tokens import MAX_OFFERED, SelectionClaims, SelectionSigner
 from qortex_mcp.learning.types import (
@@ -78,6 +78,7 @@ from qortex_mcp.learning.types import (
     Posterior,
     ReplayReport,
     ResetReport,
+    RowStatus,
     ScoredArm,
     SelectionResult,
     ToolExecution,
@@ -861,6 +862,58 @@ class Learner:
             log.debug("observe", learner=self.name, arms=[r.arm for r in rows],
                       rewards=[r.reward for r in rows], statuses=list(result.statuses),
                       latency_ms=round((time.perf_counter() - started) * 1e3, 3))
+        return out
+
+    async def observe_many(
+        self, requests: Sequence[Sequence[ArmOutcome]]
+    ) -> list[tuple[RowStatus, ...] | QortexError]:
+        """Apply independent feedback requests together (the stream consumers' batch path).
+
+        Each request is checked and applied as by ``batch_observe``, on its own: one that
+        is invalid or conflicts changes nothing and its error takes its place in the
+        result; the others are handed to the store at once, which commits them in one
+        transaction when it group-commits (SQLite, PostgreSQL). Returns, per request, its
+        per-arm statuses (``applied`` or ``duplicate``) or its error, after the commit.
+        Unlike ``batch_observe`` it builds no posterior per arm (a stream has no one to
+        answer).
+
+        Raises:
+            StoreError: the store failed; which requests committed is unknown (retrying
+                them all is safe: each is deduplicated by its keys).
+        """
+        self._check_open()
+        now = time.time()
+        out: list[tuple[RowStatus, ...] | QortexError] = []
+        ready: list[tuple[int, list[FeedbackRow], set[str]]] = []
+        for i, outcomes in enumerate(requests):
+            selects: set[str] = set()
+            try:
+                if not outcomes:
+                    raise InvalidInput("a feedback request needs at least one outcome")
+                rows = [self._prepare(o, now, selects) for o in outcomes]
+                self._admit(rows)
+            except QortexError as exc:
+                out.append(exc)
+                continue
+            out.append(())
+            ready.append((i, rows, selects))
+        if not ready:
+            return out
+        await self._ensure_stored()
+        results = await apply_many(self.store, self.name, [r for _, r, _ in ready],
+                                   self._half_life)
+        for (i, rows, selects), result in zip(ready, results, strict=True):
+            if "conflict" in result.statuses:
+                k = result.statuses.index("conflict")
+                out[i] = SelectionConflict(
+                    f"arm {preview(rows[k].arm)} of this selection was already answered with "
+                    f"reward {result.standing[k]}; the first answer stands")
+                continue
+            self._absorb(result.rows)
+            first = len(result.new_keys & selects) if selects else 0
+            self._answered += first
+            self._pending_answered += first
+            out[i] = result.statuses
         return out
 
     # --- cache maintenance -----------------------------------------------------------------
