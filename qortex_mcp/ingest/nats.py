@@ -105,8 +105,12 @@ class NatsFeedbackConsumer:
                 try:
                     msgs = await sub.fetch(opts.batch_size, timeout=opts.block_ms / 1000)
                 except nats.errors.TimeoutError:
-                    if opts.once and (await sub.consumer_info()).num_pending == 0:
-                        break
+                    # Drained: nothing undelivered, and nothing unacked that a dead
+                    # consumer may still give back (that waits up to ack_wait).
+                    if opts.once:
+                        info = await sub.consumer_info()
+                        if not info.num_pending and not info.num_ack_pending:
+                            break
                     continue
                 await self._settle(msgs)
                 backoff = 0.05
