@@ -18,6 +18,7 @@ over the subject and its ``.dead`` subject.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Sequence
@@ -114,13 +115,20 @@ class NatsFeedbackConsumer:
                     continue
                 await self._settle(msgs)
                 backoff = 0.05
-            except nats.errors.Error as exc:
+            except (nats.errors.Error, OSError, TimeoutError) as exc:
+                # A server restart: the client reconnects by itself; the pull subscription
+                # is made again (unacked messages of the batch come back after ack_wait).
                 log.warning("nats_unavailable", subject=self.subject, error=type(exc).__name__,
                             detail=str(exc)[:200], retry_in_s=backoff)
+                if sub is not None:
+                    with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
+                        await sub.unsubscribe()
+                    sub = None
                 await pause(stop, backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
         if sub is not None:
-            await sub.unsubscribe()
+            with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
+                await sub.unsubscribe()
         log.info("ingest_stopped", broker="nats", subject=self.subject, durable=self.durable,
                  read=self.stats.read, done=self.stats.done, applied=self.stats.applied,
                  dead=self.stats.dead)

@@ -19,6 +19,7 @@ Broker errors (a Redis restart) pause and retry; the client reconnects by itself
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any, Final
@@ -79,16 +80,27 @@ class RedisFeedbackConsumer:
 
     async def run(self, stop: asyncio.Event | None = None) -> IngestStats:
         """Consume until ``stop`` is set (or, with ``once``, until nothing is left); the
-        batch in flight is always finished (committed and acknowledged) first."""
+        batch in flight is always finished (committed and acknowledged) first.
+
+        While a batch is being committed the next one is already being read (one read
+        ahead), so the broker round trip overlaps the store's COMMIT.
+        """
         stop = stop or asyncio.Event()
         opts = self.options
         history = True  # our own pending entries first (a restart under the same name)
+        ready = False  # the group exists (checked again after any broker error)
         next_claim = 0.0
         backoff = 0.05
-        while not stop.is_set():
+        ahead: asyncio.Task[list[Entry]] | None = None
+        while not stop.is_set() or ahead is not None:
             try:
-                await self._ensure_group()
-                if history:
+                if not ready:
+                    await self._ensure_group()
+                    ready = True
+                if ahead is not None:  # read before the stop: finish it too
+                    task, ahead = ahead, None
+                    entries, deliveries = await task, {}
+                elif history:
                     entries = await self._read("0", block=False)
                     history = bool(entries)
                     deliveries = await self._deliveries(entries)
@@ -103,14 +115,21 @@ class RedisFeedbackConsumer:
                         break
                 if not entries:
                     continue
+                if not history and not stop.is_set():
+                    ahead = asyncio.create_task(self._read(">", block=not opts.once))
                 retry = await self._settle(entries, deliveries)
                 backoff = 0.05
             except RedisError as exc:
                 log.warning("redis_unavailable", stream=self.stream, error=type(exc).__name__,
                             detail=str(exc)[:200], retry_in_s=backoff)
+                if ahead is not None:  # what it read stays pending: re-read as history
+                    ahead.cancel()
+                    with contextlib.suppress(RedisError, asyncio.CancelledError):
+                        await ahead
+                    ahead = None
                 await pause(stop, backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
-                history = True
+                history, ready = True, False
                 continue
             if retry:
                 history = True  # read them again from our pending list, after a pause

@@ -128,8 +128,8 @@ def parse_feedback(body: object) -> FeedbackRequest:
     """
     if not isinstance(body, Mapping):
         raise InvalidInput(f"feedback must be a JSON object, got {type(body).__name__}")
-    unknown = sorted(str(k) for k in body if k not in FEEDBACK_FIELDS)
-    if unknown:
+    if not FEEDBACK_FIELDS.issuperset(body):
+        unknown = sorted(str(k) for k in body if k not in FEEDBACK_FIELDS)
         raise InvalidInput(f"unknown field {preview(unknown[0])}; fields are "
                            f"{', '.join(sorted(FEEDBACK_FIELDS))}")
     learner = body.get("learner", "default")

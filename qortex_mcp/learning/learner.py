@@ -900,6 +900,22 @@ class Learner:
         if not ready:
             return out
         await self._ensure_stored()
+        # First as one request (one decision, one write): a request with a conflicting row
+        # writes nothing, so if any conflicts, nothing was written and the requests are
+        # applied again each on its own, the conflicting ones then alone refused.
+        merged = await self.store.apply(self.name, [r for _, rows, _ in ready for r in rows],
+                                        self._half_life)
+        if "conflict" not in merged.statuses:
+            self._absorb(merged.rows)
+            selects = set().union(*(sel for _, _, sel in ready))
+            first = len(merged.new_keys & selects) if selects else 0
+            self._answered += first
+            self._pending_answered += first
+            k = 0
+            for i, rows, _ in ready:
+                out[i] = merged.statuses[k:k + len(rows)]
+                k += len(rows)
+            return out
         results = await apply_many(self.store, self.name, [r for _, r, _ in ready],
                                    self._half_life)
         for (i, rows, selects), result in zip(ready, results, strict=True):

@@ -680,10 +680,15 @@ class SqliteLearningStore:
             committed[learner] = [
                 EvidenceRow(*r) for r in await conn.execute_fetchall(_EVIDENCE_AT, (learner, v))
             ]
+        # Indexed once per learner: a batch of many small requests (a stream consumer's)
+        # would otherwise scan every committed row once per request.
+        by_cell = {learner: {(e.ctx, e.arm): e for e in rows}
+                   for learner, rows in committed.items()}
         results = []
         for req, d in zip(batch, decisions, strict=True):
             mine = {(GLOBAL_CONTEXT, r.arm) for r in d.fresh} | {(r.ctx, r.arm) for r in d.fresh}
-            rows = tuple(e for e in committed.get(req.learner, ()) if (e.ctx, e.arm) in mine)
+            cells = by_cell.get(req.learner, {})
+            rows = tuple(cells[c] for c in mine if c in cells)
             results.append(ApplyResult(tuple(d.statuses), tuple(d.standing), rows,
                                        frozenset(d.new_keys)))
         return results
