@@ -176,3 +176,46 @@ def test_a_bad_url_or_missing_names_fail_with_one_line(tmp_path: Path) -> None:
         assert proc.returncode == 2
         assert needle in proc.stderr.decode()
         assert b"Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("broker", ["redis", "nats"])
+def test_the_example_producer_feeds_a_consumer(broker: str, tmp_path: Path) -> None:
+    """``examples/stream_producer.py`` then ``qortex-mcp ingest --once``: every message
+    counts once, even when the producer runs twice with the same run id."""
+    import sys
+
+    from tests.ingest.support import NATS_UNREACHABLE, NATS_URL, REDIS_UNREACHABLE
+    from tests.server.support import ROOT
+
+    if (why := REDIS_UNREACHABLE if broker == "redis" else NATS_UNREACHABLE):
+        pytest.skip(f"{broker.upper()} UNREACHABLE: {why}")
+    name = unique("example").replace("-", "_")
+    target = (["--stream", name] if broker == "redis" else ["--nats", NATS_URL, "--subject", name])
+    for _ in range(2):
+        done = subprocess.run([sys.executable, str(ROOT / "examples" / "stream_producer.py"),
+                               *target, "--count", "50"], capture_output=True, timeout=60,
+                              check=False)
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+    consumer = ([REDIS_URL, "--stream", name, "--group", "g"] if broker == "redis" else
+                [NATS_URL, "--subject", name, "--durable", "d"])
+    try:
+        out = run_ingest(tmp_path, *consumer, "--once", "--create-learners")
+        # NATS already drops the second run's publishes (same Nats-Msg-Id); Redis keeps
+        # them, and the store counts them as duplicates.
+        read = 100 if broker == "redis" else 50
+        assert f"ingested {read} message(s): {read} committed (50 outcome(s) applied)" in out
+    finally:
+        if broker == "redis":
+            import redis
+
+            redis.Redis.from_url(REDIS_URL).delete(name, name + ":dead")
+        else:
+            async def drop() -> None:
+                import nats
+
+                nc = await nats.connect(NATS_URL)
+                js = nc.jetstream()
+                await js.delete_stream(await js.find_stream_name_by_subject(name))
+                await nc.close()
+
+            anyio.run(drop)
