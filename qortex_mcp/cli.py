@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     status = command("status", "where the state lives and what it holds")
     status.add_argument("--limit", type=_positive, default=50,
                         help="most learners to list (default 50)")
+    status.add_argument("--ingest", metavar="URL",
+                        help="also show a stream consumer's lag (redis://... with --stream and "
+                        "--group, or nats://... with --subject and --durable)")
+    for flag in ("--stream", "--group", "--subject", "--durable"):
+        status.add_argument(flag, help=argparse.SUPPRESS)
     inspect = command("inspect", "a learner's arms: posterior mean, credible interval, "
                       "pulls, reward rate")
     inspect.add_argument("learner")

@@ -40,9 +40,14 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"store: {settings.store}\nlocation: {settings.location()}\n"
               "no data: nothing has been stored here yet",
               file=sys.stderr if command == "export" else out)
+        if command == "status" and getattr(args, "ingest", None):
+            await stream_lag(args.ingest, args, out)
         return 0 if command == "status" else 1
     if command == "status":
-        return await status(settings, out, getattr(args, "limit", 50))
+        code = await status(settings, out, getattr(args, "limit", 50))
+        if getattr(args, "ingest", None):
+            await stream_lag(args.ingest, args, out)
+        return code
     if command == "inspect":
         return await inspect(settings, args.learner, args.context, args.limit, out)
     if command == "export":
@@ -248,10 +253,7 @@ async def ingest(args: argparse.Namespace, settings: Settings, out: TextIO) -> i
     redis = ingest_run.broker_of(args.url) == "redis"
     name, group = (args.stream, args.group) if redis else (args.subject, args.durable)
     if args.status:
-        lag = await ingest_run.lag(args.url, name=name, group=group)
-        age = "-" if lag.oldest_pending_age_s is None else f"{lag.oldest_pending_age_s:.1f}s"
-        print(f"{lag.broker} {lag.stream} group {lag.group}: pending {lag.pending}, "
-              f"lag {'-' if lag.lag is None else lag.lag}, oldest pending {age}", file=out)
+        await stream_lag(args.url, args, out)
         return 0
     options = ConsumerOptions(
         batch_size=args.batch_size, block_ms=args.block_ms, claim_idle_ms=args.claim_idle_ms,
@@ -274,3 +276,15 @@ async def ingest(args: argparse.Namespace, settings: Settings, out: TextIO) -> i
     print(f"ingested {stats.read} message(s): {stats.done} committed ({stats.applied} outcome(s) "
           f"applied), {stats.dead} dead-lettered, {stats.retried} left for retry", file=out)
     return 0
+
+
+async def stream_lag(url: str, args: argparse.Namespace, out: TextIO) -> None:
+    """One line: the pending count, undelivered count and oldest pending age of a consumer."""
+    from qortex_mcp.ingest import run as ingest_run
+
+    redis = ingest_run.broker_of(url) == "redis"
+    name, group = (args.stream, args.group) if redis else (args.subject, args.durable)
+    lag = await ingest_run.lag(url, name=name, group=group)
+    age = "-" if lag.oldest_pending_age_s is None else f"{lag.oldest_pending_age_s:.1f}s"
+    print(f"{lag.broker} {lag.stream} group {lag.group}: pending {lag.pending}, "
+          f"lag {'-' if lag.lag is None else lag.lag}, oldest pending {age}", file=out)

@@ -9,13 +9,17 @@ runs without the ``streams`` extra.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Final
 
-from qortex_mcp.errors import ConfigError
+from qortex_mcp.errors import ConfigError, StoreUnavailable
 from qortex_mcp.ingest.options import ConsumerOptions, IngestStats, StreamLag
 from qortex_mcp.learning.registry import LearnerRegistry
+from qortex_mcp.logging import get_logger
 
 __all__ = ["NATS_SCHEMES", "REDIS_SCHEMES", "broker_of", "consume", "lag"]
+
+log = get_logger(__name__)
 
 REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
 NATS_SCHEMES: Final = ("nats://", "tls://")
@@ -43,6 +47,16 @@ def _names(url: str, name: str | None, group: str | None) -> tuple[str, str]:
     return name, group
 
 
+async def _nats_error(exc: Exception) -> None:
+    log.warning("nats_error", error=type(exc).__name__, detail=str(exc)[:200])
+
+
+def _unreachable(url: str, exc: BaseException) -> StoreUnavailable:
+    # The broker holds the messages: unreachable is the same retryable failure as a store's.
+    detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return StoreUnavailable(f"cannot use the broker at {url}: {detail}")
+
+
 def _missing_client(exc: ImportError) -> ConfigError:
     return ConfigError(f"the stream clients are not installed ({exc.name}): "
                        "pip install 'qortex-mcp[streams]'")
@@ -54,6 +68,7 @@ async def consume(url: str, registry: LearnerRegistry, options: ConsumerOptions,
 
     Raises:
         ConfigError: a bad URL, missing names, or the ``streams`` extra is not installed.
+        StoreUnavailable: the NATS server cannot be reached at start (Redis is retried).
     """
     name, group = _names(url, name, group)
     try:
@@ -63,6 +78,7 @@ async def consume(url: str, registry: LearnerRegistry, options: ConsumerOptions,
             from qortex_mcp.ingest.redis import RedisFeedbackConsumer
         else:
             import nats
+            import nats.errors
 
             from qortex_mcp.ingest.nats import NatsFeedbackConsumer
     except ImportError as exc:
@@ -74,8 +90,24 @@ async def consume(url: str, registry: LearnerRegistry, options: ConsumerOptions,
             return await RedisFeedbackConsumer(registry, client, name, group, options).run(stop)
         finally:
             await client.aclose()
-    nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.25,
-                            connect_timeout=5, allow_reconnect=True)
+    # Reconnects forever (also at start: a consumer may start before its broker), until a
+    # stop request; the client's own error log would print tracebacks, so its errors are one
+    # line here.
+    connecting = asyncio.ensure_future(nats.connect(
+        url, max_reconnect_attempts=-1, reconnect_time_wait=0.25, connect_timeout=5,
+        allow_reconnect=True, error_cb=_nats_error))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([connecting, stopping], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not connecting.done():
+        connecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, OSError, nats.errors.Error):
+            await connecting
+        return IngestStats()
+    try:
+        nc = connecting.result()
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        raise _unreachable(url, exc) from exc
     try:
         return await NatsFeedbackConsumer(registry, nc, name, group, options).run(stop)
     finally:
@@ -86,7 +118,8 @@ async def lag(url: str, *, name: str | None, group: str | None) -> StreamLag:
     """How far ``group`` is behind on ``name`` (see ``StreamLag``).
 
     Raises:
-        ConfigError: as ``consume``. The broker client's errors when it cannot tell.
+        ConfigError: as ``consume``. StoreUnavailable: the broker cannot be reached, or
+            has no such stream, group or durable.
     """
     name, group = _names(url, name, group)
     try:
@@ -96,18 +129,30 @@ async def lag(url: str, *, name: str | None, group: str | None) -> StreamLag:
             from qortex_mcp.ingest.redis import redis_lag
         else:
             import nats
+            import nats.errors
 
             from qortex_mcp.ingest.nats import nats_lag
     except ImportError as exc:
         raise _missing_client(exc) from exc
     if broker_of(url) == "redis":
+        from redis.exceptions import RedisError
+
         client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         try:
             return await redis_lag(client, name, group)
+        except RedisError as exc:
+            raise _unreachable(url, exc) from exc
         finally:
             await client.aclose()
-    nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0)
+    try:
+        async with asyncio.timeout(10):  # the client retries a refused first connect
+            nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0,
+                                    allow_reconnect=False, error_cb=_nats_error)
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        raise _unreachable(url, exc) from exc
     try:
         return await nats_lag(nc.jetstream(), name, group)
+    except (TimeoutError, nats.errors.Error) as exc:
+        raise _unreachable(url, exc) from exc
     finally:
         await nc.close()

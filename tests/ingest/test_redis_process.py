@@ -219,3 +219,45 @@ def test_the_example_producer_feeds_a_consumer(broker: str, tmp_path: Path) -> N
                 await nc.close()
 
             anyio.run(drop)
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:{port}/0", "nats://127.0.0.1:{port}"])
+def test_a_consumer_waiting_for_an_unreachable_broker_stops_on_sigterm(
+    url: str, tmp_path: Path,
+) -> None:
+    from tests.ingest.support import free_port
+
+    target = url.format(port=free_port())
+    names = (["--stream", "s", "--group", "g"] if target.startswith("redis") else
+             ["--subject", "s", "--durable", "d"])
+    proc = ingest_process(tmp_path, target, *names)
+    try:
+        time.sleep(1.0)  # it is retrying the connection by now
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=5)  # the documented promise: gone within 5 s
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _out, err = proc.communicate()
+    assert code == 0, err.decode()[-2000:]
+    assert b"Traceback" not in err
+
+
+async def test_status_shows_a_consumers_lag_beside_the_store(
+    redis_client: Any, stream: str, tmp_path: Path,
+) -> None:
+    from tests.server.support import SCRIPT, base_env
+
+    argv = [str(SCRIPT), "status", "--ingest", REDIS_URL, "--stream", stream, "--group", "g"]
+    missing = await anyio.run_process(argv, env=base_env(tmp_path), check=False)
+    assert missing.returncode == 2  # no such stream or group: one line, no traceback
+    assert b"STORE_UNAVAILABLE" in missing.stderr
+    assert b"Traceback" not in missing.stderr
+    for i in range(2):
+        await redis_client.xadd(stream, {"feedback": encode_feedback(bare("s", "a", 1, f"{i}"))})
+    await redis_client.xgroup_create(stream, "g", id="0")
+    await redis_client.xreadgroup("g", "x", {stream: ">"}, count=1)
+    shown = await anyio.run_process(argv, env=base_env(tmp_path), check=False)
+    assert shown.returncode == 0
+    assert f"redis {stream} group g: pending 1, lag 1, oldest pending" in shown.stdout.decode()
