@@ -80,12 +80,10 @@ class RedisFeedbackConsumer:
 
     async def run(self, stop: asyncio.Event | None = None) -> IngestStats:
         """Consume until ``stop`` is set (or, with ``once``, until nothing is left); the
-        batches in flight are always finished (committed and acknowledged) first.
+        batch in flight is always finished (committed and acknowledged) first.
 
-        New entries are pipelined: while one batch waits for its COMMIT, the next one is
-        read and checked (and queued for the following transaction). Each batch is
-        acknowledged after its own COMMIT. Our pending list is re-read (or other consumers'
-        entries claimed) only with nothing in flight, so no entry is handled twice at once.
+        While a batch is being committed the next one is already being read (one read
+        ahead), so the broker round trip overlaps the store's COMMIT.
         """
         stop = stop or asyncio.Event()
         opts = self.options
@@ -94,57 +92,41 @@ class RedisFeedbackConsumer:
         next_claim = 0.0
         backoff = 0.05
         ahead: asyncio.Task[list[Entry]] | None = None
-        inflight: asyncio.Task[bool] | None = None
         while not stop.is_set() or ahead is not None:
-            retry = False
             try:
                 if not ready:
                     await self._ensure_group()
                     ready = True
-                fresh = True
-                if ahead is not None:  # read ahead (also before a stop: finish it too)
+                if ahead is not None:  # read before the stop: finish it too
                     task, ahead = ahead, None
                     entries, deliveries = await task, {}
-                elif history or time.monotonic() >= next_claim:
-                    fresh = False
-                    if inflight is not None:
-                        task_, inflight = inflight, None
-                        retry = await task_
-                    if history:
-                        entries = await self._read("0", block=False)
-                        history = bool(entries)
-                    else:
-                        next_claim = time.monotonic() + max(opts.claim_idle_ms / 4000, 0.05)
-                        entries = await self._claim()
+                elif history:
+                    entries = await self._read("0", block=False)
+                    history = bool(entries)
+                    deliveries = await self._deliveries(entries)
+                elif time.monotonic() >= next_claim:
+                    next_claim = time.monotonic() + max(opts.claim_idle_ms / 4000, 0.05)
+                    entries = await self._claim()
                     deliveries = await self._deliveries(entries)
                 else:
-                    entries, deliveries = await self._read(">", block=not opts.once), {}
+                    entries = await self._read(">", block=not opts.once)
+                    deliveries = {}
                     if not entries and opts.once:
-                        if inflight is None:
-                            break
-                        task_, inflight = inflight, None
-                        retry = await task_  # drained, unless it left some for retry
-                        if not retry:
-                            break
-                if entries:
-                    if fresh and not stop.is_set():
-                        ahead = asyncio.create_task(self._read(">", block=not opts.once))
-                    settling = asyncio.create_task(self._settle(entries, deliveries))
-                    if fresh:
-                        previous, inflight = inflight, settling
-                        retry = (await previous if previous is not None else False) or retry
-                    else:
-                        retry = await settling or retry
-                    backoff = 0.05
+                        break
+                if not entries:
+                    continue
+                if not history and not stop.is_set():
+                    ahead = asyncio.create_task(self._read(">", block=not opts.once))
+                retry = await self._settle(entries, deliveries)
+                backoff = 0.05
             except RedisError as exc:
                 log.warning("redis_unavailable", stream=self.stream, error=type(exc).__name__,
                             detail=str(exc)[:200], retry_in_s=backoff)
-                # What these read or did not acknowledge stays pending: re-read as history.
-                for pending in (ahead, inflight):
-                    if pending is not None:
-                        with contextlib.suppress(RedisError):
-                            await pending
-                ahead = inflight = None
+                if ahead is not None:  # what it read stays pending: re-read as history
+                    ahead.cancel()
+                    with contextlib.suppress(RedisError, asyncio.CancelledError):
+                        await ahead
+                    ahead = None
                 await pause(stop, backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
                 history, ready = True, False
@@ -153,12 +135,6 @@ class RedisFeedbackConsumer:
                 history = True  # read them again from our pending list, after a pause
                 await pause(stop, backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
-        if inflight is not None:
-            try:
-                await inflight
-            except RedisError as exc:  # its entries stay pending: redelivered, then dups
-                log.warning("redis_unavailable", stream=self.stream, error=type(exc).__name__,
-                            detail=str(exc)[:200])
         log.info("ingest_stopped", broker="redis", stream=self.stream, group=self.group,
                  consumer=opts.consumer, read=self.stats.read, done=self.stats.done,
                  applied=self.stats.applied, dead=self.stats.dead)
