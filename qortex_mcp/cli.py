@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     status = command("status", "where the state lives and what it holds")
     status.add_argument("--limit", type=_positive, default=50,
                         help="most learners to list (default 50)")
+    status.add_argument("--ingest", metavar="URL",
+                        help="also show a stream consumer's lag (redis://... with --stream and "
+                        "--group, or nats://... with --subject and --durable)")
+    for flag in ("--stream", "--group", "--subject", "--durable"):
+        status.add_argument(flag, help=argparse.SUPPRESS)
     inspect = command("inspect", "a learner's arms: posterior mean, credible interval, "
                       "pulls, reward rate")
     inspect.add_argument("learner")
@@ -108,6 +113,30 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("file", help="the export file, or - for stdin")
     replay = command("replay", "rebuild posteriors from the events and report mismatches")
     replay.add_argument("learners", nargs="*", metavar="LEARNER", help="default: all")
+    ingest = command("ingest", "apply feedback from a Redis stream or a NATS JetStream subject "
+                     "(exactly once; acknowledged after commit)")
+    ingest.add_argument("url", metavar="URL", help="redis://HOST:PORT/DB or nats://HOST:PORT")
+    ingest.add_argument("--stream", help="Redis: the stream key")
+    ingest.add_argument("--group", help="Redis: the consumer group (created if missing)")
+    ingest.add_argument("--subject", help="NATS: the subject")
+    ingest.add_argument("--durable", help="NATS: the durable consumer name")
+    ingest.add_argument("--once", action="store_true",
+                        help="drain what is there, then exit")
+    ingest.add_argument("--create-learners", action="store_true",
+                        help="bare feedback may create learners (default: UNKNOWN_LEARNER)")
+    ingest.add_argument("--status", action="store_true",
+                        help="print the pending count, lag and oldest pending age, and exit")
+    ingest.add_argument("--consumer", metavar="NAME",
+                        help="this consumer's name in the group (default host-pid; a stable "
+                        "name resumes its own pending messages at restart)")
+    ingest.add_argument("--batch-size", type=_positive, default=256,
+                        help="most messages per batch and transaction (default 256)")
+    ingest.add_argument("--block-ms", type=_positive, default=100,
+                        help="longest wait for a batch to fill (default 100)")
+    ingest.add_argument("--claim-idle-ms", type=_positive, default=30_000,
+                        help="take over messages pending this long elsewhere (default 30000)")
+    ingest.add_argument("--max-deliveries", type=_positive, default=5,
+                        help="dead-letter a message failing retryably this often (default 5)")
     return parser
 
 

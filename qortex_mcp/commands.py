@@ -4,7 +4,9 @@ an exit code (see ``qortex_mcp.cli``). Human output goes to stdout, except while
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -36,14 +38,21 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     if command == "dashboard":
         return await dashboard(args, settings)
     out = sys.stdout
+    if command == "ingest":
+        return await ingest(args, settings, out)
     if command != "import" and _nothing_stored(settings):
         # export's stdout is the data, so its complaint goes to stderr
         print(f"store: {settings.store}\nlocation: {settings.location()}\n"
               "no data: nothing has been stored here yet",
               file=sys.stderr if command == "export" else out)
+        if command == "status" and getattr(args, "ingest", None):
+            await stream_lag(args.ingest, args, out)
         return 0 if command == "status" else 1
     if command == "status":
-        return await status(settings, out, getattr(args, "limit", 50))
+        code = await status(settings, out, getattr(args, "limit", 50))
+        if getattr(args, "ingest", None):
+            await stream_lag(args.ingest, args, out)
+        return code
     if command == "inspect":
         return await inspect(settings, args.learner, args.context, args.limit, out)
     if command == "export":
@@ -366,3 +375,49 @@ async def replay(settings: Settings, names: list[str], out: TextIO) -> int:
                       file=out)
             bad += not report.ok
     return 1 if bad else 0
+
+
+async def ingest(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """Consume a stream into the store until SIGTERM/SIGINT (or, with ``--once``, until it is
+    drained). A signal finishes the batch in flight (commit, then ack) and exits."""
+    from qortex_mcp.ingest import ConsumerOptions
+    from qortex_mcp.ingest import run as ingest_run
+
+    redis = ingest_run.broker_of(args.url) == "redis"
+    name, group = (args.stream, args.group) if redis else (args.subject, args.durable)
+    if args.status:
+        await stream_lag(args.url, args, out)
+        return 0
+    options = ConsumerOptions(
+        batch_size=args.batch_size, block_ms=args.block_ms, claim_idle_ms=args.claim_idle_ms,
+        max_deliveries=args.max_deliveries, once=args.once,
+        create_learners=args.create_learners,
+        **({"consumer": args.consumer} if args.consumer else {}))
+    # The server's per-agent feedback rate caps are for agents over MCP, not for a stream.
+    registry = await open_registry(settings, agent_caps=False)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        stats = await ingest_run.consume(args.url, registry, options, name=name, group=group,
+                                         stop=stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await close_registry(registry)
+    print(f"ingested {stats.read} message(s): {stats.done} committed ({stats.applied} outcome(s) "
+          f"applied), {stats.dead} dead-lettered, {stats.retried} left for retry", file=out)
+    return 0
+
+
+async def stream_lag(url: str, args: argparse.Namespace, out: TextIO) -> None:
+    """One line: the pending count, undelivered count and oldest pending age of a consumer."""
+    from qortex_mcp.ingest import run as ingest_run
+
+    redis = ingest_run.broker_of(url) == "redis"
+    name, group = (args.stream, args.group) if redis else (args.subject, args.durable)
+    lag = await ingest_run.lag(url, name=name, group=group)
+    age = "-" if lag.oldest_pending_age_s is None else f"{lag.oldest_pending_age_s:.1f}s"
+    print(f"{lag.broker} {lag.stream} group {lag.group}: pending {lag.pending}, "
+          f"lag {'-' if lag.lag is None else lag.lag}, oldest pending {age}", file=out)

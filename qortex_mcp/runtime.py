@@ -45,11 +45,13 @@ CLOSE_TIMEOUT_S: Final = 4.0
 
 
 async def open_registry(
-    settings: Settings, *, wrap: Callable[[LearningStore], LearningStore] | None = None
+    settings: Settings, *, wrap: Callable[[LearningStore], LearningStore] | None = None,
+    agent_caps: bool = True,
 ) -> LearnerRegistry:
     """Open the configured store and signer as a ``LearnerRegistry`` (caller closes it).
 
-    ``wrap`` may wrap the store the learners use (the metrics time its commits).
+    ``wrap`` may wrap the store the learners use (the metrics time its commits);
+    ``agent_caps=False`` leaves out the server's feedback rate caps (stream consumers).
 
     Every learner option of the TOML file is checked here, so a bad file fails at start
     rather than on some later tool call.
@@ -67,9 +69,9 @@ async def open_registry(
                 f"cannot read or create the selection key in {settings.state_dir}: "
                 f"{exc.strerror}"
             ) from exc
+        options = server_learner_options(settings) if agent_caps else settings.learners
         registry = LearnerRegistry(
-            store if wrap is None else wrap(store), signer,
-            options=server_learner_options(settings),
+            store if wrap is None else wrap(store), signer, options=options,
             max_open=settings.max_open_learners,
             memory_budget_bytes=settings.memory_budget_mb * 1024 * 1024)
         for name in {"default", *settings.learners} - {"*"}:

@@ -64,7 +64,7 @@ from qortex_mcp.learning.limits import (
 )
 from qortex_mcp.learning.replay import replay_events
 from qortex_mcp.learning.stats import beta_interval
-from qortex_mcp.learning.stores.base import LearningStore
+from qortex_mcp.learning.stores.base import LearningStore, apply_many
 from qortex_mcp.learning.strategies import default_generator
 from qortex_mcp.learning.tokens import MAX_OFFERED, SelectionClaims, SelectionSigner
 from qortex_mcp.learning.types import (
@@ -82,6 +82,7 @@ from qortex_mcp.learning.types import (
     Posterior,
     ReplayReport,
     ResetReport,
+    RowStatus,
     ScoredArm,
     SelectionResult,
     ToolExecution,
@@ -898,6 +899,74 @@ class Learner:
         per-level arrays current this way (reading the cache, which skips stale rows).
         ``listener`` is a bound method, held weakly: a model dropped stops listening."""
         self._listeners.append(weakref.WeakMethod(listener))
+
+    async def observe_many(
+        self, requests: Sequence[Sequence[ArmOutcome]]
+    ) -> list[tuple[RowStatus, ...] | QortexError]:
+        """Apply independent feedback requests together (the stream consumers' batch path).
+
+        Each request is checked and applied as by ``batch_observe``, on its own: one that
+        is invalid or conflicts changes nothing and its error takes its place in the
+        result; the others are handed to the store at once, which commits them in one
+        transaction when it group-commits (SQLite, PostgreSQL). Returns, per request, its
+        per-arm statuses (``applied`` or ``duplicate``) or its error, after the commit.
+        Unlike ``batch_observe`` it builds no posterior per arm (a stream has no one to
+        answer).
+
+        Raises:
+            StoreError: the store failed; which requests committed is unknown (retrying
+                them all is safe: each is deduplicated by its keys).
+        """
+        self._check_open()
+        now = time.time()
+        out: list[tuple[RowStatus, ...] | QortexError] = []
+        ready: list[tuple[int, list[FeedbackRow], set[str]]] = []
+        for i, outcomes in enumerate(requests):
+            selects: set[str] = set()
+            try:
+                if not outcomes:
+                    raise InvalidInput("a feedback request needs at least one outcome")
+                rows = [self._prepare(o, now, selects) for o in outcomes]
+                self._admit(rows, rows)
+            except QortexError as exc:
+                out.append(exc)
+                continue
+            out.append(())
+            ready.append((i, rows, selects))
+        if not ready:
+            return out
+        await self._ensure_stored()
+        # First as one request (one decision, one write): a request with a conflicting row
+        # writes nothing, so if any conflicts, nothing was written and the requests are
+        # applied again each on its own, the conflicting ones then alone refused.
+        merged = await self.store.apply(self.name, [r for _, rows, _ in ready for r in rows],
+                                        self._half_life)
+        if "conflict" not in merged.statuses:
+            self._absorb(merged.rows)
+            selects = set().union(*(sel for _, _, sel in ready))
+            first = len(merged.new_keys & selects) if selects else 0
+            self._answered += first
+            self._pending_answered += first
+            k = 0
+            for i, rows, _ in ready:
+                out[i] = merged.statuses[k:k + len(rows)]
+                k += len(rows)
+            return out
+        results = await apply_many(self.store, self.name, [r for _, r, _ in ready],
+                                   self._half_life)
+        for (i, rows, selects), result in zip(ready, results, strict=True):
+            if "conflict" in result.statuses:
+                k = result.statuses.index("conflict")
+                out[i] = SelectionConflict(
+                    f"arm {preview(rows[k].arm)} of this selection was already answered with "
+                    f"reward {result.standing[k]}; the first answer stands")
+                continue
+            self._absorb(result.rows)
+            first = len(result.new_keys & selects) if selects else 0
+            self._answered += first
+            self._pending_answered += first
+            out[i] = result.statuses
+        return out
 
     # --- cache maintenance -----------------------------------------------------------------
 

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
-from qortex_mcp.errors import InvalidInput
-from qortex_mcp.learning import ArmOutcome, FeedbackResult, Learner
-from qortex_mcp.learning.nexttool import NextToolModel
-from qortex_mcp.learning.validation import check_name
+from qortex_mcp.learning import FeedbackResult, Learner
+from qortex_mcp.learning.feedback import FeedbackRequest, route_feedback
 from qortex_mcp.rerank import PosteriorReranker
 from qortex_mcp.runtime import QortexRuntime
 from qortex_mcp.schemas import ArmFeedback, FeedbackOutput, RerankOutput, SelectOutput
@@ -27,7 +25,7 @@ from qortex_mcp.tools.params import (
     ResultsArg,
 )
 
-__all__ = ["LOOP_TOOLS"]
+__all__ = ["LOOP_TOOLS", "rerank_clicks"]
 
 SelectionIdArg = Annotated[str | None, Field(
     description="The selection_id returned by select, rerank or next_tool, quoted exactly.",
@@ -120,78 +118,24 @@ def _feedback(rt: QortexRuntime) -> Any:
         Safe to retry (duplicates count once).
         Use the bare form (arm_id + outcome, no selection_id) only for an arm no select or
         rerank chose, e.g. an option you tried on your own."""
-        pairs = _pairs(outcomes, arm_id, outcome)
-        if selection_id is not None:
-            # A genuine id proves its learner exists, maybe only on the instance that made the
-            # selection so far; a forged one is refused before any learner is opened for it.
-            check_name(learner, "learner name")  # a bad name is INVALID_NAME, as elsewhere
-            registry = await rt.registry()
-            registry.signer.verify(selection_id, learner,
-                                   ttl_s=registry.config_for(learner).selection_ttl_s)
-        async with rt.use(learner) as lrn:
-            kind, answers = await _apply(lrn, selection_id, pairs, context, idempotency_key,
-                                         clicks_only)
+        request = FeedbackRequest.of(
+            learner, selection_id=selection_id, outcomes=outcomes, arm_id=arm_id,
+            outcome=outcome, context=context, idempotency_key=idempotency_key,
+            clicks_only=clicks_only)
+        kind, answers = await route_feedback(await rt.registry(), request, clicks=rerank_clicks)
         arms = [ArmFeedback.model_validate(a) for a in answers]
         applied = sum(a.status == "applied" for a in arms)
-        return reply(FeedbackOutput(learner=lrn.name, selection_id=selection_id, kind=kind,
+        return reply(FeedbackOutput(learner=learner, selection_id=selection_id, kind=kind,
                                     arms=arms, applied=applied, duplicates=len(arms) - applied))
 
     return feedback
 
 
-def _pairs(
-    outcomes: Mapping[str, str | float] | None, arm_id: str | None, outcome: str | float | None
-) -> Mapping[str, str | float]:
-    if outcomes is not None:
-        if arm_id is not None or outcome is not None:
-            raise InvalidInput("give outcomes, or arm_id with outcome, not both")
-        if not outcomes:
-            raise InvalidInput("outcomes is empty; map at least one arm id to an outcome")
-        return outcomes
-    if arm_id is None or outcome is None:
-        raise InvalidInput("give outcomes (arm id -> outcome), or arm_id with outcome")
-    return {arm_id: outcome}
-
-
-def _outcome(arm: str, value: str | float, **quote: Any) -> ArmOutcome:
-    if isinstance(value, str):
-        return ArmOutcome(arm, outcome=value, **quote)
-    return ArmOutcome(arm, reward=value, **quote)
-
-
-async def _apply(
-    lrn: Learner, selection_id: str | None, pairs: Mapping[str, str | float],
-    context: dict[str, Any] | None, idempotency_key: str | None, clicks_only: bool,
-) -> tuple[Literal["select", "rerank", "next_tool", "bare"], list[FeedbackResult]]:
-    """Route feedback: a rerank selection to its reranker, a next-tool suggestion to the
-    learner's next-tool model, the rest to the learner.
-
-    Every refusal happens before anything is written.
-    """
-    if selection_id is None:
-        if clicks_only:
-            raise InvalidInput("clicks_only applies to rerank feedback; quote its selection_id")
-        return "bare", await lrn.batch_observe([
-            _outcome(arm, v, context=context, idempotency_key=idempotency_key)
-            for arm, v in pairs.items()
-        ])
-    if context is not None or idempotency_key is not None:
-        raise InvalidInput("the selection_id carries the context and makes feedback idempotent; "
-                           "leave context and idempotency_key out")
-    kind = lrn.verify_selection(selection_id).kind
-    if kind == "rerank":
-        return "rerank", await PosteriorReranker(lrn).feedback(
-            selection_id, pairs, clicks_only=clicks_only
-        )
-    if kind == "next":
-        if clicks_only:
-            raise InvalidInput("clicks_only applies to rerank feedback, not to a next_tool")
-        return "next_tool", await NextToolModel.of(lrn).feedback(selection_id, pairs)
-    if clicks_only:
-        raise InvalidInput("clicks_only applies to rerank feedback, not to a select")
-    return "select", await lrn.batch_observe([
-        _outcome(arm, v, selection_id=selection_id) for arm, v in pairs.items()
-    ])
+async def rerank_clicks(
+    lrn: Learner, selection_id: str, pairs: Mapping[str, str | float]
+) -> list[FeedbackResult]:
+    """``clicks_only`` rerank feedback through the reranker's click model."""
+    return await PosteriorReranker(lrn).feedback(selection_id, pairs, clicks_only=True)
 
 
 _WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,

@@ -247,6 +247,17 @@ class PostgresLearningStore:
             return ApplyResult((), (), ())
         return await self._writer.submit(learner, rows, half_life_s)
 
+    async def apply_many(
+        self, learner: str, requests: Sequence[Sequence[FeedbackRow]], half_life_s: float | None
+    ) -> list[ApplyResult]:
+        """Many ``apply`` requests at once, committed together (see ``apply``)."""
+        self._check_open()
+        assert self._writer is not None
+        empty = ApplyResult((), (), ())
+        live = [rows for rows in requests if rows]
+        done = iter(await self._writer.submit_many(learner, live, half_life_s) if live else ())
+        return [next(done) if rows else empty for rows in requests]
+
     async def ensure_learner(self, learner: str, config_json: str) -> None:
         async def run(conn: Any) -> None:
             await conn.execute(self._sql.ensure_learner, learner, config_json, time.time())

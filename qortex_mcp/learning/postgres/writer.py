@@ -18,6 +18,7 @@ from typing import Any
 from qortex_mcp.errors import StoreBusy, StoreError
 from qortex_mcp.learning.postgres.errors import translate
 from qortex_mcp.learning.postgres.runner import Runner
+from qortex_mcp.learning.stores.base import settled
 from qortex_mcp.learning.stores.decisions import ApplyRequest, decide
 from qortex_mcp.learning.types import GLOBAL_CONTEXT, ApplyResult, EvidenceRow, FeedbackRow
 from qortex_mcp.logging import get_logger
@@ -57,6 +58,26 @@ class FeedbackWriter:
             async with asyncio.timeout(timeout_s):
                 return await fut  # on timeout the future is cancelled: if still queued, dropped
         except TimeoutError as exc:
+            raise translate(exc, "saving feedback", timeout_s) from exc
+
+    async def submit_many(
+        self, learner: str, requests: Sequence[Sequence[FeedbackRow]], half_life_s: float | None
+    ) -> list[ApplyResult]:
+        """``submit`` for many requests queued at once (committed together, up to
+        ``max_batch`` per transaction), without a task per request."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[ApplyResult]] = []
+        for rows in requests:
+            fut: asyncio.Future[ApplyResult] = loop.create_future()
+            self._queue.put_nowait(ApplyRequest(learner, rows, half_life_s, fut))
+            futures.append(fut)
+        timeout_s = self._runner.timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                return settled(await asyncio.gather(*futures, return_exceptions=True))
+        except TimeoutError as exc:
+            for fut in futures:
+                fut.cancel()
             raise translate(exc, "saving feedback", timeout_s) from exc
 
     async def _loop(self) -> None:

@@ -15,6 +15,7 @@ decayed weight. Without a half-life it is plain addition.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -26,10 +27,12 @@ from qortex_mcp.learning.types import ApplyResult, ArmRow, Event, EvidenceRow, F
 __all__ = [
     "SCHEMA_VERSION",
     "AtomicStore",
+    "BatchStore",
     "LearnerSnapshot",
     "LearnerSummary",
     "LearningStore",
     "StoreInfo",
+    "apply_many",
     "fold",
 ]
 
@@ -170,3 +173,41 @@ class AtomicStore(Protocol):
         processes too, up to their lock timeout): never await one inside the block. Not
         reentrant."""
         ...
+
+
+@runtime_checkable
+class BatchStore(Protocol):
+    """A store that takes many ``apply`` requests in one call (and commits them together)."""
+
+    async def apply_many(
+        self, learner: str, requests: Sequence[Sequence[FeedbackRow]], half_life_s: float | None
+    ) -> list[ApplyResult]:
+        """``apply`` for each request (each atomic on its own, as ``apply``), committed in
+        as few transactions as the store's batch allows. Returns after every commit."""
+        ...
+
+
+async def apply_many(
+    store: LearningStore, learner: str, requests: Sequence[Sequence[FeedbackRow]],
+    half_life_s: float | None,
+) -> list[ApplyResult]:
+    """``store.apply_many`` where the store has it, else every ``apply`` at once (a
+    group-committing store still commits them together).
+
+    Raises:
+        StoreError: the first failure (the other requests may or may not have committed).
+    """
+    if isinstance(store, BatchStore):
+        return await store.apply_many(learner, requests, half_life_s)
+    results = await asyncio.gather(*(store.apply(learner, rows, half_life_s)
+                                     for rows in requests), return_exceptions=True)
+    return settled(results)
+
+
+def settled(results: Sequence[ApplyResult | BaseException]) -> list[ApplyResult]:
+    """The results of futures gathered with ``return_exceptions``: the first error raised
+    (every one retrieved, so none is reported as never retrieved)."""
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return [r for r in results if isinstance(r, ApplyResult)]

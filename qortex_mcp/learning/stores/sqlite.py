@@ -51,6 +51,7 @@ from qortex_mcp.learning.stores.base import (
     LearnerSnapshot,
     LearnerSummary,
     StoreInfo,
+    settled,
 )
 from qortex_mcp.learning.stores.decisions import ApplyRequest, decide
 from qortex_mcp.learning.stores.sqlite_checks import (
@@ -679,10 +680,15 @@ class SqliteLearningStore:
             committed[learner] = [
                 EvidenceRow(*r) for r in await conn.execute_fetchall(_EVIDENCE_AT, (learner, v))
             ]
+        # Indexed once per learner: a batch of many small requests (a stream consumer's)
+        # would otherwise scan every committed row once per request.
+        by_cell = {learner: {(e.ctx, e.arm): e for e in rows}
+                   for learner, rows in committed.items()}
         results = []
         for req, d in zip(batch, decisions, strict=True):
             mine = {(GLOBAL_CONTEXT, r.arm) for r in d.fresh} | {(r.ctx, r.arm) for r in d.fresh}
-            rows = tuple(e for e in committed.get(req.learner, ()) if (e.ctx, e.arm) in mine)
+            cells = by_cell.get(req.learner, {})
+            rows = tuple(cells[c] for c in mine if c in cells)
             results.append(ApplyResult(tuple(d.statuses), tuple(d.standing), rows,
                                        frozenset(d.new_keys)))
         return results
@@ -726,6 +732,22 @@ class SqliteLearningStore:
             return result
         await self._queue.put(request)
         return await fut
+
+    async def apply_many(
+        self, learner: str, requests: Sequence[Sequence[FeedbackRow]], half_life_s: float | None
+    ) -> list[ApplyResult]:
+        """Many ``apply`` requests queued at once: the writer commits up to ``max_batch`` of
+        them per transaction (each decided on its own), without a task per request."""
+        self._check_open()
+        if self._session() is not None:
+            return [await self.apply(learner, rows, half_life_s) for rows in requests]
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[ApplyResult]] = []
+        for rows in requests:
+            fut: asyncio.Future[ApplyResult] = loop.create_future()
+            self._queue.put_nowait(ApplyRequest(learner, rows, half_life_s, fut))
+            futures.append(fut)
+        return settled(await asyncio.gather(*futures, return_exceptions=True))
 
     async def ensure_learner(self, learner: str, config_json: str) -> None:
         async def run(conn: aiosqlite.Connection) -> None:
