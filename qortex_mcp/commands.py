@@ -25,6 +25,7 @@ from qortex_mcp.runtime import close_registry, open_registry
 
 if TYPE_CHECKING:
     from qortex_mcp.observe.metrics import QortexMetrics
+    from qortex_mcp.observe.streams import StreamLagSource
 
 __all__ = ["run"]
 
@@ -95,7 +96,8 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
             if metrics is not None:
                 metrics.use_selection_clock(_selection_clock(registry))
             web = observe_app(lambda: registry, boundary=runtime.boundary, metrics=metrics,
-                              dashboard_poll_s=settings.dashboard_poll_s)
+                              dashboard_poll_s=settings.dashboard_poll_s,
+                              stream_lag=_stream_lag(settings))
             reason = await serve_http(server, host=host, port=port, token=settings.http_token,
                                       path=getattr(args, "path", "/mcp"), observe=web)
         else:
@@ -149,6 +151,15 @@ def store_from_url(url: str) -> LearningStore:
                       f"postgresql://...), got {url[:64]!r}")
 
 
+def _stream_lag(settings: Settings) -> list[StreamLagSource]:
+    """The backlog source of the stream consumers ``QORTEX_STREAM_LAG`` names, if any."""
+    if not settings.stream_lag:
+        return []
+    from qortex_mcp.observe.streams import ingest_lag_source
+
+    return [ingest_lag_source(settings.stream_lag)]
+
+
 async def dashboard(args: argparse.Namespace, settings: Settings) -> int:
     """Serve the dashboard pages over a store until a signal arrives (reads only)."""
     import secrets
@@ -173,7 +184,8 @@ async def dashboard(args: argparse.Namespace, settings: Settings) -> int:
                                options=server_learner_options(settings))
     await registry.open()
     try:
-        app = observe_app(lambda: registry, dashboard_poll_s=settings.dashboard_poll_s)
+        app = observe_app(lambda: registry, dashboard_poll_s=settings.dashboard_poll_s,
+                          stream_lag=_stream_lag(settings))
         reason = await serve_app(app, host=host, port=port, token=settings.http_token,
                                  path="/dashboard")
     finally:

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Literal
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from qortex_mcp.errors import ConfigError, preview
 
@@ -92,6 +93,9 @@ class Settings:
     """Per-arm metric series in total (0: none; see ``qortex_mcp.observe.metrics``)."""
     dashboard_poll_s: float = 5.0
     """How often an open dashboard page asks for fresh data, in seconds."""
+    stream_lag: tuple[tuple[str, str, str], ...] = ()
+    """``QORTEX_STREAM_LAG``: stream consumers whose backlog ``/metrics`` and the dashboard
+    report, as (broker URL, stream or subject, group or durable)."""
     otel: bool = False
     """Export OpenTelemetry traces of tool calls (``qortex_mcp.observe.tracing``)."""
     test_faults: frozenset[str] = frozenset()
@@ -137,6 +141,8 @@ class Settings:
             values["otel"] = otel
         if poll := env.get("QORTEX_DASHBOARD_POLL_S"):
             values["dashboard_poll_s"] = poll
+        if lag := env.get("QORTEX_STREAM_LAG"):
+            values["stream_lag"] = lag
         if faults := env.get("QORTEX_TEST_FAULTS"):
             values["test_faults"] = frozenset(f.strip() for f in faults.split(",") if f.strip())
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -172,6 +178,7 @@ class Settings:
                                            values.pop("metrics_per_arm", 0), 0)
         values["dashboard_poll_s"] = _seconds("QORTEX_DASHBOARD_POLL_S",
                                               values.pop("dashboard_poll_s", 5.0))
+        values["stream_lag"] = _stream_lag(values.pop("stream_lag", ()))
         config_file = values.pop("config_file", None)
         learners: Mapping[str, Mapping[str, Any]] = values.pop("learners", {})
         if config_file is not None:
@@ -270,3 +277,24 @@ def _read_toml(path: Path) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"QORTEX_CONFIG [learners.{name}] must be a table")
         out[name] = dict(table)
     return out
+
+
+_LAG_NAMES: Final = {"redis": ("stream", "group"), "nats": ("subject", "durable")}
+
+
+def _stream_lag(raw: object) -> tuple[tuple[str, str, str], ...]:
+    """``QORTEX_STREAM_LAG``: space-separated ``redis://HOST:PORT/DB?stream=S&group=G`` or
+    ``nats://HOST:PORT?subject=S&durable=D`` entries (or such tuples already parsed)."""
+    if not isinstance(raw, str):
+        return tuple(raw)  # type: ignore[arg-type]
+    out = []
+    for entry in raw.split():
+        parts = urlsplit(entry)
+        names = _LAG_NAMES.get(parts.scheme)
+        query = dict(parse_qsl(parts.query))
+        if names is None or not all(query.get(n) for n in names) or set(query) - set(names):
+            raise ConfigError(
+                f"QORTEX_STREAM_LAG entry {entry[:80]!r} must be redis://HOST:PORT/DB?"
+                "stream=NAME&group=NAME or nats://HOST:PORT?subject=NAME&durable=NAME")
+        out.append((urlunsplit(parts._replace(query="")), query[names[0]], query[names[1]]))
+    return tuple(out)
