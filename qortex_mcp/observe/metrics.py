@@ -126,11 +126,17 @@ class _StoreGauges(Collector):
         pending = GaugeMetricFamily("qortex_stream_pending_messages",
                                     "messages read but not yet acknowledged",
                                     labels=["stream", "group"])
+        oldest = GaugeMetricFamily("qortex_stream_oldest_pending_age_seconds",
+                                   "age of the oldest message read but not acknowledged",
+                                   labels=["stream", "group"])
         for s in snap.streams:
-            lag.add_metric([s.stream, s.group], s.lag_messages)
-            pending.add_metric([s.stream, s.group], s.pending_messages)
+            if s.lag is not None:  # (a broker that cannot tell reports no series)
+                lag.add_metric([s.stream, s.group], s.lag)
+            pending.add_metric([s.stream, s.group], s.pending)
+            oldest.add_metric([s.stream, s.group], s.oldest_pending_age_s or 0.0)
         yield lag
         yield pending
+        yield oldest
 
 
 def _outcome(value: object) -> str:

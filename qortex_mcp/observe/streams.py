@@ -1,7 +1,8 @@
 """The hook for stream ingestion's backlog: ``StreamLag`` rows from an async source.
 
 A stream consumer (Redis Streams, NATS JetStream) knows how far behind it is. It exposes
-that as an async callable returning ``StreamLag`` rows; the server registers it with
+that as an async callable returning ``StreamLag`` rows (``qortex_mcp.ingest``'s: pending,
+undelivered when the broker can tell, oldest pending age); the server registers it with
 ``observe_app(stream_lag=[source])`` and then ``/metrics`` reports
 ``qortex_stream_lag_messages`` / ``qortex_stream_pending_messages`` and the dashboard's
 learners page shows a table of them, read at each scrape or poll. ``qortex-mcp serve`` and
@@ -12,25 +13,13 @@ learners page shows a table of them, read at each scrape or poll. ``qortex-mcp s
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
 
+from qortex_mcp.ingest.options import StreamLag
 from qortex_mcp.logging import get_logger
 
 __all__ = ["StreamLag", "StreamLagSource", "ingest_lag_source"]
 
 log = get_logger("qortex_mcp.observe")
-
-
-@dataclass(frozen=True)
-class StreamLag:
-    """One stream consumer's backlog, as a stream ingester reports it."""
-
-    stream: str
-    group: str
-    lag_messages: int
-    """Messages in the stream the group has yet to read."""
-    pending_messages: int = 0
-    """Messages read but not yet acknowledged."""
 
 
 StreamLagSource = Callable[[], Awaitable[Iterable[StreamLag]]]
@@ -53,8 +42,7 @@ def ingest_lag_source(consumers: Sequence[tuple[str, str, str]]) -> StreamLagSou
                 log.warning("stream_lag_unavailable", url=url, stream=stream, group=group,
                             code=exc.code, error=exc.message)
                 continue
-            out.append(StreamLag(stream, group, lag_messages=got.lag or 0,
-                                 pending_messages=got.pending))
+            out.append(got)
         return out
 
     return read

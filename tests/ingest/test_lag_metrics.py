@@ -47,7 +47,7 @@ async def test_the_backlog_of_a_named_consumer_is_on_metrics_and_the_dashboard(
             status, _, body = request(base_of(srv.url) + "/dashboard/api/learners")
             assert status == 200
             streams = json.loads(body)["streams"]
-            assert [(s["stream"], s["lag_messages"]) for s in streams] == [(stream, 7)]
+            assert [(s["stream"], s["lag"], s["pending"]) for s in streams] == [(stream, 7, 0)]
         finally:
             srv.stop()
     finally:

@@ -133,7 +133,8 @@ async def test_stream_lag_sources_and_learner_label_cap(registry: Any) -> None:
     metrics = QortexMetrics(learner_labels=2)
 
     async def lag() -> list[StreamLag]:
-        return [StreamLag("feedback", "qortex", 7, 2)]
+        return [StreamLag("redis", "feedback", "qortex", pending=2, lag=7,
+                          oldest_pending_age_s=1.5)]
 
     metrics.add_stream_lag(lag)
     for name in ("l1", "l2", "l3", "l4"):
@@ -146,6 +147,7 @@ async def test_stream_lag_sources_and_learner_label_cap(registry: Any) -> None:
             samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
     assert total(samples, "qortex_stream_lag_messages", stream="feedback", group="qortex") == 7
     assert total(samples, "qortex_stream_pending_messages") == 2
+    assert total(samples, "qortex_stream_oldest_pending_age_seconds") == 1.5
     learners = {dict(ls)["learner"] for (n, ls) in samples if n == "qortex_selections_total"}
     assert learners == {"l1", "l2", "_other"}
     assert total(samples, "qortex_selections_total", learner="_other") == 2

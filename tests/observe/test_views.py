@@ -123,7 +123,8 @@ async def test_stream_backlogs_reach_the_learners_page(tmp_path: Path) -> None:
     from qortex_mcp.observe.streams import StreamLag
 
     async def lag() -> list[StreamLag]:
-        return [StreamLag("feedback", "qortex", 12, 3)]
+        return [StreamLag("nats", "feedback", "qortex", pending=3, lag=12,
+                          oldest_pending_age_s=None)]
 
     async with SqliteLearningStore(tmp_path / "s.db") as store:
         registry = _registry(store)
@@ -131,8 +132,8 @@ async def test_stream_backlogs_reach_the_learners_page(tmp_path: Path) -> None:
         async with registry:
             data = DashboardData(lambda: registry, stream_lag=[lag])
             page = await data.learners()
-    assert page["streams"] == [{"stream": "feedback", "group": "qortex", "lag_messages": 12,
-                                "pending_messages": 3}]
+    assert page["streams"] == [{"broker": "nats", "stream": "feedback", "group": "qortex",
+                                "pending": 3, "lag": 12, "oldest_pending_age_s": None}]
 
 
 async def test_the_dashboard_command_follows_postgres_written_by_another_process() -> None:

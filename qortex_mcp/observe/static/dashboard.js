@@ -135,7 +135,7 @@
         el("th", {}, "stream"), el("th", {}, "group"), el("th", { class: "num" }, "lag (messages)"),
         el("th", { class: "num" }, "pending"))), el("tbody", {}, ...data.streams.map((s) =>
         el("tr", { "data-stream": s.stream }, el("td", {}, s.stream), el("td", {}, s.group),
-           el("td", { class: "num" }, s.lag_messages), el("td", { class: "num" }, s.pending_messages))))));
+           el("td", { class: "num" }, s.lag === null ? "?" : s.lag), el("td", { class: "num" }, s.pending))))));
     }
     return out;
   }
