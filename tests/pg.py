@@ -32,11 +32,20 @@ async def drop_schema(dsn: str, schema: str) -> None:
     import asyncpg
 
     assert schema.startswith(_PREFIX), schema  # never drop anything a test did not make
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(dsn, timeout=10)
     try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        try:
+            # Bounded: a session still holding a lock in the schema would make DROP wait
+            # for good; name it instead, so the test that leaked it fails clearly.
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE', timeout=30)
+        except TimeoutError:
+            others = await conn.fetch(
+                "SELECT pid, state, left(query, 120) AS query FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            raise AssertionError(f"dropping {schema} waited 30 s on a lock; other sessions: "
+                                 f"{[dict(r) for r in others]}") from None
     finally:
-        await conn.close()
+        await conn.close(timeout=10)
     _outstanding.pop(schema, None)
 
 

@@ -19,7 +19,6 @@ Design:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -66,6 +65,7 @@ from qortex_mcp.learning.replay import replay_events
 from qortex_mcp.learning.stats import beta_interval
 from qortex_mcp.learning.stores.base import LearningStore, apply_many
 from qortex_mcp.learning.strategies import default_generator
+from qortex_mcp.learning.tasks import stop_tasks
 from qortex_mcp.learning.tokens import MAX_OFFERED, SelectionClaims, SelectionSigner
 from qortex_mcp.learning.types import (
     GLOBAL_CONTEXT,
@@ -287,9 +287,11 @@ class Learner:
             if owns:
                 await store.close()
             raise
-        learner._tasks.append(asyncio.create_task(learner._flush_loop()))
+        learner._tasks.append(asyncio.create_task(learner._flush_loop(),
+                                                  name=f"qortex-flush-{learner.name}"))
         if store.shared:
-            learner._tasks.append(asyncio.create_task(learner._refresh_loop()))
+            learner._tasks.append(asyncio.create_task(learner._refresh_loop(),
+                                                      name=f"qortex-refresh-{learner.name}"))
         return learner
 
     async def __aenter__(self) -> Self:
@@ -303,11 +305,7 @@ class Learner:
         if self._closed:
             return
         self._closed = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._tasks, f"learner {self.name}")
         try:
             await self._flush()
         except QortexError as exc:
@@ -1035,7 +1033,7 @@ class Learner:
         await self._sync()
 
     async def _refresh_loop(self) -> None:
-        while True:
+        while not self._closed:  # also a cancellation a driver swallowed ends it (tasks.py)
             await self.store.wait_for_change(self.name, self._refresh_interval)
             try:
                 await self._sync()
@@ -1070,7 +1068,7 @@ class Learner:
             raise
 
     async def _flush_loop(self) -> None:
-        while True:
+        while not self._closed:
             await asyncio.sleep(self._flush_interval)
             try:
                 await self._flush()

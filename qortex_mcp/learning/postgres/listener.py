@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from qortex_mcp.learning.postgres.errors import DRIVER_ERRORS
+from qortex_mcp.learning.tasks import stop_tasks
 from qortex_mcp.logging import get_logger
 
 __all__ = ["Listener"]
@@ -57,6 +58,7 @@ class Listener:
         self._wakers: dict[str, asyncio.Event] = {}
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.listening = asyncio.Event()
         """Set while notifications can arrive."""
         self.reconnects = 0
@@ -67,10 +69,9 @@ class Listener:
         self._task = asyncio.create_task(self._run(), name=f"qortex-pg-listen-{self.channel}")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_tasks([self._task], f"listener {self.channel}")
             self._task = None
         self.listening.clear()
         self._wake_all()
@@ -102,7 +103,7 @@ class Listener:
 
     async def _run(self) -> None:
         attempt = 0
-        while True:
+        while not self._stopping:  # a cancellation a driver swallowed ends it too (tasks.py)
             served = False
             try:
                 conn = await self._connect()
@@ -150,7 +151,7 @@ class Listener:
         self.listening.set()
         # Whatever was sent while we were not listening is lost: make every learner look.
         self._wake_all()
-        while not conn.is_closed():
+        while not (conn.is_closed() or self._stopping):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_KEEPALIVE_S):
                     await self._lost.wait()
