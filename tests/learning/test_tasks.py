@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Never
 
 import pytest
 
@@ -95,3 +96,32 @@ async def test_a_learner_closes_although_its_flush_loop_swallowed_the_cancel() -
     assert eaten == [1]
     assert all(t.done() for t in learner._tasks)
     await store.close()
+
+
+async def test_the_postgres_writer_stops_although_a_commit_never_answers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pytest.importorskip("asyncpg")
+    from qortex_mcp.learning.postgres.runner import Runner
+    from qortex_mcp.learning.postgres.writer import FeedbackWriter
+
+    class SilentRunner(Runner):
+        """A driver that never answers and ate its timeout's cancellation."""
+
+        async def write(self, *args: object, **kwargs: object) -> Never:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(3600)
+            await asyncio.sleep(3600)
+            raise AssertionError("unreachable: the writer is cancelled first")
+
+    runner = SilentRunner(None, 0.01, "channel", "origin")  # type: ignore[arg-type]
+    writer = FeedbackWriter(runner, max_batch=8)
+    writer.start()
+    submitted = asyncio.create_task(writer.submit("l", [], None))
+    await asyncio.sleep(0.05)
+    async with asyncio.timeout(30) as bound:
+        await writer.stop()
+    assert not bound.expired()
+    assert "postgres_writer_stuck" in caplog.text
+    assert (await asyncio.gather(submitted, return_exceptions=True))[0].__class__.__name__ == \
+        "StoreUnavailable"

@@ -20,6 +20,7 @@ from qortex_mcp.learning.postgres.errors import translate
 from qortex_mcp.learning.postgres.runner import Runner
 from qortex_mcp.learning.stores.base import settled
 from qortex_mcp.learning.stores.decisions import ApplyRequest, decide
+from qortex_mcp.learning.tasks import stop_tasks
 from qortex_mcp.learning.types import GLOBAL_CONTEXT, ApplyResult, EvidenceRow, FeedbackRow
 from qortex_mcp.logging import get_logger
 
@@ -42,11 +43,18 @@ class FeedbackWriter:
         self._task = asyncio.create_task(self._loop(), name="qortex-pg-writer")
 
     async def stop(self) -> None:
-        """Commit what is queued, then stop."""
+        """Commit what is queued, then stop. Every commit is bounded by the runner's
+        timeout, so this is too; a writer that still runs after that much longer (a
+        driver that never answered) is cancelled rather than waited on for good."""
         if self._task is not None:
+            task, self._task = self._task, None
             self._queue.put_nowait(None)
-            await self._task
-            self._task = None
+            done, _ = await asyncio.wait([task], timeout=2 * self._runner.timeout_s + 1.0)
+            if done:
+                await task  # its error, if it failed, is the caller's
+                return
+            log.error("postgres_writer_stuck", queued=self._queue.qsize())
+            await stop_tasks([task], "postgres writer")
 
     async def submit(
         self, learner: str, rows: Sequence[FeedbackRow], half_life_s: float | None
