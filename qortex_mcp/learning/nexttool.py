@@ -107,6 +107,20 @@ class NextToolResult:
     """True when the top suggestion differs from the best by posterior means."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Slots:
+    """What a candidate list maps to, as of ``arms`` arms and ``priors`` prior changes."""
+
+    arms: int
+    priors: int
+    slots: IntArray
+    top: int
+    prior: FloatArray
+    """(2, candidates): a0, b0."""
+    cap: FloatArray
+    """``context_backoff + a0 + b0`` per candidate."""
+
+
 class NextToolModel:
     """The next-tool model of one learner; get it with ``NextToolModel.of(learner)``.
 
@@ -128,7 +142,7 @@ class NextToolModel:
         self._memo: dict[tuple[str, tuple[str, ...]], tuple[Estimate, float, int, int]] = {}
         self._memo_by_level: dict[str, set[tuple[str, tuple[str, ...]]]] = {}
         self._memo_refs = 0
-        self._slot_cache: dict[tuple[str, ...], tuple[int, IntArray, int]] = {}
+        self._slot_cache: dict[tuple[str, ...], _Slots] = {}
         self._checked: set[tuple[str, ...]] = set()
         learner._watch(self._changed)
 
@@ -208,22 +222,27 @@ class NextToolModel:
 
     # --- suggest ---------------------------------------------------------------------------
 
-    def _slots(self, tools: tuple[str, ...]) -> tuple[IntArray, int]:
-        """The candidates' arm slots (-1: unknown) and the largest, cached per list while
-        the learner's arms stay the same."""
+    def _slots(self, tools: tuple[str, ...]) -> _Slots:
+        """The candidates' arm slots (-1: unknown), the largest, and their priors, cached
+        per list while the learner's arms and priors stay the same."""
         lrn = self.learner
-        known = len(lrn._ids)
+        known, priors = len(lrn._ids), lrn._priors_changed
         hit = self._slot_cache.get(tools)
-        if hit is not None and hit[0] == known:
-            return hit[1], hit[2]
+        if hit is not None and hit.arms == known and hit.priors == priors:
+            return hit
         index = lrn._index
         slots = np.fromiter([index.get(t, -1) for t in tools], dtype=np.int64,
                             count=len(tools))
-        top = int(slots.max())
+        prior = np.empty((2, len(tools)))
+        prior[0], prior[1] = lrn.config.prior
+        seen = slots >= 0
+        prior[0, seen], prior[1, seen] = lrn._a0[slots[seen]], lrn._b0[slots[seen]]
+        got = _Slots(known, priors, slots, int(slots.max()), prior,
+                     lrn.config.context_backoff + prior[0] + prior[1])
         if len(self._slot_cache) >= _LEVEL_CACHE:
             self._slot_cache.clear()
-        self._slot_cache[tools] = (known, slots, top)
-        return slots, top
+        self._slot_cache[tools] = got
+        return got
 
     def _estimate(self, levels: Sequence[Level], tools: tuple[str, ...]) -> Estimate:
         """The estimate for these levels and candidates, memoised until a row of one of the
@@ -252,20 +271,11 @@ class NextToolModel:
 
     def _compute(self, levels: Sequence[Level], tools: tuple[str, ...], now: float
                  ) -> Estimate:
-        lrn = self.learner
-        slots, top = self._slots(tools)
-        known = slots >= 0
-        if known.all():
-            a0, b0 = lrn._a0[slots], lrn._b0[slots]
-        else:
-            a0 = np.full(len(tools), lrn.config.prior[0])
-            b0 = np.full(len(tools), lrn.config.prior[1])
-            if known.any():
-                a0[known], b0[known] = lrn._a0[slots[known]], lrn._b0[slots[known]]
+        lrn, got = self.learner, self._slots(tools)
         ctx = lrn._ctx
         return estimate(self._counts, [ctx.get(lv.key) for lv in levels],
-                        [lv.key for lv in levels], slots, top, len(lrn._ids) + 1, a0, b0,
-                        lrn.config.context_backoff, lrn._half_life, now)
+                        [lv.key for lv in levels], got.slots, got.top, len(lrn._ids) + 1,
+                        got.prior, got.cap, lrn._half_life, now)
 
     def suggest(
         self,
@@ -308,7 +318,7 @@ class NextToolModel:
         mean = alpha / (alpha + beta)
         by_mean = self._blend(p, mean)
         if explore:
-            est, score = self._draw(p, alpha, beta, mean, by_mean, k)
+            est, score = self._draw(p, alpha, beta)
         else:
             est, score = mean, by_mean
         order = np.argsort(-score, kind="stable")[:k].tolist()
@@ -335,34 +345,14 @@ class NextToolModel:
         return NextToolResult(tuple(out), token, lrn.name, state,
                               levels[-1].key if ctx else "", count, explored)
 
-    def _draw(self, p: FloatArray, alpha: FloatArray, beta: FloatArray, mean: FloatArray,
-              by_mean: FloatArray, k: int) -> tuple[FloatArray, FloatArray]:
-        """Thompson success draws and the scores they give, drawing only where it can matter.
+    def _draw(self, p: FloatArray, alpha: FloatArray, beta: FloatArray
+              ) -> tuple[FloatArray, FloatArray]:
+        """Thompson success draws for every candidate and the scores they give.
 
-        A draw is at most 1, so a candidate's score is at most ``p ** w``. Draw for the
-        ``k + 8`` most probable candidates first; when even the most probable of the others
-        has ``p ** w`` below the k-th best score drawn, none of them can be among the top k
-        whatever its draw, and the ranking is exactly the one drawing for all would give
-        (their ``success`` stays the mean, never returned). Otherwise (and at once when the
-        scores by means already fail that test) draw for all.
-        """
-        count, rng, w = p.shape[0], self.learner.rng, self.sequence_weight
-        m = k + 8
-        if m < count:
-            part = np.argpartition(-p, m)
-            top = part[:m]
-            bound = float(p[part[m]]) ** w
-            if bound >= np.partition(by_mean[top], m - k)[m - k]:
-                # A flat distribution: the check below would fail; draw for all at once.
-                est = _THOMPSON.scores(alpha, beta, rng)
-                return est, self._blend(p, est)
-            est = mean.copy()
-            est[top] = _THOMPSON.scores(alpha[top], beta[top], rng)
-            score = self._blend(p, est)
-            kth = np.partition(score[top], m - k)[m - k]
-            if bound < kth:
-                return est, score
-        est = _THOMPSON.scores(alpha, beta, rng)
+        One gamma call for all of them: with at most ``MAX_TOOLS`` candidates numpy's
+        per-call cost dominates, so drawing only for those that could reach the top k
+        (partitioning first to find them) cost more than it saved."""
+        est = _THOMPSON.scores(alpha, beta, self.learner.rng)
         return est, self._blend(p, est)
 
     def _blend(self, p: FloatArray, success: FloatArray) -> FloatArray:

@@ -45,13 +45,13 @@ _TINY: Final = 1e-300
 class _Level:
     """One level's counts over the learner's slots, as of ``at`` (decayed lazily).
 
-    ``ns`` holds the counts (row 0) and successes (row 1); its last cell stays 0, so an
-    unknown tool (slot -1) gathers zeros."""
+    ``ns`` holds the counts (row 0), successes (row 1) and failures (row 2); its last cell
+    stays 0, so an unknown tool (slot -1) gathers zeros."""
 
     __slots__ = ("at", "mass", "ns", "t", "types")
 
     def __init__(self, table: Mapping[int, list[float]], size: int, at: float) -> None:
-        ns, t = np.zeros((2, size)), np.zeros(size)
+        ns, t = np.zeros((3, size)), np.zeros(size)
         if table:
             # One array from the rows ([s, f, n, rsum, t, v] each), then column scatters:
             # a numpy item assignment per row costs more than the whole conversion.
@@ -59,6 +59,7 @@ class _Level:
             rows = np.array(list(table.values()))
             ns[0, slots] = rows[:, 0] + rows[:, 1]
             ns[1, slots] = rows[:, 0]
+            ns[2, slots] = rows[:, 1]
             t[slots] = rows[:, 4]
         self.ns, self.t, self.at = ns, t, at
         self.types = int(np.count_nonzero(ns[0]))
@@ -107,7 +108,8 @@ class LevelCounts:
             n = cur[0] + cur[1]
             if (level.ns[0, slot] > 0.0) != (n > 0.0):
                 level.types += 1 if n > 0.0 else -1
-            level.ns[0, slot], level.ns[1, slot], level.t[slot] = n, cur[0], cur[4]
+            level.ns[:, slot] = n, cur[0], cur[1]
+            level.t[slot] = cur[4]
             level.mass = None
 
     def get(self, key: str, table: Mapping[int, list[float]], size: int, now: float) -> _Level:
@@ -133,7 +135,7 @@ class Estimate:
     depths: list[int]
     """The level index (in the caller's list) of each row of ``counts``."""
     counts: FloatArray
-    """(levels learned, 2, candidates): decayed counts and successes."""
+    """(levels learned, 3, candidates): decayed counts, successes and failures."""
 
     def deepest(self, pos: int) -> tuple[int, float, float]:
         """The most specific level candidate ``pos`` followed: index, count, successes."""
@@ -151,9 +153,8 @@ def estimate(
     slots: IntArray,
     top_slot: int,
     size: int,
-    a0: FloatArray,
-    b0: FloatArray,
-    backoff: float,
+    prior: FloatArray,
+    cap: FloatArray,
     half_life: float | None,
     now: float,
 ) -> Estimate:
@@ -161,7 +162,11 @@ def estimate(
 
     ``tables`` are the learner's evidence tables of the levels (most general first; None
     when a level has none), ``size`` the slot count the arrays are built for (learner arms
-    + 1) and ``top_slot`` the largest slot among the candidates.
+    + 1) and ``top_slot`` the largest slot among the candidates. ``prior`` is the
+    candidates' ``(a0, b0)`` rows and ``cap`` their ``context_backoff + a0 + b0``.
+
+    With at most a few hundred candidates numpy's cost per call dominates, so the steps are
+    few and whole-array: one gather per level, then every level at once.
     """
     count = slots.shape[0]
     found: list[tuple[int, _Level, float]] = []
@@ -172,9 +177,10 @@ def estimate(
             if total > 0.0:
                 found.append((depth, level, total))
     if not found:
-        return Estimate(np.full(count, 1.0 / count), a0, b0, [], np.zeros((0, 2, count)))
-    # (levels, [count, successes], candidates), gathered in place
-    stacked = np.empty((len(found), 2, count))
+        return Estimate(np.full(count, 1.0 / count), prior[0], prior[1], [],
+                        np.zeros((0, 3, count)))
+    # (levels, [count, successes, failures], candidates), gathered in place
+    stacked = np.empty((len(found), 3, count))
     weights = np.empty(len(found))
     keep = 1.0
     for i in range(len(found) - 1, -1, -1):
@@ -192,16 +198,16 @@ def estimate(
     p += keep / count
     p /= p.sum()
     # Success: [successes, failures] per level; the finest level in full, each coarser
-    # one's surplus over the next finer level capped.
-    ev = stacked.copy()
-    ev[:, 0, :] -= stacked[:, 1, :]  # failures
+    # one's surplus over the next finer level capped at ``cap`` pseudo-observations.
+    ev = stacked[:, 1:, :]
     if len(found) > 1:
-        ev[:-1] -= ev[1:].copy()
+        ev = ev.copy()
+        ev[:-1] -= stacked[1:, 1:, :]
         np.maximum(ev, 0.0, out=ev)
-    w = (backoff + a0 + b0) / np.maximum(ev[:, 0, :] + ev[:, 1, :], _TINY)
+    w = cap / np.maximum(ev.sum(axis=1), _TINY)
     np.minimum(w, 1.0, out=w)
     w[-1] = 1.0
-    alpha = a0 + np.einsum("lk,lk->k", w, ev[:, 1, :])
-    beta = b0 + np.einsum("lk,lk->k", w, ev[:, 0, :])
+    ab = np.einsum("lk,lck->ck", w, ev)
+    ab += prior
     depths = [d for d, _, _ in found]
-    return Estimate(p, alpha, beta, depths, stacked)
+    return Estimate(p, ab[0], ab[1], depths, stacked)

@@ -57,7 +57,7 @@ class Level:
     """One n-gram level of one history: its context key and body, the dedup tag its rows
     carry, and how a reason names it."""
 
-    __slots__ = ("body", "history", "in_context", "key", "tag")
+    __slots__ = ("body", "history", "in_context", "key", "lead", "tag", "verb")
 
     def __init__(self, tag: str, history: tuple[str | None, ...], caller: str | None) -> None:
         ngram = json.dumps(list(history), separators=(",", ":"), ensure_ascii=False)
@@ -74,6 +74,15 @@ class Level:
         self.tag = tag
         self.history = history
         self.in_context = caller is not None
+        # How a reason names the level, rendered once (a suggestion gives three reasons).
+        where = "in this context, " if self.in_context else ""
+        if not history:
+            self.lead, self.verb = "", " was called {} times overall (this history is new)"
+        elif all(h is None for h in history):  # [null] or [null, null]: the start
+            self.lead, self.verb = where, " opened a session {} times"
+        else:
+            self.lead = f"{where}after {describe_history(history)}, "
+            self.verb = " followed {} times"
 
 
 def levels_for(state: tuple[str | None, str | None], caller: str | None) -> tuple[Level, ...]:
@@ -110,10 +119,4 @@ def reason(tool: str, levels: Sequence[Level], depth: int, n: float, s: float) -
         return f"no record of {tool} after any history yet: an even share"
     level = levels[depth]
     went = f"{round(100 * s / n)}% went well" if n > 0 else "no outcome yet"
-    where = "in this context, " if level.in_context else ""
-    if not level.history:
-        return f"{tool} was called {_fmt(n)} times overall (this history is new), {went}"
-    if all(h is None for h in level.history):  # [null] or [null, null]: the start
-        return f"{where}{tool} opened a session {_fmt(n)} times, {went}"
-    return (f"{where}after {describe_history(level.history)}, {tool} followed "
-            f"{_fmt(n)} times, {went}")
+    return f"{level.lead}{tool}{level.verb.format(_fmt(n))}, {went}"
