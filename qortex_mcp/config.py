@@ -98,9 +98,6 @@ class Settings:
     report, as (broker URL, stream or subject, group or durable)."""
     otel: bool = False
     """Export OpenTelemetry traces of tool calls (``qortex_mcp.observe.tracing``)."""
-    test_faults: frozenset[str] = frozenset()
-    """``QORTEX_TEST_FAULTS``: deliberate SQLite store bugs the reliability suite must catch
-    (tests only; see ``SqliteLearningStore``)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -143,8 +140,6 @@ class Settings:
             values["dashboard_poll_s"] = poll
         if lag := env.get("QORTEX_STREAM_LAG"):
             values["stream_lag"] = lag
-        if faults := env.get("QORTEX_TEST_FAULTS"):
-            values["test_faults"] = frozenset(f.strip() for f in faults.split(",") if f.strip())
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.build(**values)
 

@@ -50,6 +50,8 @@ __all__ = [
 SECRET: Final = "reliability-suite-secret-" + "5f" * 20
 """The selection key every test server gets (several servers must share one)."""
 PROTOCOL: Final = "2025-11-25"
+FAULTY_SERVER: Final = [sys.executable, "-m", "qortex_mcp.testing.faults"]
+"""The server with the SQLite store bugs ``QORTEX_TEST_FAULTS`` names put back in."""
 CALL_TIMEOUT_S: Final = 10.0
 START_TIMEOUT_S: Final = 20.0
 _REPO: Final = Path(__file__).resolve().parents[2]

@@ -33,6 +33,7 @@ from tests.reliability import report
 from tests.reliability.loop import LEARNER, Feedback, FeedbackClient, Rpc, seed_for
 from tests.reliability.oracle import Audit, Ledger, audit, read_store, temp_files
 from tests.reliability.servers import (
+    FAULTY_SERVER,
     HttpRpc,
     ServerProcess,
     StdioRpc,
@@ -154,7 +155,8 @@ async def crash_cycles(tmp_path: Path, run: CrashRun, name: str) -> CrashReport:
     port = 0
     for cycle in range(run.cycles + 1):
         last = cycle == run.cycles
-        server = ServerProcess(env, tmp_path / "server.log", transport=run.transport, port=port)
+        server = ServerProcess(env, tmp_path / "server.log", transport=run.transport, port=port,
+                               argv=FAULTY_SERVER if run.faults else None)
         try:
             orphans = await _serve_cycle(
                 server, run, ledger, pending, rng,

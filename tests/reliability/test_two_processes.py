@@ -22,7 +22,13 @@ import pytest
 from tests.reliability import report
 from tests.reliability.loop import LEARNER, Feedback, FeedbackClient, seed_for
 from tests.reliability.oracle import Audit, Ledger, audit, read_store
-from tests.reliability.servers import HttpRpc, ServerProcess, ToolReply, server_env
+from tests.reliability.servers import (
+    FAULTY_SERVER,
+    HttpRpc,
+    ServerProcess,
+    ToolReply,
+    server_env,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -85,7 +91,8 @@ async def run_two_servers(tmp_path: Path, distinct: int, name: str, faults: str 
                           ) -> TwoReport:
     state_dir = tmp_path / "state"
     env = server_env(state_dir, extra={"QORTEX_TEST_FAULTS": faults} if faults else None)
-    servers = [ServerProcess(env, tmp_path / f"server{i}.log", transport="http")
+    servers = [ServerProcess(env, tmp_path / f"server{i}.log", transport="http",
+                             argv=FAULTY_SERVER if faults else None)
                for i in range(2)]
     rep = TwoReport(distinct)
     ledger = Ledger()

@@ -24,8 +24,7 @@ __all__ = ["default_signer", "open_store", "store_signer"]
 def open_store(settings: Settings) -> LearningStore:
     """An uninitialized store of the configured kind (``await store.initialize()`` next)."""
     if settings.store == "sqlite":
-        return SqliteLearningStore(settings.sqlite_path, synchronous=settings.sqlite_synchronous,
-                                   _faults=settings.test_faults)
+        return SqliteLearningStore(settings.sqlite_path, synchronous=settings.sqlite_synchronous)
     if settings.store == "json":
         return JsonLearningStore(settings.json_path)
     if settings.store == "memory":

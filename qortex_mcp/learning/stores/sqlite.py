@@ -70,16 +70,9 @@ from qortex_mcp.learning.types import (
 )
 from qortex_mcp.logging import get_logger
 
-__all__ = ["TEST_FAULTS", "SqliteLearningStore"]
+__all__ = ["SqliteLearningStore"]
 
 log = get_logger(__name__)
-
-TEST_FAULTS: Final = frozenset({"ack_before_commit", "read_modify_write"})
-"""Deliberate bugs for the reliability suite's proof that its checks can fail (never for
-production; see ``tests/reliability``): ``ack_before_commit`` answers feedback before its
-COMMIT (a crash then loses acknowledged feedback); ``read_modify_write`` computes evidence
-in Python from a read taken before the write lock (two processes then lose updates)."""
-_ACK_BEFORE_COMMIT_DELAY_S: Final = 0.02
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS qortex_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -160,13 +153,6 @@ _EVIDENCE_SINCE: Final = (
 _ARMS_SINCE: Final = (
     "SELECT arm, a0, b0, selections, last_selected, v FROM arms WHERE learner = ? AND v > ?"
 )
-# Only with the read_modify_write test fault: absolute values computed in Python.
-_FOLD_STALE: Final = (
-    "INSERT INTO evidence (learner, ctx, arm, s, f, n, rsum, t, v) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (learner, ctx, arm) DO UPDATE SET "
-    "s = excluded.s, f = excluded.f, n = excluded.n, rsum = excluded.rsum, "
-    "t = max(t, excluded.t), v = excluded.v"
-)
 _RESET_MATCH: Final = (
     "SELECT ctx, arm, s, f FROM evidence WHERE learner = ?1 "
     "AND (?2 IS NULL OR arm IN (SELECT value FROM json_each(?2))) "
@@ -240,7 +226,6 @@ class SqliteLearningStore:
             the newest commits may roll back after a power loss, never after a crash).
         busy_timeout_ms: how long a writer waits for another process's write lock.
         max_batch: most feedback requests committed in one transaction.
-        _faults: test-only deliberate bugs (``TEST_FAULTS``); empty in any real use.
     """
 
     kind = "sqlite"
@@ -253,16 +238,9 @@ class SqliteLearningStore:
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         busy_timeout_ms: int = 5000,
         max_batch: int = 256,
-        _faults: frozenset[str] = frozenset(),
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError("synchronous must be FULL or NORMAL")
-        if not _faults <= TEST_FAULTS:
-            raise ValueError(f"unknown test faults: {', '.join(sorted(_faults - TEST_FAULTS))}")
-        self._faults = _faults
-        if _faults:
-            log.warning("TEST_FAULTS_ENABLED", faults=sorted(_faults),
-                        danger="acknowledged feedback may be lost; tests only")
         self.path = Path(path)
         self.synchronous = synchronous
         self.busy_timeout_ms = busy_timeout_ms
@@ -579,17 +557,7 @@ class SqliteLearningStore:
         conn = self._writer
         assert conn is not None
         try:
-            stale = None
-            if "read_modify_write" in self._faults:  # test fault: read before the lock
-                stale = await self._read_evidence(conn, {req.learner for req in batch})
-            await conn.execute("BEGIN IMMEDIATE")
-            results = await self._apply_batch(conn, batch, stale)
-            if "ack_before_commit" in self._faults:  # test fault: answer, then commit
-                for req, early in zip(batch, results, strict=True):
-                    if not req.future.done():
-                        req.future.set_result(early)
-                await asyncio.sleep(_ACK_BEFORE_COMMIT_DELAY_S)
-            await conn.execute("COMMIT")
+            results = await self._write_batch(conn, batch)
         except sqlite3.Error as exc:
             await self._rollback(conn)
             err = _translate(exc, "saving feedback")
@@ -602,22 +570,21 @@ class SqliteLearningStore:
             if not req.future.done():
                 req.future.set_result(result)
 
-    async def _read_evidence(
-        self, conn: aiosqlite.Connection, learners: set[str]
-    ) -> dict[tuple[str, str, str], tuple[float, float, int, float]]:
-        out = {}
-        for learner in learners:
-            cur = await conn.execute(
-                "SELECT ctx, arm, s, f, n, rsum FROM evidence WHERE learner = ?", (learner,))
-            for ctx, arm, s, f, n, rsum in await cur.fetchall():
-                out[(learner, ctx, arm)] = (s, f, n, rsum)
-        return out
+    async def _write_batch(
+        self, conn: aiosqlite.Connection, batch: list[ApplyRequest]
+    ) -> list[ApplyResult]:
+        """One transaction for the batch; its results once COMMIT returned. (The
+        reliability suite's fault-injecting store, ``qortex_mcp.testing.faults``, replaces
+        this and ``_fold_plain`` to prove its checks catch the bugs they are for.)"""
+        await conn.execute("BEGIN IMMEDIATE")
+        results = await self._apply_batch(conn, batch)
+        await conn.execute("COMMIT")
+        return results
 
     async def _apply_batch(
         self,
         conn: aiosqlite.Connection,
         batch: list[ApplyRequest],
-        stale: dict[tuple[str, str, str], tuple[float, float, int, float]] | None = None,
     ) -> list[ApplyResult]:
         # 1. Decide every row's status under the write lock: nobody else can insert now.
         standing: dict[tuple[str, str, str], float] = {}
@@ -662,10 +629,8 @@ class SqliteLearningStore:
                         decayed.append((*args, req.half_life_s))
         if events:
             await conn.executemany(_INSERT_EVENT, events)
-        if plain and stale is not None:
-            await conn.executemany(_FOLD_STALE, [self._stale_fold(stale, *a) for a in plain])
-        elif plain:
-            await conn.executemany(_FOLD_PLAIN, plain)
+        if plain:
+            await self._fold_plain(conn, plain)
         if decayed:
             await conn.executemany(_FOLD_DECAY, decayed)
         if arms:
@@ -693,16 +658,9 @@ class SqliteLearningStore:
                                        frozenset(d.new_keys)))
         return results
 
-    @staticmethod
-    def _stale_fold(
-        stale: dict[tuple[str, str, str], tuple[float, float, int, float]],
-        learner: str, ctx: str, arm: str, ws: float, wf: float, reward: float, at: float,
-        v: int, *_: Any,
-    ) -> tuple[Any, ...]:
-        s, f, n, rsum = stale.get((learner, ctx, arm), (0.0, 0.0, 0, 0.0))
-        new = (s + ws, f + wf, n + 1, rsum + reward)
-        stale[(learner, ctx, arm)] = new
-        return (learner, ctx, arm, *new, at, v)
+    async def _fold_plain(self, conn: aiosqlite.Connection, rows: list[tuple[Any, ...]]) -> None:
+        """Add evidence increments without decay, in SQL (read and written under the lock)."""
+        await conn.executemany(_FOLD_PLAIN, rows)
 
     async def _submit_job(
         self, run: Callable[[aiosqlite.Connection], Awaitable[Any]], doing: str
