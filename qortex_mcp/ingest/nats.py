@@ -23,6 +23,7 @@ import re
 import time
 from collections.abc import Sequence
 
+import nats
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -37,11 +38,14 @@ from qortex_mcp.ingest.options import (
     IngestStats,
     StreamLag,
     pause,
+    unreachable,
 )
 from qortex_mcp.learning.registry import LearnerRegistry
 from qortex_mcp.logging import get_logger
 
-__all__ = ["NatsFeedbackConsumer", "dead_subject", "ensure_stream", "nats_lag"]
+__all__ = [
+    "NatsFeedbackConsumer", "consume", "dead_subject", "ensure_stream", "lag", "nats_lag",
+]
 
 log = get_logger(__name__)
 
@@ -190,3 +194,52 @@ async def nats_lag(js: JetStreamContext, subject: str, durable: str) -> StreamLa
             oldest = max(0.0, time.time() - first.time.timestamp())
     return StreamLag("nats", subject, durable, int(info.num_ack_pending or 0),
                      int(info.num_pending or 0), oldest)
+
+
+async def _log_error(exc: Exception) -> None:
+    log.warning("nats_error", error=type(exc).__name__, detail=str(exc)[:200])
+
+
+async def consume(url: str, registry: LearnerRegistry, subject: str, durable: str,
+                  options: ConsumerOptions, stop: asyncio.Event) -> IngestStats:
+    """``qortex-mcp ingest`` on a JetStream subject (``ingest.run.consume``).
+
+    Reconnects forever (also at start: a consumer may start before its broker), until a
+    stop request; the client's own error log would print tracebacks, so its errors are one
+    line here.
+    """
+    connecting = asyncio.ensure_future(nats.connect(
+        url, max_reconnect_attempts=-1, reconnect_time_wait=0.25, connect_timeout=5,
+        allow_reconnect=True, error_cb=_log_error))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([connecting, stopping], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not connecting.done():
+        connecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, OSError, nats.errors.Error):
+            await connecting
+        return IngestStats()
+    try:
+        nc = connecting.result()
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        raise unreachable(url, exc) from exc
+    try:
+        return await NatsFeedbackConsumer(registry, nc, subject, durable, options).run(stop)
+    finally:
+        await nc.close()
+
+
+async def lag(url: str, subject: str, durable: str) -> StreamLag:
+    """``ingest.run.lag`` for a JetStream durable."""
+    try:
+        async with asyncio.timeout(10):  # the client retries a refused first connect
+            nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0,
+                                    allow_reconnect=False, error_cb=_log_error)
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        raise unreachable(url, exc) from exc
+    try:
+        return await nats_lag(nc.jetstream(), subject, durable)
+    except (TimeoutError, nats.errors.Error) as exc:
+        raise unreachable(url, exc) from exc
+    finally:
+        await nc.close()

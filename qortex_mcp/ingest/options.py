@@ -8,9 +8,12 @@ import socket
 from dataclasses import dataclass, field
 from typing import Final
 
-from qortex_mcp.errors import ConfigError
+from qortex_mcp.errors import ConfigError, StoreUnavailable
 
-__all__ = ["BACKOFF_MAX_S", "ConsumerOptions", "IngestStats", "StreamLag", "default_consumer"]
+__all__ = [
+    "BACKOFF_MAX_S", "ConsumerOptions", "IngestStats", "StreamLag", "default_consumer",
+    "unreachable",
+]
 
 BACKOFF_MAX_S: Final = 2.0
 """Longest pause after a broker or store failure (a stop request still ends it at once)."""
@@ -97,3 +100,10 @@ async def pause(stop: asyncio.Event, seconds: float) -> None:
             await stop.wait()
     except TimeoutError:
         pass
+
+
+def unreachable(url: str, exc: BaseException) -> StoreUnavailable:
+    """The broker could not be used: the same retryable failure as a store's (the broker
+    holds the messages)."""
+    detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return StoreUnavailable(f"cannot use the broker at {url}: {detail}")

@@ -34,11 +34,12 @@ from qortex_mcp.ingest.options import (
     IngestStats,
     StreamLag,
     pause,
+    unreachable,
 )
 from qortex_mcp.learning.registry import LearnerRegistry
 from qortex_mcp.logging import get_logger
 
-__all__ = ["FIELD", "RedisFeedbackConsumer", "dead_stream", "redis_lag"]
+__all__ = ["FIELD", "RedisFeedbackConsumer", "consume", "dead_stream", "lag", "redis_lag"]
 
 log = get_logger(__name__)
 
@@ -230,3 +231,25 @@ async def redis_lag(client: aioredis.Redis, stream: str, group: str) -> StreamLa
         oldest = max(0.0, server_s + server_us / 1e6 - first_ms / 1000)
     return StreamLag("redis", stream, group, int(summary["pending"]),
                      None if lag is None else int(lag), oldest)
+
+
+async def consume(url: str, registry: LearnerRegistry, stream: str, group: str,
+                  options: ConsumerOptions, stop: asyncio.Event) -> IngestStats:
+    """``qortex-mcp ingest`` on a Redis stream (``ingest.run.consume``)."""
+    client = aioredis.Redis.from_url(url, socket_timeout=10 + options.block_ms / 1000,
+                                     socket_connect_timeout=5)
+    try:
+        return await RedisFeedbackConsumer(registry, client, stream, group, options).run(stop)
+    finally:
+        await client.aclose()
+
+
+async def lag(url: str, stream: str, group: str) -> StreamLag:
+    """``ingest.run.lag`` for a Redis stream."""
+    client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        return await redis_lag(client, stream, group)
+    except RedisError as exc:
+        raise unreachable(url, exc) from exc
+    finally:
+        await client.aclose()

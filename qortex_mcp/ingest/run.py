@@ -2,24 +2,23 @@
 
 ``redis://HOST:PORT/DB`` (also ``rediss://``, ``unix://``) reads a Redis stream with a
 consumer group; ``nats://HOST:PORT`` (also ``tls://``) reads a JetStream subject with a
-durable pull consumer. The broker clients are imported only here, so the rest of qortex-mcp
-runs without the ``streams`` extra.
+durable pull consumer. Each broker's module (``redis.py``, ``nats.py``: its consumer,
+``consume`` and ``lag``) imports its client, and is imported only from here when a URL asks
+for it, so the rest of qortex-mcp runs without the ``streams`` extra.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import importlib
+from types import ModuleType
 from typing import Final
 
-from qortex_mcp.errors import ConfigError, StoreUnavailable
+from qortex_mcp.errors import ConfigError
 from qortex_mcp.ingest.options import ConsumerOptions, IngestStats, StreamLag
 from qortex_mcp.learning.registry import LearnerRegistry
-from qortex_mcp.logging import get_logger
 
 __all__ = ["NATS_SCHEMES", "REDIS_SCHEMES", "broker_of", "consume", "lag"]
-
-log = get_logger(__name__)
 
 REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
 NATS_SCHEMES: Final = ("nats://", "tls://")
@@ -47,19 +46,18 @@ def _names(url: str, name: str | None, group: str | None) -> tuple[str, str]:
     return name, group
 
 
-async def _nats_error(exc: Exception) -> None:
-    log.warning("nats_error", error=type(exc).__name__, detail=str(exc)[:200])
-
-
-def _unreachable(url: str, exc: BaseException) -> StoreUnavailable:
-    # The broker holds the messages: unreachable is the same retryable failure as a store's.
-    detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-    return StoreUnavailable(f"cannot use the broker at {url}: {detail}")
-
-
 def _missing_client(exc: ImportError) -> ConfigError:
     return ConfigError(f"the stream clients are not installed ({exc.name}): "
                        "pip install 'qortex-mcp[streams]'")
+
+
+def _broker(url: str) -> ModuleType:
+    """The broker's module (``ingest.redis`` or ``ingest.nats``); importing it imports its
+    client, which is why it happens here and only when asked for."""
+    try:
+        return importlib.import_module(f"qortex_mcp.ingest.{broker_of(url)}")
+    except ImportError as exc:
+        raise _missing_client(exc) from exc
 
 
 async def consume(url: str, registry: LearnerRegistry, options: ConsumerOptions, *,
@@ -71,47 +69,8 @@ async def consume(url: str, registry: LearnerRegistry, options: ConsumerOptions,
         StoreUnavailable: the NATS server cannot be reached at start (Redis is retried).
     """
     name, group = _names(url, name, group)
-    try:
-        if broker_of(url) == "redis":
-            import redis.asyncio as aioredis
-
-            from qortex_mcp.ingest.redis import RedisFeedbackConsumer
-        else:
-            import nats
-            import nats.errors
-
-            from qortex_mcp.ingest.nats import NatsFeedbackConsumer
-    except ImportError as exc:
-        raise _missing_client(exc) from exc
-    if broker_of(url) == "redis":
-        client = aioredis.Redis.from_url(url, socket_timeout=10 + options.block_ms / 1000,
-                                         socket_connect_timeout=5)
-        try:
-            return await RedisFeedbackConsumer(registry, client, name, group, options).run(stop)
-        finally:
-            await client.aclose()
-    # Reconnects forever (also at start: a consumer may start before its broker), until a
-    # stop request; the client's own error log would print tracebacks, so its errors are one
-    # line here.
-    connecting = asyncio.ensure_future(nats.connect(
-        url, max_reconnect_attempts=-1, reconnect_time_wait=0.25, connect_timeout=5,
-        allow_reconnect=True, error_cb=_nats_error))
-    stopping = asyncio.ensure_future(stop.wait())
-    await asyncio.wait([connecting, stopping], return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
-    if not connecting.done():
-        connecting.cancel()
-        with contextlib.suppress(asyncio.CancelledError, OSError, nats.errors.Error):
-            await connecting
-        return IngestStats()
-    try:
-        nc = connecting.result()
-    except (OSError, TimeoutError, nats.errors.Error) as exc:
-        raise _unreachable(url, exc) from exc
-    try:
-        return await NatsFeedbackConsumer(registry, nc, name, group, options).run(stop)
-    finally:
-        await nc.close()
+    result: IngestStats = await _broker(url).consume(url, registry, name, group, options, stop)
+    return result
 
 
 async def lag(url: str, *, name: str | None, group: str | None) -> StreamLag:
@@ -122,37 +81,5 @@ async def lag(url: str, *, name: str | None, group: str | None) -> StreamLag:
             has no such stream, group or durable.
     """
     name, group = _names(url, name, group)
-    try:
-        if broker_of(url) == "redis":
-            import redis.asyncio as aioredis
-
-            from qortex_mcp.ingest.redis import redis_lag
-        else:
-            import nats
-            import nats.errors
-
-            from qortex_mcp.ingest.nats import nats_lag
-    except ImportError as exc:
-        raise _missing_client(exc) from exc
-    if broker_of(url) == "redis":
-        from redis.exceptions import RedisError
-
-        client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-        try:
-            return await redis_lag(client, name, group)
-        except RedisError as exc:
-            raise _unreachable(url, exc) from exc
-        finally:
-            await client.aclose()
-    try:
-        async with asyncio.timeout(10):  # the client retries a refused first connect
-            nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=0,
-                                    allow_reconnect=False, error_cb=_nats_error)
-    except (OSError, TimeoutError, nats.errors.Error) as exc:
-        raise _unreachable(url, exc) from exc
-    try:
-        return await nats_lag(nc.jetstream(), name, group)
-    except (TimeoutError, nats.errors.Error) as exc:
-        raise _unreachable(url, exc) from exc
-    finally:
-        await nc.close()
+    result: StreamLag = await _broker(url).lag(url, name, group)
+    return result
