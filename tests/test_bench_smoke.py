@@ -1,9 +1,10 @@
 """Every bench script still runs: each ``bench/bench_*.py`` in its ``--smoke`` mode (tiny
 sizes, a few seconds), so the benchmarks never rot between the runs that produce figures.
 
-The scripts compare against ``../shared/bench/anchors.py`` when it is next to the checkout,
-else against the project's own ``bench/reference.py`` (same definitions and seeds), so a
-plain clone passes these tests; each run says on stderr which reference it used.
+Here the scripts are pinned (``QORTEX_ANCHORS``) to the project's own numpy reference,
+``bench/reference.py``, so whatever sits beside the checkout never changes a test's
+outcome and a plain clone runs exactly what CI runs; each run says on stderr which
+reference it used. How a script picks its reference is tested below with stand-in files.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def test_there_is_a_bench_script_for_the_learning_core() -> None:
 def test_the_bench_script_runs_in_smoke_mode(script: Path, tmp_path: Path) -> None:
     if "postgres" in script.stem and PG_UNAVAILABLE:
         pytest.skip(f"PostgreSQL unavailable: {PG_UNAVAILABLE}")
-    env = {**os.environ, "QORTEX_STATE_DIR": str(tmp_path / "state")}
+    env = {**os.environ, "QORTEX_STATE_DIR": str(tmp_path / "state"),
+           "QORTEX_ANCHORS": str(BENCH / "reference.py")}
     done = subprocess.run(
         [sys.executable, str(script), "--smoke"],
         cwd=BENCH.parent, env=env, capture_output=True, text=True, timeout=120,
@@ -40,7 +42,7 @@ def test_the_bench_script_runs_in_smoke_mode(script: Path, tmp_path: Path) -> No
     assert done.returncode == 0, f"{script.name} --smoke failed:\n{done.stderr[-3000:]}"
     assert done.stdout.strip(), f"{script.name} --smoke printed no figures"
     if "reference=" in done.stdout:  # a script that compares against the numpy reference
-        assert "bench: numpy reference: " in done.stderr
+        assert f"bench: numpy reference: {BENCH / 'reference.py'}" in done.stderr
 
 
 def _load(path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
