@@ -4,19 +4,23 @@ real SQLite file, the consumer as a real subprocess, and the oracle of what must
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
+
+import anyio
 
 from qortex_mcp.config import Settings
 from qortex_mcp.learning import LearnerRegistry
 from qortex_mcp.learning.types import GLOBAL_CONTEXT
 from qortex_mcp.runtime import close_registry, open_registry
+from tests.postgres.support import eventually
 from tests.server.support import SCRIPT, base_env
 
 REDIS_URL: Final = os.environ.get("QORTEX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -83,6 +87,27 @@ def run_ingest(state: Path, *args: str, timeout: float = 120) -> str:
         capture_output=True, timeout=timeout, check=False)
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     return proc.stdout.decode()
+
+
+async def kill_moment(
+    rng: random.Random, cycle: int, started: Callable[[], Awaitable[bool]],
+    holding: Callable[[], Awaitable[bool]],
+) -> None:
+    """Wait for the moment a kill -9 harness kills the consumer.
+
+    Every third cycle, the first among them, waits until the consumer holds delivered
+    messages it has not acknowledged: a consumer that finishes a slice in a millisecond or
+    two is idle most of the time, and random moments alone can miss every batch on a fast
+    machine. The other cycles kill during start-up (one in five) or at a random moment after
+    the consumer has read something.
+    """
+    if cycle % 3 == 0:
+        await eventually(holding, 60, 0.0005)
+    elif rng.random() < 0.2:
+        await anyio.sleep(rng.uniform(0.0, 0.5))
+    else:
+        await eventually(started, 60, 0.01)
+        await anyio.sleep(rng.uniform(0.0, 0.4))
 
 
 def bare(learner: str, arm: str, reward: float, key: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ kill it, restart it with ``--once``, and check the store against the oracle ever
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import signal
 import time
@@ -24,6 +25,7 @@ from tests.ingest.support import (
     bare,
     expected_counts,
     ingest_process,
+    kill_moment,
     registry_at,
     run_ingest,
     stored_counts,
@@ -63,6 +65,13 @@ async def delivered(js: Any, stream: str) -> int:
         return 0
 
 
+async def holding(js: Any, stream: str) -> bool:
+    """Whether the consumer holds messages delivered and not yet acknowledged."""
+    with contextlib.suppress(NotFoundError):  # not created yet
+        return int((await js.consumer_info(stream, "worker")).num_ack_pending) > 0
+    return False
+
+
 @pytest.mark.slow
 async def test_kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice(
     nats_client: Any, subject: tuple[str, str], tmp_path: Path,
@@ -91,17 +100,12 @@ async def test_kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice(
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(publish_slowly)
-            if rng.random() < 0.2:
-                await anyio.sleep(rng.uniform(0.0, 0.5))
-            else:
-                await eventually(working, 60, 0.01)
-                await anyio.sleep(rng.uniform(0.0, 0.4))
+            await kill_moment(rng, cycle, working, functools.partial(holding, js, stream))
             proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         proc.stdout.close()  # type: ignore[union-attr]
         proc.stderr.close()  # type: ignore[union-attr]
-        with contextlib.suppress(NotFoundError):  # killed before it created the consumer
-            kills_mid_batch += (await js.consumer_info(stream, "worker")).num_ack_pending > 0
+        kills_mid_batch += await holding(js, stream)
         run_ingest(tmp_path, *args(name, "--once"))
         async with registry_at(tmp_path) as registry:
             assert await stored_counts(registry, "k9") == expected_counts(published), cycle

@@ -29,6 +29,7 @@ from tests.ingest.support import (
     bare,
     expected_counts,
     ingest_process,
+    kill_moment,
     registry_at,
     run_ingest,
     stored_counts,
@@ -69,6 +70,13 @@ async def read_so_far(client: Any, stream: str, before: int) -> bool:
     return await entries_read(client, stream) > before
 
 
+async def holding(client: Any, stream: str) -> bool:
+    """Whether the group holds entries delivered and not yet acknowledged."""
+    with contextlib.suppress(ResponseError):  # no stream or group yet
+        return int((await client.xpending(stream, "g"))["pending"]) > 0
+    return False
+
+
 def args(stream: str, *extra: str) -> list[str]:
     return [REDIS_URL, "--stream", stream, "--group", "g", "--consumer", "worker",
             "--create-learners", *extra]
@@ -99,18 +107,13 @@ async def test_kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice(
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(publish_slowly)
-            if rng.random() < 0.2:  # sometimes during start-up
-                await anyio.sleep(rng.uniform(0.0, 0.5))
-            else:  # mostly while it works: after it read something, at a random moment
-                working = functools.partial(read_so_far, redis_client, stream, read)
-                await eventually(working, 60, 0.01)
-                await anyio.sleep(rng.uniform(0.0, 0.4))
+            started = functools.partial(read_so_far, redis_client, stream, read)
+            await kill_moment(rng, cycle, started, functools.partial(holding, redis_client, stream))
             proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         proc.stdout.close()  # type: ignore[union-attr]
         proc.stderr.close()  # type: ignore[union-attr]
-        with contextlib.suppress(ResponseError):  # killed before it created the group
-            kills_mid_batch += (await redis_client.xpending(stream, "g"))["pending"] > 0
+        kills_mid_batch += await holding(redis_client, stream)
         run_ingest(tmp_path, *args(stream, "--once"))
         async with registry_at(tmp_path) as registry:
             assert await stored_counts(registry, "k9") == expected_counts(published), cycle
