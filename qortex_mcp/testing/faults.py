@@ -15,13 +15,12 @@ server's SQLite store, then hands over to the real command line.
 
 from __future__ import annotations
 
-import asyncio
 import os
+import sqlite3
 import sys
+import time
 from pathlib import Path
 from typing import Any, Final
-
-import aiosqlite
 
 from qortex_mcp import runtime
 from qortex_mcp.config import Settings
@@ -29,6 +28,7 @@ from qortex_mcp.learning.stores.base import LearningStore
 from qortex_mcp.learning.stores.decisions import ApplyRequest
 from qortex_mcp.learning.stores.factory import open_store
 from qortex_mcp.learning.stores.sqlite import SqliteLearningStore
+from qortex_mcp.learning.stores.sqlite_thread import settle
 from qortex_mcp.learning.types import ApplyResult
 from qortex_mcp.logging import get_logger
 
@@ -62,35 +62,35 @@ class FaultySqliteStore(SqliteLearningStore):
         log.warning("TEST_FAULTS_ENABLED", faults=sorted(faults),
                     danger="acknowledged feedback may be lost; tests only")
 
-    async def _write_batch(
-        self, conn: aiosqlite.Connection, batch: list[ApplyRequest]
+    def _write_batch(
+        self, conn: sqlite3.Connection, batch: list[ApplyRequest]
     ) -> list[ApplyResult]:
         if "read_modify_write" in self.faults:  # read before the lock
-            self._stale = await self._read_evidence(conn, {req.learner for req in batch})
-        await conn.execute("BEGIN IMMEDIATE")
-        results = await self._apply_batch(conn, batch)
+            self._stale = self._read_evidence(conn, {req.learner for req in batch})
+        conn.execute("BEGIN IMMEDIATE")
+        results = self._apply_batch(conn, batch)
         if "ack_before_commit" in self.faults:  # answer, then commit
-            for req, early in zip(batch, results, strict=True):
-                if not req.future.done():
-                    req.future.set_result(early)
-            await asyncio.sleep(_ACK_BEFORE_COMMIT_DELAY_S)
-        await conn.execute("COMMIT")
+            assert self._loop is not None
+            settle(self._loop, [(req.future, early, None)
+                                for req, early in zip(batch, results, strict=True)])
+            time.sleep(_ACK_BEFORE_COMMIT_DELAY_S)
+        conn.execute("COMMIT")
         return results
 
-    async def _fold_plain(self, conn: aiosqlite.Connection, rows: list[tuple[Any, ...]]) -> None:
+    def _fold_plain(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
         stale = self._stale
         if stale is None:
-            await super()._fold_plain(conn, rows)
+            super()._fold_plain(conn, rows)
             return
-        await conn.executemany(_FOLD_STALE, [_stale_fold(stale, *r) for r in rows])
+        conn.executemany(_FOLD_STALE, [_stale_fold(stale, *r) for r in rows])
 
     @staticmethod
-    async def _read_evidence(conn: aiosqlite.Connection, learners: set[str]) -> _Stale:
+    def _read_evidence(conn: sqlite3.Connection, learners: set[str]) -> _Stale:
         out = {}
         for learner in learners:
-            cur = await conn.execute(
-                "SELECT ctx, arm, s, f, n, rsum FROM evidence WHERE learner = ?", (learner,))
-            for ctx, arm, s, f, n, rsum in await cur.fetchall():
+            for ctx, arm, s, f, n, rsum in conn.execute(
+                "SELECT ctx, arm, s, f, n, rsum FROM evidence WHERE learner = ?", (learner,)
+            ):
                 out[(learner, ctx, arm)] = (s, f, n, rsum)
         return out
 

@@ -327,7 +327,7 @@ async def test_a_cancelled_sqlite_block_rolls_back_and_the_store_keeps_working(
 
 def test_a_connection_sqlite_cannot_open_leaves_no_thread_behind(tmp_path: Path) -> None:
     """With the checks before opening skipped, SQLite itself meets the directory: the error
-    is still STORE_INACCESSIBLE, and aiosqlite's worker thread is joined before the loop
+    is still STORE_INACCESSIBLE, and the database thread has ended before the loop
     closes. (Its "Event loop is closed" traceback was a race: the thread's last callback
     landing after the loop closed; not every run shows it, hence several runs.)"""
     (tmp_path / "qortex.db").mkdir()

@@ -333,12 +333,12 @@ async def test_a_sqlite_error_inside_the_import_transaction_rolls_it_all_back(
         real = target._apply_batch
         calls = 0
 
-        async def failing(*args: Any, **kwargs: Any) -> Any:
+        def failing(*args: Any, **kwargs: Any) -> Any:
             nonlocal calls
             calls += 1
             if calls == 2:
                 raise sqlite3.OperationalError("disk I/O error")
-            return await real(*args, **kwargs)
+            return real(*args, **kwargs)
 
         monkeypatch.setattr(target, "_apply_batch", failing)
         with pytest.raises(StoreError, match="saving feedback"):

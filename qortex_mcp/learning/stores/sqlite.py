@@ -1,4 +1,4 @@
-"""SQLite store (the default): aiosqlite, WAL, one writer task with group commit.
+"""SQLite store (the default): WAL, one writer thread with group commit, one reader thread.
 
 Durability and concurrency rules, each for a reason:
 
@@ -8,33 +8,34 @@ Durability and concurrency rules, each for a reason:
 * Every write transaction is ``BEGIN IMMEDIATE`` on a connection opened with
   ``isolation_level=None``: a deferred transaction that reads and then writes can fail with
   SQLITE_BUSY_SNAPSHOT at once, whatever the busy timeout, when another process commits.
-* One writer connection, owned by one task. Transactions are never shared between
-  coroutines (aiosqlite runs every await of a connection on one thread, so two coroutines
-  would interleave statements inside one transaction). Concurrent ``apply`` calls are queued
-  and committed together in one transaction (group commit): throughput grows with
-  concurrency while each caller still returns only after its COMMIT.
+* One writer connection, owned by one thread (``sqlite_thread.DbThread``), which runs each
+  transaction whole as one call: one hand-off from the event loop per transaction, not one
+  per statement. Concurrent ``apply`` calls queued there are committed together in one
+  transaction (group commit): throughput grows with concurrency while each caller still
+  returns only after its COMMIT.
 * A caller that is cancelled does not cancel its transaction; it completes or rolls back
-  as a whole in the writer task.
+  as a whole on the writer thread.
 * Counters are incremented in SQL (``n = n + 1``), never computed in Python, so two
   processes on one file never lose an update.
-* Reads use a second connection (WAL readers do not block the writer).
+* Reads use a second connection on its own thread (WAL readers do not block the writer);
+  a snapshot read is one read transaction in one call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+import queue
 import sqlite3
-import threading
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+import weakref
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
-
-import aiosqlite
+from typing import Any, Final, Literal, TypeVar
 
 from qortex_mcp.errors import (
     ClosedError,
@@ -60,6 +61,7 @@ from qortex_mcp.learning.stores.sqlite_checks import (
     preflight,
     state_dir_error,
 )
+from qortex_mcp.learning.stores.sqlite_thread import Batch, DbThread, settle
 from qortex_mcp.learning.types import (
     GLOBAL_CONTEXT,
     ApplyResult,
@@ -73,6 +75,8 @@ from qortex_mcp.logging import get_logger
 __all__ = ["SqliteLearningStore"]
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS qortex_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -189,26 +193,41 @@ def _translate(exc: sqlite3.Error, doing: str) -> StoreError:
     return StoreError(f"SQLite failed while {doing}: {type(exc).__name__}")
 
 
+def _rows(conn: sqlite3.Connection, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in conn.execute(sql, args).fetchall()]
+
+
+def _one(conn: sqlite3.Connection, sql: str, args: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+    row = conn.execute(sql, args).fetchone()
+    return tuple(row) if row is not None else None
+
+
+def _connect(path: Path, busy_timeout_ms: int, synchronous: str) -> sqlite3.Connection:
+    """On a database thread: a connection in autocommit mode (every write transaction says
+    ``BEGIN IMMEDIATE`` itself), with the store's busy timeout and durability."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 class _Aborted(Exception):
     """An ``atomically()`` block failed: its transaction rolls back."""
 
 
-@dataclass
-class _Job:
-    run: Callable[[aiosqlite.Connection], Awaitable[Any]]
-    future: asyncio.Future[Any]
-    doing: str
-
-
-_Op = tuple[Callable[[aiosqlite.Connection], Awaitable[Any]], "asyncio.Future[Any]", str]
+_Op = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", str]
 
 
 @dataclass
 class _Session:
-    """An ``atomically()`` block: its calls run, in order, inside one writer job."""
+    """An ``atomically()`` block: its calls run, in order, inside one writer call."""
 
     task: asyncio.Task[Any] | None
-    ops: asyncio.Queue[_Op | bool]
+    ops: queue.SimpleQueue[_Op | bool]
     job: asyncio.Future[Any]
 
 
@@ -245,11 +264,10 @@ class SqliteLearningStore:
         self.synchronous = synchronous
         self.busy_timeout_ms = busy_timeout_ms
         self.max_batch = max_batch
-        self._writer: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
-        self._read_lock = asyncio.Lock()
-        self._queue: asyncio.Queue[ApplyRequest | _Job | None] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._writer: DbThread[ApplyRequest] | None = None
+        self._reader: DbThread[ApplyRequest] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = False
         self._closed = False
         self._init_lock = asyncio.Lock()
         self._active: _Session | None = None
@@ -258,16 +276,15 @@ class SqliteLearningStore:
 
     def __del__(self) -> None:
         # Like an unclosed file or httpx client: say so (shown when ResourceWarnings are on,
-        # e.g. python -X dev or pytest), and stop the worker threads so nothing lingers.
+        # e.g. python -X dev or pytest), and end the database threads so nothing lingers.
         if getattr(self, "_closed", True) or getattr(self, "_writer", None) is None:
             return
         warnings.warn(f"SqliteLearningStore({str(self.path)!r}) was never closed; use "
                       "'async with store:' or 'await store.close()'", ResourceWarning,
                       stacklevel=2, source=self)
-        for conn in (self._writer, self._reader):
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    conn.stop()
+        for thread in (self._writer, self._reader):
+            if thread is not None:
+                thread.stop_soon()
 
     async def __aenter__(self) -> SqliteLearningStore:
         await self.initialize()
@@ -276,51 +293,43 @@ class SqliteLearningStore:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _connect(self) -> aiosqlite.Connection:
-        pending = aiosqlite.connect(self.path, isolation_level=None)
-        # aiosqlite runs each connection on a non-daemon thread, started when awaited: a
-        # store its program forgot to close would keep the interpreter from ever exiting.
-        # As a daemon the thread ends with the program (what was committed is on disk, WAL
-        # recovers the rest like after a crash); ``__del__`` still reports the unclosed
-        # store with a ResourceWarning. tests/learning/test_store_lifecycle.py checks both.
-        worker = getattr(pending, "_thread", None)
-        if isinstance(worker, threading.Thread) and not worker.is_alive():
-            worker.daemon = True
-        try:
-            conn = await pending
-        except BaseException:
-            # aiosqlite stops its worker thread with a callback into this loop: wait for it,
-            # or it fires after the loop closed ("Event loop is closed" on stderr).
-            thread = getattr(pending, "_thread", None)
-            if isinstance(thread, threading.Thread) and thread.is_alive():
-                await asyncio.to_thread(thread.join, 5.0)
-            raise
-        try:
-            await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-            await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-        except BaseException:
-            await conn.close()
-            raise
-        return conn
+    def _threads(self) -> tuple[DbThread[ApplyRequest], DbThread[ApplyRequest]]:
+        """The writer and reader threads. Neither holds the store itself (only a weak
+        reference to its batch runner): a store its program dropped unclosed is collected,
+        and its finaliser ends them."""
+        opener = functools.partial(_connect, self.path, self.busy_timeout_ms, self.synchronous)
+        runner = weakref.WeakMethod(self._run_batch)
+
+        def run_batch(conn: sqlite3.Connection, batch: list[ApplyRequest]) -> None:
+            method = runner()
+            if method is not None:  # else unreachable: whoever waits holds the store
+                method(conn, batch)
+
+        return (DbThread("qortex-sqlite-writer", opener,
+                         Batch(ApplyRequest, run_batch, self.max_batch)),
+                DbThread("qortex-sqlite-reader", opener))
 
     async def initialize(self) -> None:
         async with self._init_lock:
             if self._closed:
                 raise ClosedError("the SQLite store is closed")
-            if self._task is not None:
+            if self._ready:
                 return
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise state_dir_error(self.path.parent, exc) from exc
             await asyncio.to_thread(preflight, self.path)
+            self._loop = asyncio.get_running_loop()
             try:
-                self._writer = await self._connect()
-                mode = await self._enable_wal(self._writer)
+                self._writer, reader = self._threads()
+                await self._writer.start()
+                mode = await self._writer.call(self._enable_wal)
                 if mode is None or str(mode[0]).lower() != "wal":
                     raise StoreUnavailable("SQLite refused WAL mode for the store file")
-                await self._create_schema(self._writer)
-                self._reader = await self._connect()
+                await self._writer.call(self._create_schema)
+                self._reader = reader
+                await self._reader.start()
             except sqlite3.Error as exc:
                 await self._close_connections()
                 if _primary_code(exc) in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY):
@@ -333,11 +342,11 @@ class SqliteLearningStore:
             except BaseException:
                 await self._close_connections()
                 raise
-            self._task = asyncio.create_task(self._write_loop(), name="qortex-sqlite-writer")
+            self._ready = True
             log.debug("store_opened", store="sqlite", path=str(self.path),
                       synchronous=self.synchronous)
 
-    async def _enable_wal(self, conn: aiosqlite.Connection) -> tuple[Any, ...] | None:
+    def _enable_wal(self, conn: sqlite3.Connection) -> tuple[Any, ...] | None:
         """``PRAGMA journal_mode = WAL``, retried while another process holds the file.
 
         Switching a fresh file to WAL needs an exclusive lock, and SQLite answers BUSY at
@@ -348,35 +357,33 @@ class SqliteLearningStore:
         pause = 0.002
         while True:
             try:
-                return await self._fetchone(conn, "PRAGMA journal_mode = WAL")
+                return _one(conn, "PRAGMA journal_mode = WAL")
             except sqlite3.OperationalError as exc:
                 if _primary_code(exc) not in _BUSY or (
                     time.monotonic() + pause > deadline
                 ):
                     raise
-            await asyncio.sleep(pause)
+            time.sleep(pause)  # on the writer thread, before the store is usable
             pause = min(pause * 2, 0.1)
 
-    async def _create_schema(self, conn: aiosqlite.Connection) -> None:
-        await conn.execute("BEGIN IMMEDIATE")
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            names = {str(r[0]) for r in await conn.execute_fetchall(USER_OBJECTS)}
+            names = {str(r[0]) for r in _rows(conn, USER_OBJECTS)}
             if names and "qortex_meta" not in names:
                 raise foreign(self.path, names)  # rolled back below: nothing created
             # Statement by statement: executescript() would COMMIT the open transaction.
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
-                    await conn.execute(statement)
+                    conn.execute(statement)
             # Files written before the answered counter: add it (0), their data intact.
-            columns = {r[1] for r in await conn.execute_fetchall("PRAGMA table_info(learners)")}
+            columns = {r[1] for r in _rows(conn, "PRAGMA table_info(learners)")}
             if "answered" not in columns:
-                await conn.execute(
+                conn.execute(
                     "ALTER TABLE learners ADD COLUMN answered INTEGER NOT NULL DEFAULT 0")
-            row = await self._fetchone(
-                conn, "SELECT value FROM qortex_meta WHERE key = 'schema_version'"
-            )
+            row = _one(conn, "SELECT value FROM qortex_meta WHERE key = 'schema_version'")
             if row is None:
-                await conn.execute(
+                conn.execute(
                     "INSERT INTO qortex_meta (key, value) VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),
                 )
@@ -385,16 +392,16 @@ class SqliteLearningStore:
                     f"{self.path.name} has schema version {row[0]}, newer than this "
                     f"qortex-mcp understands ({SCHEMA_VERSION}); upgrade qortex-mcp"
                 )
-            await conn.execute("COMMIT")
+            conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
-                await conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")
             raise
 
     async def _close_connections(self) -> None:
-        for conn in (self._writer, self._reader):
-            if conn is not None:
-                await conn.close()
+        for thread in (self._writer, self._reader):
+            if thread is not None:
+                await thread.stop()
         self._writer = self._reader = None
 
     async def close(self) -> None:
@@ -403,17 +410,19 @@ class SqliteLearningStore:
             if self._closed:
                 return
             self._closed = True
-            if self._task is not None:
-                await self._queue.put(None)
-                await self._task
-                self._task = None
+            self._ready = False
             await self._close_connections()
 
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError("the SQLite store is closed")
-        if self._task is None:
+        if not self._ready:
             raise ClosedError("the SQLite store is not initialized; await initialize() first")
+
+    def _write(self) -> DbThread[ApplyRequest]:
+        self._check_open()
+        assert self._writer is not None
+        return self._writer
 
     async def info(self) -> StoreInfo:
         return StoreInfo("sqlite", str(self.path), SCHEMA_VERSION)
@@ -430,44 +439,43 @@ class SqliteLearningStore:
     @contextlib.asynccontextmanager
     async def atomically(self) -> AsyncIterator[None]:
         """All of the block's calls, or none (see ``AtomicStore``): they run in one
-        ``BEGIN IMMEDIATE`` transaction of the writer task, reads included (they see the
+        ``BEGIN IMMEDIATE`` transaction on the writer thread, reads included (they see the
         block's own writes). This process's other writes queue behind it; other processes
         wait up to ``busy_timeout_ms``, then get the retryable ``STORE_BUSY``."""
-        self._check_open()
+        writer = self._write()
         if self._session() is not None:
             raise RuntimeError("SqliteLearningStore.atomically() is not reentrant")
         loop = asyncio.get_running_loop()
-        ops: asyncio.Queue[_Op | bool] = asyncio.Queue()
+        ops: queue.SimpleQueue[_Op | bool] = queue.SimpleQueue()
         started: asyncio.Future[None] = loop.create_future()
 
-        async def run(conn: aiosqlite.Connection) -> None:
-            started.set_result(None)  # BEGIN IMMEDIATE succeeded
+        def run(conn: sqlite3.Connection) -> None:
+            # The writer thread stays in here, running the block's calls as they come, until
+            # the block ends: every other write of this process waits behind it.
+            settle(loop, [(started, None, None)])  # BEGIN IMMEDIATE succeeded
             while True:
-                item = await ops.get()
+                item = ops.get()
                 if item is True:
-                    return  # the writer commits
+                    return  # the transaction commits
                 if item is False:
                     raise _Aborted()
                 op, fut, doing = item
                 try:
-                    result = await op(conn)
+                    result = op(conn)
                 except sqlite3.Error as exc:
-                    if not fut.done():
-                        fut.set_exception(_translate(exc, doing))
+                    settle(loop, [(fut, None, _translate(exc, doing))])
                     raise  # the whole transaction rolls back
                 except BaseException as exc:
-                    if not fut.done():
-                        fut.set_exception(exc)
+                    settle(loop, [(fut, None, exc)])
                     raise
-                if not fut.done():
-                    fut.set_result(result)
+                settle(loop, [(fut, result, None)])
 
-        session = _Session(asyncio.current_task(), ops, loop.create_future())
-        await self._queue.put(_Job(run, session.job, "applying one transaction"))
+        session = _Session(asyncio.current_task(), ops,
+                           writer.submit(self._transaction(run, "applying one transaction")))
         try:
             await asyncio.wait([started, session.job], return_when=asyncio.FIRST_COMPLETED)
         except BaseException:  # cancelled while queued: the job ends as soon as it starts
-            ops.put_nowait(False)
+            ops.put(False)
             session.job.add_done_callback(_consume)
             raise
         if not started.done():
@@ -476,114 +484,92 @@ class SqliteLearningStore:
         try:
             yield
         except BaseException:
-            ops.put_nowait(False)
+            ops.put(False)
             session.job.add_done_callback(_consume)
             raise
         finally:
             self._active = None  # before the COMMIT: the next block's job may start after it
-        ops.put_nowait(True)
+        ops.put(True)
         await session.job  # the COMMIT (its StoreError when it failed: nothing committed)
 
     async def _in_session(
-        self, session: _Session, op: Callable[[aiosqlite.Connection], Awaitable[Any]],
-        doing: str,
+        self, session: _Session, op: Callable[[sqlite3.Connection], Any], doing: str,
     ) -> Any:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        session.ops.put_nowait((op, fut, doing))
+        session.ops.put((op, fut, doing))
         await asyncio.wait([fut, session.job], return_when=asyncio.FIRST_COMPLETED)
         if fut.done():
             return fut.result()
         session.job.result()  # the transaction ended before this call ran: raise why
         raise StoreError(f"the transaction ended before {doing}")
 
-    # --- the writer task -------------------------------------------------------------------
+    # --- on the writer thread --------------------------------------------------------------
 
-    async def _write_loop(self) -> None:
-        stop = False
-        while not stop:
-            item = await self._queue.get()
-            if item is None:
-                break
-            if isinstance(item, _Job):
-                await self._run_job(item)
-                continue
-            batch = [item]
-            while len(batch) < self.max_batch and not self._queue.empty():
-                nxt = self._queue.get_nowait()
-                if nxt is None:
-                    stop = True
-                    break
-                if isinstance(nxt, _Job):
-                    await self._run_batch(batch)
-                    batch = []
-                    await self._run_job(nxt)
-                    continue
-                batch.append(nxt)
-            if batch:
-                await self._run_batch(batch)
-
-    async def _rollback(self, conn: aiosqlite.Connection) -> None:
+    def _rollback(self, conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
             try:
-                await conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")
             except sqlite3.Error as exc:  # the connection is unusable: replace it
                 log.warning("sqlite_rollback_failed", error=type(exc).__name__)
-                await conn.close()
-                self._writer = await self._connect()
+                assert self._writer is not None
+                self._writer.reopen()
 
-    async def _run_job(self, job: _Job) -> None:
-        conn = self._writer
-        assert conn is not None
-        try:
-            await conn.execute("BEGIN IMMEDIATE")
-            result = await job.run(conn)
-            await conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            await self._rollback(conn)
-            if not job.future.done():
-                job.future.set_exception(_translate(exc, job.doing))
-            return
-        except BaseException as exc:
-            await self._rollback(conn)
-            if not job.future.done():
-                job.future.set_exception(exc)
-            if not isinstance(exc, Exception):
+    def _transaction(
+        self, run: Callable[[sqlite3.Connection], T], doing: str
+    ) -> Callable[[sqlite3.Connection], T]:
+        """``run`` as one ``BEGIN IMMEDIATE`` ... ``COMMIT`` on the writer thread: a driver
+        error rolls it back and becomes the tree's error for ``doing``."""
+
+        def transaction(conn: sqlite3.Connection) -> T:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                result = run(conn)
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback(conn)
+                raise _translate(exc, doing) from exc
+            except BaseException:
+                self._rollback(conn)
                 raise
-            return
-        if not job.future.done():
-            job.future.set_result(result)
+            return result
 
-    async def _run_batch(self, batch: list[ApplyRequest]) -> None:
-        conn = self._writer
-        assert conn is not None
+        return transaction
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[ApplyRequest]) -> None:
+        """Group commit: the queued feedback requests in one transaction, each answered
+        once its COMMIT returned (in one wake-up of the event loop)."""
+        loop = self._loop
+        assert loop is not None
         try:
-            results = await self._write_batch(conn, batch)
+            results = self._write_batch(conn, batch)
         except sqlite3.Error as exc:
-            await self._rollback(conn)
+            self._rollback(conn)
             err = _translate(exc, "saving feedback")
             log.warning("sqlite_write_failed", code=err.code, requests=len(batch))
-            for req in batch:
-                if not req.future.done():
-                    req.future.set_exception(err)
+            settle(loop, [(req.future, None, err) for req in batch])
             return
-        for req, result in zip(batch, results, strict=True):
-            if not req.future.done():
-                req.future.set_result(result)
+        except Exception as exc:  # a defect: its callers get it, the writer goes on
+            self._rollback(conn)
+            log.error("sqlite_write_crashed", requests=len(batch), exc_info=exc)
+            settle(loop, [(req.future, None, exc) for req in batch])
+            return
+        settle(loop, [(req.future, result, None)
+                      for req, result in zip(batch, results, strict=True)])
 
-    async def _write_batch(
-        self, conn: aiosqlite.Connection, batch: list[ApplyRequest]
+    def _write_batch(
+        self, conn: sqlite3.Connection, batch: list[ApplyRequest]
     ) -> list[ApplyResult]:
         """One transaction for the batch; its results once COMMIT returned. (The
         reliability suite's fault-injecting store, ``qortex_mcp.testing.faults``, replaces
         this and ``_fold_plain`` to prove its checks catch the bugs they are for.)"""
-        await conn.execute("BEGIN IMMEDIATE")
-        results = await self._apply_batch(conn, batch)
-        await conn.execute("COMMIT")
+        conn.execute("BEGIN IMMEDIATE")
+        results = self._apply_batch(conn, batch)
+        conn.execute("COMMIT")
         return results
 
-    async def _apply_batch(
+    def _apply_batch(
         self,
-        conn: aiosqlite.Connection,
+        conn: sqlite3.Connection,
         batch: list[ApplyRequest],
     ) -> list[ApplyResult]:
         # 1. Decide every row's status under the write lock: nobody else can insert now.
@@ -591,13 +577,13 @@ class SqliteLearningStore:
         for learner in {req.learner for req in batch}:
             keys = sorted({r.key for req in batch if req.learner == learner for r in req.rows})
             for i in range(0, len(keys), 500):
-                for key, arm, reward in await conn.execute_fetchall(
+                for key, arm, reward in conn.execute(
                     _ANSWERED, (learner, json.dumps(keys[i:i + 500]))
                 ):
                     standing[(learner, key, arm)] = reward
         decisions = decide([(req.learner, req.rows) for req in batch], standing)
-        # 2. Write the fresh rows of every learner, one version per learner. Rows of the
-        #    whole batch go in one executemany per statement: every await is a thread hop.
+        # 2. Write the fresh rows of every learner, one version per learner, in one
+        #    executemany per statement for the whole batch.
         versions: dict[str, int] = {}
         now = time.time()
         events: list[tuple[Any, ...]] = []
@@ -609,7 +595,7 @@ class SqliteLearningStore:
             if not d.fresh:
                 continue
             if req.learner not in versions:
-                bumped = await self._fetchone(conn, _BUMP, (req.learner, now))
+                bumped = _one(conn, _BUMP, (req.learner, now))
                 assert bumped is not None
                 versions[req.learner] = int(bumped[0])
             v = versions[req.learner]
@@ -628,23 +614,21 @@ class SqliteLearningStore:
                     else:
                         decayed.append((*args, req.half_life_s))
         if events:
-            await conn.executemany(_INSERT_EVENT, events)
+            conn.executemany(_INSERT_EVENT, events)
         if plain:
-            await self._fold_plain(conn, plain)
+            self._fold_plain(conn, plain)
         if decayed:
-            await conn.executemany(_FOLD_DECAY, decayed)
+            conn.executemany(_FOLD_DECAY, decayed)
         if arms:
-            await conn.executemany(_UPSERT_ARM, arms)
+            conn.executemany(_UPSERT_ARM, arms)
         if bodies:
-            await conn.executemany(
+            conn.executemany(
                 "INSERT OR IGNORE INTO contexts (learner, ctx, body) VALUES (?, ?, ?)", bodies
             )
         # 3. Read back what this transaction left (rows stamped with its versions).
         committed: dict[str, list[EvidenceRow]] = {}
         for learner, v in versions.items():
-            committed[learner] = [
-                EvidenceRow(*r) for r in await conn.execute_fetchall(_EVIDENCE_AT, (learner, v))
-            ]
+            committed[learner] = [EvidenceRow(*r) for r in conn.execute(_EVIDENCE_AT, (learner, v))]
         # Indexed once per learner: a batch of many small requests (a stream consumer's)
         # would otherwise scan every committed row once per request.
         by_cell = {learner: {(e.ctx, e.arm): e for e in rows}
@@ -658,37 +642,35 @@ class SqliteLearningStore:
                                        frozenset(d.new_keys)))
         return results
 
-    async def _fold_plain(self, conn: aiosqlite.Connection, rows: list[tuple[Any, ...]]) -> None:
+    def _fold_plain(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
         """Add evidence increments without decay, in SQL (read and written under the lock)."""
-        await conn.executemany(_FOLD_PLAIN, rows)
+        conn.executemany(_FOLD_PLAIN, rows)
 
-    async def _submit_job(
-        self, run: Callable[[aiosqlite.Connection], Awaitable[Any]], doing: str
-    ) -> Any:
-        self._check_open()
+    async def _submit_job(self, run: Callable[[sqlite3.Connection], T], doing: str) -> T:
+        """``run`` in its own write transaction (or in the running atomically() block)."""
+        writer = self._write()
         session = self._session()
         if session is not None:
-            return await self._in_session(session, run, doing)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Job(run, fut, doing))
-        return await fut
+            result: T = await self._in_session(session, run, doing)
+            return result
+        return await writer.call(self._transaction(run, doing))
 
     # --- writes ----------------------------------------------------------------------------
 
     async def apply(
         self, learner: str, rows: Sequence[FeedbackRow], half_life_s: float | None
     ) -> ApplyResult:
-        self._check_open()
+        writer = self._write()
         fut: asyncio.Future[ApplyResult] = asyncio.get_running_loop().create_future()
         request = ApplyRequest(learner, rows, half_life_s, fut)
         session = self._session()
         if session is not None:
-            async def alone(conn: aiosqlite.Connection) -> ApplyResult:
-                return (await self._apply_batch(conn, [request]))[0]
+            def alone(conn: sqlite3.Connection) -> ApplyResult:
+                return self._apply_batch(conn, [request])[0]
 
             result: ApplyResult = await self._in_session(session, alone, "saving feedback")
             return result
-        await self._queue.put(request)
+        writer.put(request)
         return await fut
 
     async def apply_many(
@@ -696,20 +678,20 @@ class SqliteLearningStore:
     ) -> list[ApplyResult]:
         """Many ``apply`` requests queued at once: the writer commits up to ``max_batch`` of
         them per transaction (each decided on its own), without a task per request."""
-        self._check_open()
+        writer = self._write()
         if self._session() is not None:
             return [await self.apply(learner, rows, half_life_s) for rows in requests]
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[ApplyResult]] = []
         for rows in requests:
             fut: asyncio.Future[ApplyResult] = loop.create_future()
-            self._queue.put_nowait(ApplyRequest(learner, rows, half_life_s, fut))
+            writer.put(ApplyRequest(learner, rows, half_life_s, fut))
             futures.append(fut)
         return settled(await asyncio.gather(*futures, return_exceptions=True))
 
     async def ensure_learner(self, learner: str, config_json: str) -> None:
-        async def run(conn: aiosqlite.Connection) -> None:
-            await conn.execute(
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
                 "INSERT OR IGNORE INTO learners (name, config, created_at) VALUES (?, ?, ?)",
                 (learner, config_json, time.time()),
             )
@@ -722,18 +704,16 @@ class SqliteLearningStore:
         signs with the same key. Used only by a ``Learner`` given this store and no signer;
         the server signs with its key file or ``QORTEX_SECRET`` instead."""
 
-        async def run(conn: aiosqlite.Connection) -> bytes:
-            await conn.execute(
+        def run(conn: sqlite3.Connection) -> bytes:
+            conn.execute(
                 "INSERT OR IGNORE INTO qortex_meta (key, value) VALUES ('selection_key', ?)",
                 (candidate.decode("ascii"),),
             )
-            row = await self._fetchone(
-                conn, "SELECT value FROM qortex_meta WHERE key = 'selection_key'")
+            row = _one(conn, "SELECT value FROM qortex_meta WHERE key = 'selection_key'")
             assert row is not None
             return str(row[0]).encode("ascii")
 
-        key: bytes = await self._submit_job(run, "reading the selection key")
-        return key
+        return await self._submit_job(run, "reading the selection key")
 
     async def record_selections(
         self,
@@ -744,11 +724,11 @@ class SqliteLearningStore:
         explored: int,
         answered: int = 0,
     ) -> None:
-        async def run(conn: aiosqlite.Connection) -> None:
-            row = await self._fetchone(conn, _BUMP, (learner, time.time()))
+        def run(conn: sqlite3.Connection) -> None:
+            row = _one(conn, _BUMP, (learner, time.time()))
             assert row is not None
             v = int(row[0])
-            await conn.execute(
+            conn.execute(
                 "UPDATE learners SET selections = selections + ?, explored = explored + ?, "
                 "answered = answered + ? WHERE name = ?",
                 (selections, explored, answered, learner),
@@ -758,29 +738,27 @@ class SqliteLearningStore:
                 n, last = counts.get(arm, (0, None))
                 a0, b0 = priors.get(arm, (None, None))
                 rows.append((learner, arm, a0, b0, n, last, v))
-            await conn.executemany(_COUNT_SELECTIONS, rows)
+            conn.executemany(_COUNT_SELECTIONS, rows)
 
         await self._submit_job(run, "recording selections")
 
     async def decay(
         self, learner: str, arm: str, factor: float, at: float
     ) -> Sequence[EvidenceRow]:
-        async def run(conn: aiosqlite.Connection) -> list[EvidenceRow]:
-            row = await self._fetchone(conn, _BUMP, (learner, time.time()))
+        def run(conn: sqlite3.Connection) -> list[EvidenceRow]:
+            row = _one(conn, _BUMP, (learner, time.time()))
             assert row is not None
             v = int(row[0])
-            await conn.execute(
+            conn.execute(
                 "UPDATE evidence SET s = s * ?1, f = f * ?1, v = ?2 WHERE learner = ?3 "
                 "AND (?4 = '' OR arm = ?4)", (factor, v, learner, arm),
             )
-            await conn.execute(
+            conn.execute(
                 _INSERT_EVENT, (learner, "decay", None, arm, None, None, None, None, at, factor)
             )
-            cur = await conn.execute(_EVIDENCE_AT, (learner, v))
-            return [EvidenceRow(*r) for r in await cur.fetchall()]
+            return [EvidenceRow(*r) for r in conn.execute(_EVIDENCE_AT, (learner, v))]
 
-        result: list[EvidenceRow] = await self._submit_job(run, "decaying evidence")
-        return result
+        return await self._submit_job(run, "decaying evidence")
 
     async def reset(
         self, learner: str, arms: Sequence[str] | None, ctx: str | None, at: float,
@@ -788,103 +766,80 @@ class SqliteLearningStore:
     ) -> tuple[tuple[str, ...], int, float]:
         wanted = None if arms is None else json.dumps(list(arms))
 
-        async def match(conn: aiosqlite.Connection) -> tuple[tuple[str, ...], int, float]:
-            cur = await conn.execute(_RESET_MATCH, (learner, wanted, ctx))
-            hits = list(await cur.fetchall())
+        def match(conn: sqlite3.Connection) -> tuple[tuple[str, ...], int, float]:
+            hits = _rows(conn, _RESET_MATCH, (learner, wanted, ctx))
             touched = tuple(sorted({h[1] for h in hits}))
             removed = sum(h[2] + h[3] for h in hits if h[0] == (ctx or GLOBAL_CONTEXT))
             return touched, len(hits), removed
 
         if dry_run:
-            session = self._session()
-            if session is not None:
-                found: tuple[tuple[str, ...], int, float] = await self._in_session(
-                    session, match, "reading")
-                return found
-            async with self._read_lock:
-                return await match(self._read())
+            return await self._read_call(match)
 
-        async def run(conn: aiosqlite.Connection) -> tuple[tuple[str, ...], int, float]:
-            touched, n, removed = await match(conn)
+        def run(conn: sqlite3.Connection) -> tuple[tuple[str, ...], int, float]:
+            touched, n, removed = match(conn)
             if n:
-                row = await self._fetchone(conn, _BUMP, (learner, time.time()))
+                row = _one(conn, _BUMP, (learner, time.time()))
                 assert row is not None
-                await conn.execute(_RESET_APPLY, (learner, wanted, ctx, int(row[0])))
-                await conn.executemany(_INSERT_EVENT, [
+                conn.execute(_RESET_APPLY, (learner, wanted, ctx, int(row[0])))
+                conn.executemany(_INSERT_EVENT, [
                     (learner, "reset", None, arm, ctx, None, None, None, at, None)
                     for arm in touched
                 ])
             return touched, n, removed
 
-        result: tuple[tuple[str, ...], int, float] = await self._submit_job(run, "resetting")
-        return result
+        return await self._submit_job(run, "resetting")
 
     # --- reads -----------------------------------------------------------------------------
 
-    def _read(self) -> aiosqlite.Connection:
+    async def _read_call(self, read: Callable[[sqlite3.Connection], T]) -> T:
+        """``read`` on the reader thread (one hand-off), or inside the running atomically()
+        block on the writer, where the block's own writes are visible."""
         self._check_open()
-        assert self._reader is not None
-        return self._reader
-
-    @staticmethod
-    async def _fetchone(
-        conn: aiosqlite.Connection, sql: str, args: Sequence[Any] = ()
-    ) -> tuple[Any, ...] | None:
-        # One thread hop (execute + fetch + close): each aiosqlite await costs ~100 us.
-        rows = list(await conn.execute_fetchall(sql, args))
-        return tuple(rows[0]) if rows else None
-
-    async def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         session = self._session()
-        if session is not None:  # read on the writer: the block's own writes are visible
-            async def read(conn: aiosqlite.Connection) -> list[tuple[Any, ...]]:
-                return [tuple(r) for r in await conn.execute_fetchall(sql, args)]
-
-            rows: list[tuple[Any, ...]] = await self._in_session(session, read, "reading")
-            return rows
+        if session is not None:
+            result: T = await self._in_session(session, read, "reading")
+            return result
+        assert self._reader is not None
         try:
-            async with self._read_lock:
-                cur = await self._read().execute(sql, args)
-                return [tuple(r) for r in await cur.fetchall()]
+            return await self._reader.call(read)
         except sqlite3.Error as exc:
             raise _translate(exc, "reading") from exc
 
-    async def _snapshot_rows(
-        self, conn: aiosqlite.Connection, learner: str, cursor: int
+    async def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return await self._read_call(lambda conn: _rows(conn, sql, args))
+
+    @staticmethod
+    def _snapshot_rows(
+        conn: sqlite3.Connection, learner: str, cursor: int
     ) -> tuple[tuple[Any, ...] | None, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        head = await self._fetchone(
+        head = _one(
             conn, "SELECT version, selections, explored, answered FROM learners WHERE name = ?",
             (learner,),
         )
         ev: list[tuple[Any, ...]] = []
         arms: list[tuple[Any, ...]] = []
         if head is not None and int(head[0]) > cursor:
-            cur = await conn.execute(_EVIDENCE_SINCE, (learner, cursor))
-            ev = [tuple(r) for r in await cur.fetchall()]
-            cur = await conn.execute(_ARMS_SINCE, (learner, cursor))
-            arms = [tuple(r) for r in await cur.fetchall()]
+            ev = _rows(conn, _EVIDENCE_SINCE, (learner, cursor))
+            arms = _rows(conn, _ARMS_SINCE, (learner, cursor))
         return head, ev, arms
 
     async def _snapshot_read(
         self, learner: str, cursor: int
     ) -> tuple[tuple[Any, ...] | None, list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """Learner row, evidence and arms newer than ``cursor``, in one read transaction."""
-        session = self._session()
-        if session is not None:  # already inside the block's transaction, on the writer
-            rows: tuple[tuple[Any, ...] | None, list[tuple[Any, ...]],
-                        list[tuple[Any, ...]]] = await self._in_session(
-                session, lambda conn: self._snapshot_rows(conn, learner, cursor), "reading")
-            return rows
-        try:
-            async with self._read_lock:
-                conn = self._read()
-                await conn.execute("BEGIN")
-                try:
-                    return await self._snapshot_rows(conn, learner, cursor)
-                finally:
-                    await conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise _translate(exc, "reading") from exc
+
+        def read(conn: sqlite3.Connection) -> tuple[
+            tuple[Any, ...] | None, list[tuple[Any, ...]], list[tuple[Any, ...]]
+        ]:
+            if conn.in_transaction:  # inside the block's transaction, on the writer
+                return self._snapshot_rows(conn, learner, cursor)
+            conn.execute("BEGIN")
+            try:
+                return self._snapshot_rows(conn, learner, cursor)
+            finally:
+                conn.execute("COMMIT")
+
+        return await self._read_call(read)
 
     async def load(self, learner: str) -> LearnerSnapshot:
         head, ev, arms = await self._snapshot_read(learner, -1)
