@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final, Literal
 
 from qortex_mcp.errors import (
@@ -100,10 +100,7 @@ def decode(message: Message) -> FeedbackRequest:
         body = json.loads(message.body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"message body is not JSON: {exc}") from None
-    request = parse_feedback(body)
-    if request.selection_id is None and request.idempotency_key is None:
-        request = replace(request, idempotency_key=message.key)
-    return request
+    return parse_feedback(body, default_key=message.key)
 
 
 def _verdict(exc: QortexError) -> Verdict:

@@ -105,7 +105,8 @@ def _outcome_value(where: str, value: object) -> OutcomeValue:
                 f"{where}: unknown outcome word; use one of {', '.join(OUTCOME_WORDS)} "
                 f"(lowercase) or a number in [0, 1]") from None
         return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    # A tuple, not int | float: isinstance with a union builds it on every call (hot path).
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         with contextlib.suppress(OverflowError):
             return float(value)
     raise InvalidReward(f"{where}: must be 'accepted', 'rejected', 'partial' or a number in "
@@ -119,10 +120,12 @@ def _optional_str(body: Mapping[str, object], name: str) -> str | None:
     raise InvalidInput(f"{name}: must be a string, got {type(value).__name__}")
 
 
-def parse_feedback(body: object) -> FeedbackRequest:
+def parse_feedback(body: object, *, default_key: str | None = None) -> FeedbackRequest:
     """A ``FeedbackRequest`` from a decoded JSON object with ``qortex_feedback``'s fields.
 
     Strict as the tool: unknown fields and wrong types are refused, never coerced.
+    ``default_key`` is the idempotency key of bare feedback that gives none (a stream
+    message's id).
 
     Raises:
         InvalidInput: not an object, an unknown field, a wrong type, or a bad combination.
@@ -152,10 +155,13 @@ def parse_feedback(body: object) -> FeedbackRequest:
     clicks_only = body.get("clicks_only", False)
     if not isinstance(clicks_only, bool):
         raise InvalidInput(f"clicks_only: must be a boolean, got {type(clicks_only).__name__}")
+    selection_id = _optional_str(body, "selection_id")
+    key = _optional_str(body, "idempotency_key")
+    if key is None and selection_id is None:
+        key = default_key
     return FeedbackRequest.of(
-        learner, selection_id=_optional_str(body, "selection_id"), outcomes=pairs,
-        arm_id=_optional_str(body, "arm_id"), outcome=outcome, context=context,
-        idempotency_key=_optional_str(body, "idempotency_key"), clicks_only=clicks_only)
+        learner, selection_id=selection_id, outcomes=pairs, arm_id=_optional_str(body, "arm_id"),
+        outcome=outcome, context=context, idempotency_key=key, clicks_only=clicks_only)
 
 
 def verify_request(registry: LearnerRegistry, request: FeedbackRequest) -> str | None:

@@ -354,6 +354,11 @@ class Learner:
         """Refuse, before anything is written, feedback the limits do not take: a context
         past ``max_contexts``, new state past the memory budget, or a rate cap (checked
         last, so a call refused for another reason costs no rate)."""
+        index = self._index
+        if all(r.ctx == GLOBAL_CONTEXT and r.arm in index for r in rows):
+            # The common case (known arms, no context) needs no new state: only the rate.
+            self._limiter.take([r.arm for r in rated])
+            return
         new_ctx = {r.ctx for r in rows if r.ctx != GLOBAL_CONTEXT and r.ctx not in self._ctx}
         cap = self.config.max_contexts
         if new_ctx and len(self._ctx) + len(new_ctx) > cap:
@@ -364,13 +369,12 @@ class Learner:
         nbytes = sum(CONTEXT_BYTES + len(c) for c in new_ctx)
         fresh = {r.arm for r in rows if r.arm not in self._index}
         nbytes += sum(ARM_BYTES + len(a) for a in fresh)
-        index = self._index
         nbytes += CONTEXT_ROW_BYTES * len({
             (r.ctx, r.arm) for r in rows if r.ctx != GLOBAL_CONTEXT and (
                 r.arm in fresh or index[r.arm] not in self._ctx.get(r.ctx, {}))
         })
         self._budget.require(nbytes, f"feedback for learner {self.name!r}")
-        self._limiter.take(r.arm for r in rated)
+        self._limiter.take([r.arm for r in rated])
 
     # --- slots -----------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection
 from typing import Final
 
 from qortex_mcp.errors import LimitExceeded, RateLimited
@@ -150,7 +150,7 @@ class FeedbackRateLimiter:
         bucket.at = max(bucket.at, now)
         return bucket.tokens
 
-    def take(self, arms: Iterable[str]) -> None:
+    def take(self, arms: Collection[str]) -> None:
         """Admit one feedback row per arm in ``arms`` (repeats count), or refuse all.
 
         Raises:
@@ -158,7 +158,7 @@ class FeedbackRateLimiter:
             LimitExceeded: the call alone is larger than a cap (it can never pass; split it).
         """
         if not self.enabled:
-            self._count(sum(1 for _ in arms), self._clock())
+            self._count(len(arms), self._clock())
             return
         counts = Counter(arms)
         total = sum(counts.values())

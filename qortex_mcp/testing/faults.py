@@ -96,9 +96,9 @@ class FaultySqliteStore(SqliteLearningStore):
 
 
 def _stale_fold(stale: _Stale, learner: str, ctx: str, arm: str, ws: float, wf: float,
-                reward: float, at: float, v: int, *_: Any) -> tuple[Any, ...]:
+                count: int, reward: float, at: float, v: int) -> tuple[Any, ...]:
     s, f, n, rsum = stale.get((learner, ctx, arm), (0.0, 0.0, 0, 0.0))
-    new = (s + ws, f + wf, n + 1, rsum + reward)
+    new = (s + ws, f + wf, n + count, rsum + reward)
     stale[(learner, ctx, arm)] = new
     return (learner, ctx, arm, *new, at, v)
 

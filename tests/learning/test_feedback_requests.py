@@ -44,6 +44,15 @@ def test_a_valid_request_keeps_every_field() -> None:
     assert (outcome.arm_id, outcome.outcome, outcome.idempotency_key) == ("a", "accepted", "k")
 
 
+def test_the_default_key_goes_only_to_bare_feedback_without_one() -> None:
+    bare = {"learner": "l", "arm_id": "a", "outcome": 1.0}
+    assert parse_feedback(bare, default_key="m-1").idempotency_key == "m-1"
+    own = parse_feedback({**bare, "idempotency_key": "k"}, default_key="m-1")
+    assert own.idempotency_key == "k"
+    quoted = parse_feedback({"selection_id": "s", "outcomes": {"a": 1.0}}, default_key="m-1")
+    assert (quoted.selection_id, quoted.idempotency_key) == ("s", None)
+
+
 async def test_observe_many_applies_each_request_on_its_own(store: LearningStore) -> None:
     config = LearnerConfig(name="m", seed=3)
     async with await Learner.create(config, store, signer=SelectionSigner.random()) as lrn:

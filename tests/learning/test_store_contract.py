@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,19 @@ async def test_repeated_row_within_one_request_counts_once(store: LearningStore)
     result = await store.apply(L, [row("s1", "a", 0.5), row("s1", "a", 0.5)], None)
     assert result.statuses == ("applied", "duplicate")
     assert (await evidence(store))[("", "a")] == (0.5, 0.5, 1)
+
+
+async def test_an_arm_repeated_in_one_request_keeps_the_prior_its_rows_carry(
+    store: LearningStore,
+) -> None:
+    # Rows of one request write each arm once; the prior left is the last one given.
+    await store.apply(L, [replace(row("k1", "a", 1.0), a0=2.0, b0=3.0), row("k2", "a", 0.0),
+                          row("k3", "b", 1.0), replace(row("k4", "b", 1.0), a0=4.0, b0=5.0),
+                          replace(row("k5", "b", 0.0), a0=6.0, b0=7.0), row("k6", "c", 1.0)],
+                      None)
+    arms = {a.arm: (a.a0, a.b0) for a in (await store.load(L)).arms}
+    assert arms == {"a": (2.0, 3.0), "b": (6.0, 7.0), "c": (None, None)}
+    assert (await evidence(store))[("", "b")] == (2.0, 1.0, 3)
 
 
 async def test_weights_scale_the_evidence(store: LearningStore) -> None:

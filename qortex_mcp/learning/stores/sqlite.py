@@ -121,8 +121,8 @@ _INSERT_EVENT: Final = (
 )
 _FOLD_PLAIN: Final = (
     "INSERT INTO evidence (learner, ctx, arm, s, f, n, rsum, t, v) "
-    "VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT (learner, ctx, arm) DO UPDATE SET "
-    "s = s + excluded.s, f = f + excluded.f, n = n + 1, rsum = rsum + excluded.rsum, "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (learner, ctx, arm) DO UPDATE SET "
+    "s = s + excluded.s, f = f + excluded.f, n = n + excluded.n, rsum = rsum + excluded.rsum, "
     "t = max(t, excluded.t), v = excluded.v"
 )
 # Half-life fold (see stores.base.fold): the row is kept as of its latest event time.
@@ -587,9 +587,14 @@ class SqliteLearningStore:
         versions: dict[str, int] = {}
         now = time.time()
         events: list[tuple[Any, ...]] = []
-        plain: list[tuple[Any, ...]] = []
+        # Without decay a cell's increments add up: one upsert per (learner, ctx, arm)
+        # with the batch's sums (learner, ctx, arm, s, f, n, rsum, t, v).
+        plain: dict[tuple[str, str, str], list[Any]] = {}
         decayed: list[tuple[Any, ...]] = []
-        arms: list[tuple[Any, ...]] = []
+        # One arm upsert per (learner, arm), not per row: a batch often repeats an arm.
+        # As one by one would leave it: the last row's prior that has one (a0 and b0 come
+        # together), else none (the PostgreSQL writer's DISTINCT ON does the same).
+        arms: dict[tuple[str, str], tuple[Any, ...]] = {}
         bodies: list[tuple[Any, ...]] = []
         for req, d in zip(batch, decisions, strict=True):
             if not d.fresh:
@@ -602,25 +607,34 @@ class SqliteLearningStore:
             for r in d.fresh:
                 events.append((req.learner, "feedback", r.key, r.arm, r.ctx, r.reward, r.weight,
                                r.outcome, r.at, None))
-                arms.append((req.learner, r.arm, r.a0, r.b0, v))
+                cell = (req.learner, r.arm)
+                if r.a0 is not None or cell not in arms:
+                    arms[cell] = (req.learner, r.arm, r.a0, r.b0, v)
                 if r.ctx_body is not None:
                     bodies.append((req.learner, r.ctx, r.ctx_body))
                 ws, wf = r.weight * r.reward, r.weight * (1.0 - r.reward)
                 for ctx in ((GLOBAL_CONTEXT,) if r.ctx == GLOBAL_CONTEXT else (GLOBAL_CONTEXT,
                                                                                r.ctx)):
-                    args: tuple[Any, ...] = (req.learner, ctx, r.arm, ws, wf, r.reward, r.at, v)
-                    if req.half_life_s is None:
-                        plain.append(args)
+                    if req.half_life_s is not None:
+                        decayed.append((req.learner, ctx, r.arm, ws, wf, r.reward, r.at, v,
+                                        req.half_life_s))
+                    elif (sums := plain.get((req.learner, ctx, r.arm))) is None:
+                        plain[(req.learner, ctx, r.arm)] = [req.learner, ctx, r.arm, ws, wf, 1,
+                                                            r.reward, r.at, v]
                     else:
-                        decayed.append((*args, req.half_life_s))
+                        sums[3] += ws
+                        sums[4] += wf
+                        sums[5] += 1
+                        sums[6] += r.reward
+                        sums[7] = max(sums[7], r.at)
         if events:
             conn.executemany(_INSERT_EVENT, events)
         if plain:
-            self._fold_plain(conn, plain)
+            self._fold_plain(conn, [tuple(sums) for sums in plain.values()])
         if decayed:
             conn.executemany(_FOLD_DECAY, decayed)
         if arms:
-            conn.executemany(_UPSERT_ARM, arms)
+            conn.executemany(_UPSERT_ARM, arms.values())
         if bodies:
             conn.executemany(
                 "INSERT OR IGNORE INTO contexts (learner, ctx, body) VALUES (?, ?, ?)", bodies
@@ -643,7 +657,8 @@ class SqliteLearningStore:
         return results
 
     def _fold_plain(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-        """Add evidence increments without decay, in SQL (read and written under the lock)."""
+        """Add evidence increments without decay, in SQL (read and written under the lock):
+        ``rows`` are (learner, ctx, arm, s, f, n, rsum, t, v), one per cell."""
         conn.executemany(_FOLD_PLAIN, rows)
 
     async def _submit_job(self, run: Callable[[sqlite3.Connection], T], doing: str) -> T:
