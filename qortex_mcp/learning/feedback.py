@@ -23,7 +23,7 @@ from qortex_mcp.learning.nexttool import NextToolModel
 from qortex_mcp.learning.registry import LearnerRegistry
 from qortex_mcp.learning.rewards import OUTCOME_WORDS
 from qortex_mcp.learning.types import ArmOutcome, FeedbackResult
-from qortex_mcp.learning.validation import check_name
+from qortex_mcp.learning.validation import NUMBER_TYPES, check_name
 
 __all__ = [
     "FEEDBACK_FIELDS",
@@ -105,8 +105,7 @@ def _outcome_value(where: str, value: object) -> OutcomeValue:
                 f"{where}: unknown outcome word; use one of {', '.join(OUTCOME_WORDS)} "
                 f"(lowercase) or a number in [0, 1]") from None
         return value
-    # A tuple, not int | float: isinstance with a union builds it on every call (hot path).
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, NUMBER_TYPES) and not isinstance(value, bool):
         with contextlib.suppress(OverflowError):
             return float(value)
     raise InvalidReward(f"{where}: must be 'accepted', 'rejected', 'partial' or a number in "

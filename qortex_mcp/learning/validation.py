@@ -19,10 +19,10 @@ MAX_NAME_CHARS: Final = 128
 
 # Unicode categories refused in names: controls, format characters (zero-width, bidi
 # overrides), surrogates, private use, unassigned, and line/paragraph separators.
-# isinstance with a tuple: ``int | float`` would build a union on every (hot) call.
-_NUMBER: Final = (int, float)
-
 _BAD_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+NUMBER_TYPES: Final = (int, float)
+"""For ``isinstance`` on hot paths: ``int | float`` would build a union on every call."""
 
 
 def check_name(value: object, what: str = "name") -> str:
@@ -58,7 +58,7 @@ def check_name(value: object, what: str = "name") -> str:
 
 def check_reward(value: object) -> float:
     """A finite number in [0, 1]; ``bool`` and strings are refused (never coerced)."""
-    if isinstance(value, bool) or not isinstance(value, _NUMBER):
+    if isinstance(value, bool) or not isinstance(value, NUMBER_TYPES):
         raise InvalidReward(
             f"reward must be a number in [0, 1], got {type(value).__name__} {preview(value)}"
         )
@@ -72,7 +72,7 @@ def check_reward(value: object) -> float:
 
 
 def check_weight(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, _NUMBER):
+    if isinstance(value, bool) or not isinstance(value, NUMBER_TYPES):
         raise InvalidReward(f"weight must be a number in (0, 1], got {preview(value)}")
     weight = float(value)
     if not math.isfinite(weight) or not 0.0 < weight <= 1.0:

@@ -618,9 +618,8 @@ class SqliteLearningStore:
                     if req.half_life_s is not None:
                         decayed.append((req.learner, ctx, r.arm, ws, wf, r.reward, r.at, v,
                                         req.half_life_s))
-                    elif (sums := plain.get((req.learner, ctx, r.arm))) is None:
-                        plain[(req.learner, ctx, r.arm)] = [req.learner, ctx, r.arm, ws, wf, 1,
-                                                            r.reward, r.at, v]
+                    elif (sums := plain.get(key := (req.learner, ctx, r.arm))) is None:
+                        plain[key] = [*key, ws, wf, 1, r.reward, r.at, v]
                     else:
                         sums[3] += ws
                         sums[4] += wf
