@@ -82,7 +82,7 @@ from qortex_mcp.errors import (
 from qortex_mcp.learning.learner import Learner
 from qortex_mcp.learning.stats import beta_interval
 from qortex_mcp.learning.types import ArmOutcome, FeedbackResult, Outcome
-from qortex_mcp.learning.validation import check_name
+from qortex_mcp.learning.validation import NUMBER_TYPES, check_name
 from qortex_mcp.logging import get_logger
 
 __all__ = ["DOUBT_STRENGTH", "ClickModel", "ItemExplanation", "PosteriorReranker",
@@ -653,7 +653,7 @@ class PosteriorReranker:
 
 
 def _outcome(arm: str, value: object, selection_id: str, weight: float) -> ArmOutcome:
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, NUMBER_TYPES) and not isinstance(value, bool):
         return ArmOutcome(arm, reward=float(value), selection_id=selection_id, weight=weight)
     # Words (and anything else) go to the learner's reward model, which refuses bad ones.
     return ArmOutcome(arm, outcome=value, selection_id=selection_id,  # type: ignore[arg-type]

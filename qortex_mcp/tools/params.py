@@ -18,7 +18,7 @@ from pydantic_core import PydanticCustomError
 from qortex_mcp.learning import Arm
 from qortex_mcp.learning.learner import MAX_K
 from qortex_mcp.learning.rewards import OUTCOME_WORDS
-from qortex_mcp.learning.validation import MAX_NAME_CHARS
+from qortex_mcp.learning.validation import MAX_NAME_CHARS, NUMBER_TYPES
 
 __all__ = [
     "MAX_LIMIT",
@@ -120,7 +120,7 @@ def _outcome_value(value: object) -> str | float:
                 "outcome_word", "unknown outcome word; use one of "
                 f"{', '.join(OUTCOME_WORDS)} (lowercase) or a number in [0, 1]",
             ) from None
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, NUMBER_TYPES) and not isinstance(value, bool):
         with contextlib.suppress(OverflowError):  # a 400-digit integer is refused below
             return float(value)  # the library refuses NaN and values outside [0, 1] by name
     raise PydanticCustomError(
