@@ -19,7 +19,7 @@ from qortex_mcp.config import Settings
 from qortex_mcp.errors import InvalidContext, InvalidInput, QortexError
 from qortex_mcp.learning import LearnerConfig, LearnerRegistry, LearningStore, SelectionSigner
 from qortex_mcp.learning.stores.factory import open_store
-from qortex_mcp.learning.transfer import export_jsonl, import_file
+from qortex_mcp.learning.transfer import export_chunks, import_file
 from qortex_mcp.logging import get_logger
 from qortex_mcp.runtime import close_registry, open_registry
 
@@ -342,9 +342,10 @@ async def export(settings: Settings, learners: list[str] | None, output: str | N
         except OSError as exc:
             raise InvalidInput(f"cannot write {output}: {exc.strerror}") from exc
         try:
-            async for line in export_jsonl(store, learners):
-                await target.write(line + "\n")
-                count += 1
+            # a chunk (a page of records) per write: one thread hand-off each, not per line
+            async for chunk in export_chunks(store, learners):
+                await target.write(chunk)
+                count += chunk.count("\n")
         finally:
             if output is not None:
                 await target.aclose()

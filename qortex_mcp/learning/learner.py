@@ -61,9 +61,9 @@ from qortex_mcp.learning.limits import (
     FeedbackRateLimiter,
     MemoryBudget,
 )
-from qortex_mcp.learning.replay import replay_events
+from qortex_mcp.learning.replay import EventFold, replay_events
 from qortex_mcp.learning.stats import beta_interval
-from qortex_mcp.learning.stores.base import LearningStore, apply_many
+from qortex_mcp.learning.stores.base import LearningStore, apply_many, event_pages
 from qortex_mcp.learning.strategies import default_generator
 from qortex_mcp.learning.tasks import stop_tasks
 from qortex_mcp.learning.tokens import MAX_OFFERED, SelectionClaims, SelectionSigner
@@ -1263,13 +1263,8 @@ class Learner:
     async def replay(self) -> ReplayReport:
         """Rebuild every posterior from the event log and compare with the stored state."""
         self._check_open()
-        events = []
-        after = 0
-        while True:
-            page = await self.store.events(self.name, after, 10_000)
-            events.extend(page)
-            if len(page) < 10_000:
-                break
-            after = page[-1].seq
+        fold = EventFold(self._half_life)
+        async for page in event_pages(self.store, self.name):
+            fold.add(page)
         stored = await self.store.evidence(self.name)
-        return replay_events(self.name, events, stored, self._half_life)
+        return replay_events(self.name, fold, stored, self._half_life)

@@ -43,7 +43,12 @@ from qortex_mcp.errors import (
 )
 from qortex_mcp.learning.context import MAX_CONTEXT_DEPTH, canonical_context
 from qortex_mcp.learning.jsonlines import MAX_LINE_BYTES, LineSource, source_of
-from qortex_mcp.learning.stores.base import SCHEMA_VERSION, AtomicStore, LearningStore
+from qortex_mcp.learning.stores.base import (
+    SCHEMA_VERSION,
+    AtomicStore,
+    LearningStore,
+    event_pages,
+)
 from qortex_mcp.learning.types import GLOBAL_CONTEXT, Event, FeedbackRow
 from qortex_mcp.learning.validation import check_name, check_prior, check_reward, check_weight
 
@@ -54,6 +59,7 @@ __all__ = [
     "MAX_IMPORT_LEARNERS",
     "MAX_LINE_BYTES",
     "ImportReport",
+    "export_chunks",
     "export_jsonl",
     "import_file",
     "import_jsonl",
@@ -66,8 +72,10 @@ _BATCH: Final = 500
 _REL_TOL: Final = 1e-9
 
 
-def _line(record: dict[str, Any]) -> str:
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+# Built once: ``json.dumps`` with any non-default option builds a new encoder per call,
+# which costs more than encoding a short record.
+_line: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
+                                allow_nan=False).encode
 
 
 async def export_jsonl(
@@ -79,38 +87,57 @@ async def export_jsonl(
         UnknownLearner: a named learner is not in the store.
         StoreError: the store failed.
     """
+    async for page in _export_pages(store, learners):
+        for line in page:
+            yield line
+
+
+async def export_chunks(
+    store: LearningStore, learners: Iterable[str] | None = None
+) -> AsyncIterator[str]:
+    """The export as text chunks of many newline-terminated lines (a page of events each).
+
+    What a writer wants: one write per chunk, not per record, and memory bounded by one
+    page whatever the number of events. Same records, order and errors as ``export_jsonl``.
+    """
+    async for page in _export_pages(store, learners):
+        if page:
+            page.append("")
+            yield "\n".join(page)
+
+
+async def _export_pages(
+    store: LearningStore, learners: Iterable[str] | None
+) -> AsyncIterator[list[str]]:
     known = {s.name for s in await store.learners()}
     names = sorted(known) if learners is None else list(dict.fromkeys(learners))
     for name in names:
         if name not in known:
             raise UnknownLearner(f"no learner named {preview(name)} in the store")
     info = await store.info()
-    yield _line({"type": "header", "format": FORMAT, "version": FORMAT_VERSION,
-                 "schema_version": info.schema_version, "source": info.kind})
+    yield [_line({"type": "header", "format": FORMAT, "version": FORMAT_VERSION,
+                  "schema_version": info.schema_version, "source": info.kind})]
     for name in names:
         snap = await store.load(name)
-        yield _line({"type": "learner", "learner": name, "selections": snap.selections,
-                     "explored": snap.explored})
-        for arm in sorted(snap.arms, key=lambda a: a.arm):
-            yield _line({"type": "arm", "learner": name, "arm": arm.arm, "a0": arm.a0,
-                         "b0": arm.b0, "selections": arm.selections,
-                         "last_selected": arm.last_selected})
-        after = 0
-        while True:
-            page = await store.events(name, after, _PAGE)
-            for ev in page:
-                yield _line({"type": "event", "learner": name, "seq": ev.seq, "kind": ev.kind,
-                             "key": ev.key, "arm": ev.arm, "ctx": ev.ctx,
-                             # only feedback needs the body (stores differ on the others)
-                             "ctx_body": ev.ctx_body if ev.kind == "feedback" else None,
-                             "reward": ev.reward, "weight": ev.weight,
-                             "outcome": ev.outcome, "at": ev.at, "factor": ev.factor})
-            if len(page) < _PAGE:
-                break
-            after = page[-1].seq
-        for row in sorted(await store.evidence(name), key=lambda r: (r.ctx, r.arm)):
-            yield _line({"type": "evidence", "learner": name, "ctx": row.ctx, "arm": row.arm,
-                         "s": row.s, "f": row.f, "n": row.n, "rsum": row.rsum, "t": row.t})
+        head = [_line({"type": "learner", "learner": name, "selections": snap.selections,
+                       "explored": snap.explored})]
+        head.extend(_line({"type": "arm", "learner": name, "arm": arm.arm, "a0": arm.a0,
+                           "b0": arm.b0, "selections": arm.selections,
+                           "last_selected": arm.last_selected})
+                    for arm in sorted(snap.arms, key=lambda a: a.arm))
+        yield head
+        async for page in event_pages(store, name):
+            yield [_line({"type": "event", "learner": name, "seq": seq, "kind": kind,
+                          "key": key, "arm": arm, "ctx": ctx,
+                          # only feedback needs the body (stores differ on the others)
+                          "ctx_body": body if kind == "feedback" else None,
+                          "reward": reward, "weight": weight,
+                          "outcome": outcome, "at": at, "factor": factor})
+                   for seq, kind, key, arm, ctx, reward, weight, outcome, at, factor, body
+                   in page]
+        yield [_line({"type": "evidence", "learner": name, "ctx": row.ctx, "arm": row.arm,
+                      "s": row.s, "f": row.f, "n": row.n, "rsum": row.rsum, "t": row.t})
+               for row in sorted(await store.evidence(name), key=lambda r: (r.ctx, r.arm))]
 
 
 MAX_COUNT: Final = 2**53
@@ -283,13 +310,9 @@ def _signature(ev: Event) -> tuple[Any, ...]:
 
 async def _all_events(store: LearningStore, learner: str) -> list[Event]:
     out: list[Event] = []
-    after = 0
-    while True:
-        page = await store.events(learner, after, _PAGE)
-        out.extend(page)
-        if len(page) < _PAGE:
-            return out
-        after = page[-1].seq
+    async for page in event_pages(store, learner):
+        out.extend(Event(*row) for row in page)
+    return out
 
 
 # --- validation: every rule the apply step and the stores rely on --------------------------

@@ -19,6 +19,8 @@ __all__ = [
     "ArmOutcome",
     "ArmRow",
     "Event",
+    "EventKind",
+    "EventRow",
     "EvidenceRow",
     "FeedbackResult",
     "FeedbackRow",
@@ -328,13 +330,16 @@ class ApplyResult:
     answered for the first time (feedback rate counts selections, not arms)."""
 
 
+EventKind = Literal["feedback", "decay", "reset"]
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One entry of the append-only event log. ``kind`` is ``feedback``, ``decay`` or
     ``reset``; ``arm`` empty means every arm, ``ctx`` None (for reset) every context."""
 
     seq: int
-    kind: Literal["feedback", "decay", "reset"]
+    kind: EventKind
     key: str | None
     arm: str
     ctx: str | None
@@ -344,3 +349,15 @@ class Event:
     at: float
     factor: float | None = None
     ctx_body: str | None = None
+
+    def row(self) -> EventRow:
+        """The event as a plain tuple in field order (what ``EventRow`` describes)."""
+        return (self.seq, self.kind, self.key, self.arm, self.ctx, self.reward, self.weight,
+                self.outcome, self.at, self.factor, self.ctx_body)
+
+
+EventRow = tuple[int, EventKind, str | None, str, str | None, float | None, float | None,
+                 str | None, float, float | None, str | None]
+"""An ``Event`` as a plain tuple, fields in the same order: what long scans of the log
+(replay, export) read, because building a million ``Event`` objects costs more than reading
+the rows (and keeps the garbage collector busy)."""

@@ -17,8 +17,16 @@ from qortex_mcp.learning.stores.base import (
     LearnerSummary,
     LearningStore,
     StoreInfo,
+    read_event_rows,
 )
-from qortex_mcp.learning.types import ApplyResult, ArmRow, Event, EvidenceRow, FeedbackRow
+from qortex_mcp.learning.types import (
+    ApplyResult,
+    ArmRow,
+    Event,
+    EventRow,
+    EvidenceRow,
+    FeedbackRow,
+)
 
 __all__ = ["TimedStore"]
 
@@ -93,6 +101,11 @@ class TimedStore:
 
     async def events(self, learner: str, after_seq: int = 0, limit: int = 10_000) -> list[Event]:
         return await self.inner.events(learner, after_seq, limit)
+
+    async def event_rows(
+        self, learner: str, after_seq: int = 0, limit: int = 10_000
+    ) -> list[EventRow]:
+        return await read_event_rows(self.inner, learner, after_seq, limit)
 
     async def evidence(self, learner: str) -> list[EvidenceRow]:
         return await self.inner.evidence(learner)

@@ -58,6 +58,7 @@ from qortex_mcp.learning.types import (
     ApplyResult,
     ArmRow,
     Event,
+    EventRow,
     EvidenceRow,
     FeedbackRow,
 )
@@ -368,9 +369,14 @@ class PostgresLearningStore:
         return max(version or cursor, cursor), ev, arms
 
     async def events(self, learner: str, after_seq: int = 0, limit: int = 10_000) -> list[Event]:
-        async def run(conn: Any) -> list[Event]:
+        return [Event(*r) for r in await self.event_rows(learner, after_seq, limit)]
+
+    async def event_rows(
+        self, learner: str, after_seq: int = 0, limit: int = 10_000
+    ) -> list[EventRow]:
+        async def run(conn: Any) -> list[EventRow]:
             rows = await conn.fetch(self._sql.events, learner, after_seq, limit)
-            return [Event(*r) for r in rows]
+            return [tuple(r) for r in rows]
 
         return await self._read("reading events", run)
 

@@ -17,23 +17,33 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from qortex_mcp.learning.types import ApplyResult, ArmRow, Event, EvidenceRow, FeedbackRow
+from qortex_mcp.learning.types import (
+    ApplyResult,
+    ArmRow,
+    Event,
+    EventRow,
+    EvidenceRow,
+    FeedbackRow,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
     "AtomicStore",
     "BatchStore",
+    "EventRowStore",
     "LearnerSnapshot",
     "LearnerSummary",
     "LearningStore",
     "StoreInfo",
     "apply_many",
+    "event_pages",
     "fold",
+    "read_event_rows",
 ]
 
 SCHEMA_VERSION = 1
@@ -185,6 +195,45 @@ class BatchStore(Protocol):
         """``apply`` for each request (each atomic on its own, as ``apply``), committed in
         as few transactions as the store's batch allows. Returns after every commit."""
         ...
+
+
+@runtime_checkable
+class EventRowStore(Protocol):
+    """A store that reads its event log as plain rows (SQLite, PostgreSQL): the fast path
+    of ``event_pages``. Any other store's ``events`` are converted."""
+
+    async def event_rows(
+        self, learner: str, after_seq: int = 0, limit: int = 10_000
+    ) -> list[EventRow]:
+        """``events`` as ``EventRow`` tuples."""
+        ...
+
+
+async def read_event_rows(store: LearningStore, learner: str, after: int,
+                          page: int) -> list[EventRow]:
+    """One page of ``store``'s event log as rows, by its fast path where it has one."""
+    if isinstance(store, EventRowStore):
+        return await store.event_rows(learner, after, page)
+    return [ev.row() for ev in await store.events(learner, after, page)]
+
+
+async def event_pages(
+    store: LearningStore, learner: str, page: int = 10_000
+) -> AsyncGenerator[list[EventRow], None]:
+    """The learner's whole event log in ``seq`` order as ``EventRow`` tuples, a page at a
+    time (memory: one page, whatever the length of the log).
+
+    Pages are read one after the other, not ahead in another task: a caller inside a store
+    transaction (an import) holds the store's lock, which a task of its own would wait on.
+    """
+    after = 0
+    while True:
+        rows = await read_event_rows(store, learner, after, page)
+        if rows:
+            yield rows
+        if len(rows) < page:
+            return
+        after = rows[-1][0]
 
 
 async def apply_many(

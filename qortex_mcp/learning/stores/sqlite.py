@@ -67,6 +67,7 @@ from qortex_mcp.learning.types import (
     ApplyResult,
     ArmRow,
     Event,
+    EventRow,
     EvidenceRow,
     FeedbackRow,
 )
@@ -875,14 +876,18 @@ class SqliteLearningStore:
         return (max(version, cursor), [EvidenceRow(*r) for r in ev], [ArmRow(*r) for r in arms])
 
     async def events(self, learner: str, after_seq: int = 0, limit: int = 10_000) -> list[Event]:
-        rows = await self._query(
+        return [Event(*r) for r in await self.event_rows(learner, after_seq, limit)]
+
+    async def event_rows(
+        self, learner: str, after_seq: int = 0, limit: int = 10_000
+    ) -> list[EventRow]:
+        return await self._query(  # the columns of EventRow
             "SELECT e.seq, e.kind, e.key, e.arm, e.ctx, e.reward, e.weight, e.outcome, e.at, "
             "e.factor, c.body FROM events e LEFT JOIN contexts c "
             "ON c.learner = e.learner AND c.ctx = e.ctx "
             "WHERE e.learner = ? AND e.seq > ? ORDER BY e.seq LIMIT ?",
             (learner, after_seq, limit),
         )
-        return [Event(*r) for r in rows]
 
     async def evidence(self, learner: str) -> list[EvidenceRow]:
         rows = await self._query(
