@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Iterable, Sequence
+from itertools import compress
 
 import numpy as np
 import numpy.typing as npt
@@ -127,10 +128,11 @@ class EventFold:
         ctxs = list(map(_CTXS, run))
         picked: IntArray | None = None
         if any(ctxs):  # context rows as well as the global ones
-            pos = [i for i, c in enumerate(ctxs) if c]
-            slots += self._context_slots([(ctxs[i], arms[i]) for i in pos],
-                                         [ats[i] for i in pos])
-            picked = np.concatenate((np.arange(count), np.array(pos, dtype=np.int64)))
+            has = np.fromiter(map(bool, ctxs), bool, count)
+            mask = has.tolist()
+            keys = list(zip(compress(ctxs, mask), compress(arms, mask), strict=True))
+            slots += self._context_slots(keys, list(compress(ats, mask)))
+            picked = np.concatenate((np.arange(count), np.flatnonzero(has)))
         self._grow()
         idx: IntArray = np.array(slots, dtype=np.int64)
         at = np.array(ats)
