@@ -1264,7 +1264,7 @@ class Learner:
         """Rebuild every posterior from the event log and compare with the stored state."""
         self._check_open()
         fold = EventFold(self._half_life)
-        async for page in event_pages(self.store, self.name):
+        async for page in event_pages(self.store, self.name, bodies=False):
             fold.add(page)
         stored = await self.store.evidence(self.name)
         return replay_events(self.name, fold, stored, self._half_life)

@@ -103,9 +103,9 @@ class TimedStore:
         return await self.inner.events(learner, after_seq, limit)
 
     async def event_rows(
-        self, learner: str, after_seq: int = 0, limit: int = 10_000
+        self, learner: str, after_seq: int = 0, limit: int = 10_000, *, bodies: bool = True
     ) -> list[EventRow]:
-        return await read_event_rows(self.inner, learner, after_seq, limit)
+        return await read_event_rows(self.inner, learner, after_seq, limit, bodies=bodies)
 
     async def evidence(self, learner: str) -> list[EvidenceRow]:
         return await self.inner.evidence(learner)

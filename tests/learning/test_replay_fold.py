@@ -138,6 +138,11 @@ async def test_event_pages_stream_the_whole_log_in_order_and_stop_cleanly(
     assert len(pages) == -(-len(events) // 7)
     assert [len(p) for p in pages[:-1]] == [7] * (len(pages) - 1)
     assert [row for page in pages for row in page] == [ev.row() for ev in events]
+    # without bodies: the same rows, the body possibly left out
+    bare = [row async for page in event_pages(store, "prompts", page=7, bodies=False)
+            for row in page]
+    assert [row[:10] for row in bare] == [ev.row()[:10] for ev in events]
+    assert any(ev.ctx_body for ev in events)
     # a caller may stop after the first page
     scan = event_pages(store, "prompts", page=7)
     first = await anext(scan)

@@ -213,6 +213,11 @@ FROM {s}.events e LEFT JOIN {s}.contexts c ON c.learner = e.learner AND c.ctx = 
 WHERE e.learner = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3
 """
 
+_EVENTS_BARE: Final = """
+SELECT e.seq, e.kind, e.key, e.arm, e.ctx, e.reward, e.weight, e.outcome, e.at, e.factor, NULL
+FROM {s}.events e WHERE e.learner = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3
+"""
+
 _EVIDENCE: Final = "SELECT ctx, arm, s, f, n, rsum, t, v FROM {s}.evidence WHERE learner = $1"
 
 _LEARNERS: Final = """
@@ -264,6 +269,7 @@ class Statements:
     reset_apply: str
     since: str
     events: str
+    events_bare: str
     evidence: str
     learners: str
     contexts: str
@@ -280,7 +286,8 @@ class Statements:
             "lock": _LOCK, "answered": _ANSWERED, "apply": _APPLY,
             "count_selections": _COUNT_SELECTIONS, "decay": _DECAY,
             "reset_match": _RESET_MATCH, "reset_apply": _RESET_APPLY, "since": _SINCE,
-            "events": _EVENTS, "evidence": _EVIDENCE, "learners": _LEARNERS,
+            "events": _EVENTS, "events_bare": _EVENTS_BARE,
+            "evidence": _EVIDENCE, "learners": _LEARNERS,
             "contexts": _CONTEXTS, "ensure_learner": _ENSURE_LEARNER,
             "schema_version": _SCHEMA_VERSION, "selection_key": _SELECTION_KEY,
             "add_answered": _ADD_ANSWERED,

@@ -372,10 +372,12 @@ class PostgresLearningStore:
         return [Event(*r) for r in await self.event_rows(learner, after_seq, limit)]
 
     async def event_rows(
-        self, learner: str, after_seq: int = 0, limit: int = 10_000
+        self, learner: str, after_seq: int = 0, limit: int = 10_000, *, bodies: bool = True
     ) -> list[EventRow]:
+        sql = self._sql.events if bodies else self._sql.events_bare
+
         async def run(conn: Any) -> list[EventRow]:
-            rows = await conn.fetch(self._sql.events, learner, after_seq, limit)
+            rows = await conn.fetch(sql, learner, after_seq, limit)
             return [tuple(r) for r in rows]
 
         return await self._read("reading events", run)

@@ -203,32 +203,34 @@ class EventRowStore(Protocol):
     of ``event_pages``. Any other store's ``events`` are converted."""
 
     async def event_rows(
-        self, learner: str, after_seq: int = 0, limit: int = 10_000
+        self, learner: str, after_seq: int = 0, limit: int = 10_000, *, bodies: bool = True
     ) -> list[EventRow]:
-        """``events`` as ``EventRow`` tuples."""
+        """``events`` as ``EventRow`` tuples; ``bodies=False`` may leave ``ctx_body`` None
+        (a scan that needs only context keys skips the join that finds the bodies)."""
         ...
 
 
 async def read_event_rows(store: LearningStore, learner: str, after: int,
-                          page: int) -> list[EventRow]:
+                          page: int, *, bodies: bool = True) -> list[EventRow]:
     """One page of ``store``'s event log as rows, by its fast path where it has one."""
     if isinstance(store, EventRowStore):
-        return await store.event_rows(learner, after, page)
+        return await store.event_rows(learner, after, page, bodies=bodies)
     return [ev.row() for ev in await store.events(learner, after, page)]
 
 
 async def event_pages(
-    store: LearningStore, learner: str, page: int = 10_000
+    store: LearningStore, learner: str, page: int = 10_000, *, bodies: bool = True
 ) -> AsyncGenerator[list[EventRow], None]:
     """The learner's whole event log in ``seq`` order as ``EventRow`` tuples, a page at a
-    time (memory: one page, whatever the length of the log).
+    time (memory: one page, whatever the length of the log). ``bodies=False``: the context
+    bodies may be left out (see ``EventRowStore``).
 
     Pages are read one after the other, not ahead in another task: a caller inside a store
     transaction (an import) holds the store's lock, which a task of its own would wait on.
     """
     after = 0
     while True:
-        rows = await read_event_rows(store, learner, after, page)
+        rows = await read_event_rows(store, learner, after, page, bodies=bodies)
         if rows:
             yield rows
         if len(rows) < page:

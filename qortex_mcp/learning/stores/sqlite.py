@@ -194,6 +194,15 @@ def _translate(exc: sqlite3.Error, doing: str) -> StoreError:
     return StoreError(f"SQLite failed while {doing}: {type(exc).__name__}")
 
 
+_EVENTS: Final = (
+    "SELECT e.seq, e.kind, e.key, e.arm, e.ctx, e.reward, e.weight, e.outcome, e.at, e.factor, "
+    "c.body FROM events e LEFT JOIN contexts c ON c.learner = e.learner AND c.ctx = e.ctx "
+    "WHERE e.learner = ? AND e.seq > ? ORDER BY e.seq LIMIT ?")
+_EVENTS_BARE: Final = (
+    "SELECT seq, kind, key, arm, ctx, reward, weight, outcome, at, factor, NULL FROM events "
+    "WHERE learner = ? AND seq > ? ORDER BY seq LIMIT ?")
+
+
 def _rows(conn: sqlite3.Connection, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in conn.execute(sql, args).fetchall()]
 
@@ -879,15 +888,10 @@ class SqliteLearningStore:
         return [Event(*r) for r in await self.event_rows(learner, after_seq, limit)]
 
     async def event_rows(
-        self, learner: str, after_seq: int = 0, limit: int = 10_000
+        self, learner: str, after_seq: int = 0, limit: int = 10_000, *, bodies: bool = True
     ) -> list[EventRow]:
-        return await self._query(  # the columns of EventRow
-            "SELECT e.seq, e.kind, e.key, e.arm, e.ctx, e.reward, e.weight, e.outcome, e.at, "
-            "e.factor, c.body FROM events e LEFT JOIN contexts c "
-            "ON c.learner = e.learner AND c.ctx = e.ctx "
-            "WHERE e.learner = ? AND e.seq > ? ORDER BY e.seq LIMIT ?",
-            (learner, after_seq, limit),
-        )
+        # the columns of EventRow
+        return await self._query(_EVENTS if bodies else _EVENTS_BARE, (learner, after_seq, limit))
 
     async def evidence(self, learner: str) -> list[EvidenceRow]:
         rows = await self._query(
