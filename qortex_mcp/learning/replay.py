@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Iterable, Sequence
-from itertools import compress
+from itertools import compress, repeat
 
 import numpy as np
 import numpy.typing as npt
@@ -103,20 +103,13 @@ class EventFold:
         self._t = np.concatenate((self._t, np.array(self._new_t)))
         self._new_t.clear()
 
-    def _global_slots(self, arms: list[str], ats: list[float]) -> list[int]:
-        """The global row of each arm, new rows made as needed (C-level lookups first)."""
-        found = list(map(self._global.get, arms))
-        if None in found:
-            return [self._slot(GLOBAL_CONTEXT, a, at) if got is None else got
-                    for got, a, at in zip(found, arms, ats, strict=True)]
-        return found  # type: ignore[return-value]  # no None left
-
-    def _context_slots(self, keys: list[tuple[str, str]], ats: list[float]) -> list[int]:
-        found = list(map(self._index.get, keys))
-        if None in found:
-            return [self._slot(key[0], key[1], at) if got is None else got
-                    for got, key, at in zip(found, keys, ats, strict=True)]
-        return found  # type: ignore[return-value]
+    def _fill(self, found: list[int | None], ctxs: Iterable[str], arms: list[str],
+              ats: list[float]) -> list[int]:
+        """``found`` (rows looked up at C level) with the missing rows made."""
+        if None not in found:
+            return found  # type: ignore[return-value]  # no None left
+        return [self._slot(ctx, arm, at) if got is None else got
+                for got, ctx, arm, at in zip(found, ctxs, arms, ats, strict=False)]
 
     def _feedback(self, run: Sequence[EventRow]) -> None:
         if not run:
@@ -124,14 +117,17 @@ class EventFold:
         count = len(run)
         arms = list(map(_ARMS, run))
         ats = list(map(_ATS, run))
-        slots = self._global_slots(arms, ats)
+        # global rows by arm alone: the common lookup, without building a key per event
+        slots = self._fill(list(map(self._global.get, arms)), repeat(GLOBAL_CONTEXT), arms, ats)
         ctxs = list(map(_CTXS, run))
         picked: IntArray | None = None
         if any(ctxs):  # context rows as well as the global ones
             has = np.fromiter(map(bool, ctxs), bool, count)
             mask = has.tolist()
-            keys = list(zip(compress(ctxs, mask), compress(arms, mask), strict=True))
-            slots += self._context_slots(keys, list(compress(ats, mask)))
+            in_ctx, of_arm = list(compress(ctxs, mask)), list(compress(arms, mask))
+            keys = list(zip(in_ctx, of_arm, strict=True))
+            slots += self._fill(list(map(self._index.get, keys)), in_ctx, of_arm,
+                                list(compress(ats, mask)))
             picked = np.concatenate((np.arange(count), np.flatnonzero(has)))
         self._grow()
         idx: IntArray = np.array(slots, dtype=np.int64)
@@ -175,13 +171,17 @@ class EventFold:
             self._n[rows] = 0
 
 
+def _folded(events: Iterable[Event], half_life_s: float | None) -> EventFold:
+    fold = EventFold(half_life_s)
+    fold.add([ev.row() for ev in sorted(events, key=lambda e: e.seq)])
+    return fold
+
+
 def fold_events(
     events: Iterable[Event], half_life_s: float | None
 ) -> dict[tuple[str, str], tuple[float, float, int, float]]:
     """(ctx, arm) -> (s, f, n, t) from the events, in log order."""
-    fold = EventFold(half_life_s)
-    fold.add([ev.row() for ev in sorted(events, key=lambda e: e.seq)])
-    return fold.rows()
+    return _folded(events, half_life_s).rows()
 
 
 def _close(a: float, b: float) -> bool:
@@ -195,11 +195,7 @@ def replay_events(
     half_life_s: float | None,
 ) -> ReplayReport:
     """Compare stored evidence with the fold of ``events`` (or an ``EventFold`` fed them)."""
-    if isinstance(events, EventFold):
-        fold = events
-    else:
-        fold = EventFold(half_life_s)
-        fold.add([ev.row() for ev in sorted(events, key=lambda e: e.seq)])
+    fold = events if isinstance(events, EventFold) else _folded(events, half_life_s)
     replayed = fold.rows()
     have = {(r.ctx, r.arm): r for r in stored}
     mismatches = []

@@ -67,7 +67,6 @@ __all__ = [
 
 FORMAT: Final = "qortex-mcp-export"
 FORMAT_VERSION: Final = 1
-_PAGE: Final = 10_000
 _BATCH: Final = 500
 _REL_TOL: Final = 1e-9
 
