@@ -18,7 +18,7 @@ import anyio
 from qortex_mcp.config import Settings
 from qortex_mcp.errors import InvalidContext, InvalidInput, QortexError
 from qortex_mcp.learning import LearnerConfig, LearnerRegistry, LearningStore, SelectionSigner
-from qortex_mcp.learning.stores.factory import open_store
+from qortex_mcp.learning.stores.factory import configured_store
 from qortex_mcp.learning.transfer import export_chunks, import_file
 from qortex_mcp.logging import get_logger
 from qortex_mcp.runtime import close_registry, open_registry
@@ -178,7 +178,7 @@ async def dashboard(args: argparse.Namespace, settings: Settings) -> int:
             from qortex_mcp.errors import ConfigError
 
             raise ConfigError(f"no store at {settings.location()}; pass --store URL")
-        store = open_store(settings)
+        store = configured_store(settings)
     # Never signs anything: a throwaway key, so the dashboard writes no key to the store.
     registry = LearnerRegistry(store, SelectionSigner([secrets.token_bytes(32)]),
                                options=server_learner_options(settings))
@@ -239,7 +239,7 @@ def _nothing_stored(settings: Settings) -> bool:
 
 @asynccontextmanager
 async def _store(settings: Settings) -> AsyncIterator[LearningStore]:
-    store = open_store(settings)
+    store = configured_store(settings)
     try:
         await store.initialize()
         yield store
@@ -359,7 +359,7 @@ async def import_(settings: Settings, path: str, out: TextIO) -> int:
 
     # Not initialized here: the import validates the whole file first, so a refused file
     # leaves the store as it was (and never creates one).
-    store = open_store(settings)
+    store = configured_store(settings)
     try:
         report = await import_file(store, sys.stdin.buffer if path == "-" else path,
                                    half_life=half_life)

@@ -26,9 +26,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Literal
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from qortex_mcp.errors import ConfigError, preview
+from qortex_mcp.learning.stores.url import mask_dsn
 
 __all__ = ["STORE_KINDS", "Settings", "default_state_dir", "mask_dsn"]
 
@@ -55,12 +56,6 @@ def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
     xdg = env.get("XDG_DATA_HOME")
     base = Path(xdg) if xdg and Path(xdg).is_absolute() else home / ".local" / "share"
     return base / "qortex-mcp"
-
-
-def mask_dsn(dsn: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    masked = re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", dsn)
-    return re.sub(r"(password=)[^&\s]*", r"\1***", masked, flags=re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -201,6 +196,19 @@ class Settings:
     @property
     def json_path(self) -> Path:
         return self.state_dir / "qortex.json"
+
+    @property
+    def store_url(self) -> str:
+        """The store these settings name, as ``qortex_mcp.learning.open_store`` takes it."""
+        if self.store == "sqlite":
+            sync = self.sqlite_synchronous.lower()
+            return f"sqlite://{quote(str(self.sqlite_path))}?synchronous={sync}"
+        if self.store == "json":
+            return f"json://{quote(str(self.json_path))}"
+        if self.store == "postgres":
+            assert self.database_url is not None  # build checks this
+            return self.database_url
+        return "memory://"
 
     def location(self) -> str:
         """Where state lives, safe to show (passwords masked)."""

@@ -24,7 +24,7 @@ import anyio
 from qortex_mcp.config import Settings
 from qortex_mcp.errors import ConfigError
 from qortex_mcp.learning import Learner, LearnerRegistry, LearningStore
-from qortex_mcp.learning.stores.factory import default_signer, open_store
+from qortex_mcp.learning.stores.factory import configured_store, default_signer
 from qortex_mcp.logging import get_logger
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ async def open_registry(
         ConfigError: bad learner options, or no selection key can be read or created.
         StoreError: the store cannot be opened.
     """
-    store = open_store(settings)
+    store = configured_store(settings)
     try:
         try:
             signer = default_signer(settings, store)

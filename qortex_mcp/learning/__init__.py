@@ -19,6 +19,7 @@ from qortex_mcp.learning.stores import (
     LearningStore,
     MemoryLearningStore,
     SqliteLearningStore,
+    open_store,
 )
 from qortex_mcp.learning.strategies import LearningStrategy, PosteriorMean, ThompsonSampling
 from qortex_mcp.learning.tokens import SelectionClaims, SelectionSigner
@@ -67,4 +68,5 @@ __all__ = [
     "ToolExecution",
     "ToolOutcomeReward",
     "ToolSuggestion",
+    "open_store",
 ]

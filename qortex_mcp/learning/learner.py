@@ -260,7 +260,11 @@ class Learner:
             StoreError: the store cannot be opened.
             ConfigError: the configuration is invalid.
         """
-        from qortex_mcp.learning.stores.factory import default_signer, open_store, store_signer
+        from qortex_mcp.learning.stores.factory import (
+            configured_store,
+            default_signer,
+            store_signer,
+        )
 
         config = config or LearnerConfig()
         owns = store is None
@@ -268,7 +272,7 @@ class Learner:
             from qortex_mcp.config import Settings
 
             settings = Settings.from_env()  # the only place a learner reads the environment
-            store = open_store(settings)
+            store = configured_store(settings)
             if signer is None:
                 signer = default_signer(settings, store, config.selection_ttl_s)
         learner: Self | None = None

@@ -26,7 +26,7 @@ from qortex_mcp import runtime
 from qortex_mcp.config import Settings
 from qortex_mcp.learning.stores.base import LearningStore
 from qortex_mcp.learning.stores.decisions import ApplyRequest
-from qortex_mcp.learning.stores.factory import open_store
+from qortex_mcp.learning.stores.factory import configured_store
 from qortex_mcp.learning.stores.sqlite import SqliteLearningStore
 from qortex_mcp.learning.stores.sqlite_thread import settle
 from qortex_mcp.learning.types import ApplyResult
@@ -112,11 +112,11 @@ def main() -> None:
 
     def faulty_store(settings: Settings) -> LearningStore:
         if settings.store != "sqlite":
-            return open_store(settings)
+            return configured_store(settings)
         return FaultySqliteStore(settings.sqlite_path, faults,
                                  synchronous=settings.sqlite_synchronous)
 
-    runtime.open_store = faulty_store  # type: ignore[attr-defined]  # (imported name, replaced)
+    runtime.configured_store = faulty_store  # type: ignore[attr-defined]  # (imported name, replaced)
     raise SystemExit(cli_main(sys.argv[1:]))
 
 

@@ -22,7 +22,7 @@ from qortex_mcp.errors import (
     StoreUnavailable,
 )
 from qortex_mcp.learning.postgres import PostgresLearningStore
-from qortex_mcp.learning.stores.factory import open_store
+from qortex_mcp.learning.stores.factory import configured_store
 from qortex_mcp.learning.types import FeedbackRow
 from tests.conftest import PG_DSN
 from tests.pg import private_schema
@@ -171,6 +171,6 @@ def test_exactly_one_of_dsn_and_pool_is_required() -> None:
 async def test_qortex_store_postgres_with_database_url_opens_a_postgres_store() -> None:
     settings = Settings.from_env({"QORTEX_STORE": "postgres", "DATABASE_URL": PG_DSN,
                                   "QORTEX_STATE_DIR": "/nonexistent/qortex"})
-    store = open_store(settings)
+    store = configured_store(settings)
     assert isinstance(store, PostgresLearningStore)
     assert (await store.info()).location.startswith(PG_DSN)

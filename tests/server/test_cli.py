@@ -14,7 +14,7 @@ import pytest
 from qortex_mcp import __version__, cli
 from qortex_mcp.config import Settings
 from qortex_mcp.learning import ArmOutcome, Learner, LearnerConfig, SelectionSigner
-from qortex_mcp.learning.stores.factory import open_store
+from qortex_mcp.learning.stores.factory import configured_store
 from tests.readonly import read_only_directory
 from tests.server.support import SCRIPT, base_env
 
@@ -33,7 +33,7 @@ def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 def seed(state: Path, store: str = "sqlite") -> None:
     async def run() -> None:
-        s = open_store(Settings.build(store=store, state_dir=state))
+        s = configured_store(Settings.build(store=store, state_dir=state))
         await s.initialize()
         try:
             cfg = LearnerConfig(name="prompts", seed=1)
@@ -170,7 +170,7 @@ def test_status_lists_at_most_limit_learners_and_counts_the_rest(
     environment: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     async def run() -> None:
-        s = open_store(Settings.build(store="sqlite", state_dir=environment))
+        s = configured_store(Settings.build(store="sqlite", state_dir=environment))
         await s.initialize()
         try:
             for i in range(60):

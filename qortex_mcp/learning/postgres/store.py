@@ -30,11 +30,10 @@ import contextlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import asyncpg
 
-from qortex_mcp.config import mask_dsn
 from qortex_mcp.errors import ClosedError, StoreUnavailable
 from qortex_mcp.learning.postgres.listener import Listener
 from qortex_mcp.learning.postgres.runner import Runner
@@ -53,6 +52,7 @@ from qortex_mcp.learning.stores.base import (
     LearnerSummary,
     StoreInfo,
 )
+from qortex_mcp.learning.stores.url import mask_dsn
 from qortex_mcp.learning.types import (
     GLOBAL_CONTEXT,
     ApplyResult,
@@ -133,7 +133,7 @@ class PostgresLearningStore:
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    async def __aenter__(self) -> PostgresLearningStore:
+    async def __aenter__(self) -> Self:
         await self.initialize()
         return self
 

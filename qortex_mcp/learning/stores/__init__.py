@@ -10,6 +10,7 @@ from qortex_mcp.learning.stores.base import (
 from qortex_mcp.learning.stores.json import JsonLearningStore
 from qortex_mcp.learning.stores.memory import MemoryLearningStore
 from qortex_mcp.learning.stores.sqlite import SqliteLearningStore
+from qortex_mcp.learning.stores.url import open_store
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -20,4 +21,5 @@ __all__ = [
     "MemoryLearningStore",
     "SqliteLearningStore",
     "StoreInfo",
+    "open_store",
 ]

@@ -20,7 +20,7 @@ import math
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 from qortex_mcp.learning.types import (
     ApplyResult,
@@ -107,6 +107,14 @@ class LearningStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self:
+        """``initialize``, then the store itself (``async with open_store(url) as s:``)."""
+        ...
+
+    async def __aexit__(self, *exc: object) -> None:
+        """``close``."""
+        ...
 
     async def info(self) -> StoreInfo: ...
 

@@ -1,7 +1,8 @@
-"""Build the store and signer that the configuration asks for.
+"""Build the store and signer that the server's configuration asks for.
 
 The environment is read in one place, ``Settings.from_env``; these functions only act on
-the ``Settings`` they are given (the server and ``Learner.create(config)`` without a store
+the ``Settings`` they are given (a store through ``Settings.store_url`` and
+``stores.url.open_store``) (the server and ``Learner.create(config)`` without a store
 both go through them). ``store_signer`` is for a learner given a store and no signer: it
 reads no environment and writes nothing outside that store.
 """
@@ -9,30 +10,21 @@ reads no environment and writes nothing outside that store.
 from __future__ import annotations
 
 import secrets
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from qortex_mcp.config import Settings
 from qortex_mcp.learning.stores.base import LearningStore
-from qortex_mcp.learning.stores.json import JsonLearningStore
-from qortex_mcp.learning.stores.memory import MemoryLearningStore
-from qortex_mcp.learning.stores.sqlite import SqliteLearningStore
+from qortex_mcp.learning.stores.url import open_store
 from qortex_mcp.learning.tokens import SelectionSigner, load_secret
 
-__all__ = ["default_signer", "open_store", "store_signer"]
+if TYPE_CHECKING:  # the library never imports the configuration module at run time
+    from qortex_mcp.config import Settings
+
+__all__ = ["configured_store", "default_signer", "store_signer"]
 
 
-def open_store(settings: Settings) -> LearningStore:
+def configured_store(settings: Settings) -> LearningStore:
     """An uninitialized store of the configured kind (``await store.initialize()`` next)."""
-    if settings.store == "sqlite":
-        return SqliteLearningStore(settings.sqlite_path, synchronous=settings.sqlite_synchronous)
-    if settings.store == "json":
-        return JsonLearningStore(settings.json_path)
-    if settings.store == "memory":
-        return MemoryLearningStore()
-    from qortex_mcp.learning.postgres import PostgresLearningStore
-
-    assert settings.database_url is not None  # Settings.build checks this
-    return PostgresLearningStore(settings.database_url)
+    return open_store(settings.store_url)
 
 
 def default_signer(

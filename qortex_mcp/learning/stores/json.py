@@ -19,7 +19,7 @@ import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from qortex_mcp.errors import (
     ClosedError,
@@ -70,7 +70,7 @@ class JsonLearningStore:
         self._gate = asyncio.Lock()
         self._block: _Block | None = None
 
-    async def __aenter__(self) -> JsonLearningStore:
+    async def __aenter__(self) -> Self:
         await self.initialize()
         return self
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import copy
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 from qortex_mcp.errors import ClosedError
 from qortex_mcp.learning.stores.base import (
@@ -49,7 +49,7 @@ class MemoryLearningStore:
             raise ClosedError("the memory store is closed")
         return self._tables
 
-    async def __aenter__(self) -> MemoryLearningStore:
+    async def __aenter__(self) -> Self:
         await self.initialize()
         return self
 

@@ -35,7 +35,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, Self, TypeVar
 
 from qortex_mcp.errors import (
     ClosedError,
@@ -296,7 +296,7 @@ class SqliteLearningStore:
             if thread is not None:
                 thread.stop_soon()
 
-    async def __aenter__(self) -> SqliteLearningStore:
+    async def __aenter__(self) -> Self:
         await self.initialize()
         return self
 
