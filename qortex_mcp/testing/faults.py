@@ -28,7 +28,7 @@ from qortex_mcp.learning.stores.base import LearningStore
 from qortex_mcp.learning.stores.decisions import ApplyRequest
 from qortex_mcp.learning.stores.factory import configured_store
 from qortex_mcp.learning.stores.sqlite import SqliteLearningStore
-from qortex_mcp.learning.stores.sqlite_thread import settle
+from qortex_mcp.learning.stores.sqlite.thread import settle
 from qortex_mcp.learning.types import ApplyResult
 from qortex_mcp.logging import get_logger
 

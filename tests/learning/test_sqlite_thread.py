@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from qortex_mcp.learning.stores.sqlite import SqliteLearningStore
-from qortex_mcp.learning.stores.sqlite_thread import Batch, DbThread, settle
+from qortex_mcp.learning.stores.sqlite.thread import Batch, DbThread, settle
 from qortex_mcp.learning.types import FeedbackRow
 
 pytestmark = pytest.mark.anyio

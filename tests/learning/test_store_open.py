@@ -333,7 +333,7 @@ def test_a_connection_sqlite_cannot_open_leaves_no_thread_behind(tmp_path: Path)
     (tmp_path / "qortex.db").mkdir()
     code = (
         "import asyncio, sys\n"
-        "from qortex_mcp.learning.stores import sqlite\n"
+        "from qortex_mcp.learning.stores.sqlite import store as sqlite\n"
         "sqlite.preflight = lambda path: None\n"
         "async def main():\n"
         "    store = sqlite.SqliteLearningStore(sys.argv[1])\n"

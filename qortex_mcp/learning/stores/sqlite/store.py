@@ -8,7 +8,7 @@ Durability and concurrency rules, each for a reason:
 * Every write transaction is ``BEGIN IMMEDIATE`` on a connection opened with
   ``isolation_level=None``: a deferred transaction that reads and then writes can fail with
   SQLITE_BUSY_SNAPSHOT at once, whatever the busy timeout, when another process commits.
-* One writer connection, owned by one thread (``sqlite_thread.DbThread``), which runs each
+* One writer connection, owned by one thread (``thread.DbThread``), which runs each
   transaction whole as one call: one hand-off from the event loop per transaction, not one
   per statement. Concurrent ``apply`` calls queued there are committed together in one
   transaction (group commit): throughput grows with concurrency while each caller still
@@ -19,6 +19,11 @@ Durability and concurrency rules, each for a reason:
   processes on one file never lose an update.
 * Reads use a second connection on its own thread (WAL readers do not block the writer);
   a snapshot read is one read transaction in one call.
+
+This module is the facade and stays one file past 400 lines because its parts share the
+store's lifecycle state (the two threads, the loop, the running ``atomically()`` session):
+the SQL, the batch writer, the threads, the pre-open checks and the error mapping are in
+their own modules beside it.
 """
 
 from __future__ import annotations
@@ -35,15 +40,12 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 from qortex_mcp.errors import (
     ClosedError,
-    CorruptState,
     SchemaTooNew,
-    StoreBusy,
     StoreError,
-    StoreFull,
     StoreInaccessible,
     StoreUnavailable,
 )
@@ -54,14 +56,17 @@ from qortex_mcp.learning.stores.base import (
     StoreInfo,
     settled,
 )
-from qortex_mcp.learning.stores.decisions import ApplyRequest, decide
-from qortex_mcp.learning.stores.sqlite_checks import (
+from qortex_mcp.learning.stores.decisions import ApplyRequest
+from qortex_mcp.learning.stores.sqlite import sql
+from qortex_mcp.learning.stores.sqlite.checks import (
     USER_OBJECTS,
     foreign,
     preflight,
     state_dir_error,
 )
-from qortex_mcp.learning.stores.sqlite_thread import Batch, DbThread, settle
+from qortex_mcp.learning.stores.sqlite.errors import BUSY, primary_code, translate
+from qortex_mcp.learning.stores.sqlite.thread import Batch, DbThread, settle
+from qortex_mcp.learning.stores.sqlite.writer import apply_batch
 from qortex_mcp.learning.types import (
     GLOBAL_CONTEXT,
     ApplyResult,
@@ -79,136 +84,14 @@ log = get_logger(__name__)
 
 T = TypeVar("T")
 
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS qortex_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS learners (
-    name TEXT PRIMARY KEY, config TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 0,
-    selections INTEGER NOT NULL DEFAULT 0, explored INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL, answered INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS evidence (
-    learner TEXT NOT NULL, ctx TEXT NOT NULL, arm TEXT NOT NULL,
-    s REAL NOT NULL, f REAL NOT NULL, n INTEGER NOT NULL, rsum REAL NOT NULL,
-    t REAL NOT NULL, v INTEGER NOT NULL,
-    PRIMARY KEY (learner, ctx, arm)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS evidence_by_version ON evidence (learner, v);
-CREATE TABLE IF NOT EXISTS arms (
-    learner TEXT NOT NULL, arm TEXT NOT NULL, a0 REAL, b0 REAL,
-    selections INTEGER NOT NULL DEFAULT 0, last_selected REAL, v INTEGER NOT NULL,
-    PRIMARY KEY (learner, arm)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS arms_by_version ON arms (learner, v);
-CREATE TABLE IF NOT EXISTS contexts (
-    learner TEXT NOT NULL, ctx TEXT NOT NULL, body TEXT NOT NULL,
-    PRIMARY KEY (learner, ctx)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, learner TEXT NOT NULL, kind TEXT NOT NULL,
-    key TEXT, arm TEXT NOT NULL, ctx TEXT, reward REAL, weight REAL, outcome TEXT,
-    at REAL NOT NULL, factor REAL);
-CREATE UNIQUE INDEX IF NOT EXISTS events_one_answer ON events (learner, key, arm)
-    WHERE kind = 'feedback';
-CREATE INDEX IF NOT EXISTS events_by_learner ON events (learner, seq);
-"""
-
-_BUMP: Final = (
-    "INSERT INTO learners (name, config, version, created_at) VALUES (?, '{}', 1, ?) "
-    "ON CONFLICT (name) DO UPDATE SET version = version + 1 RETURNING version"
-)
-_ANSWERED: Final = (
-    "SELECT key, arm, reward FROM events WHERE learner = ? AND kind = 'feedback' "
-    "AND key IN (SELECT value FROM json_each(?))"
-)
-_INSERT_EVENT: Final = (
-    "INSERT INTO events (learner, kind, key, arm, ctx, reward, weight, outcome, at, factor) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_FOLD_PLAIN: Final = (
-    "INSERT INTO evidence (learner, ctx, arm, s, f, n, rsum, t, v) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (learner, ctx, arm) DO UPDATE SET "
-    "s = s + excluded.s, f = f + excluded.f, n = n + excluded.n, rsum = rsum + excluded.rsum, "
-    "t = max(t, excluded.t), v = excluded.v"
-)
-# Half-life fold (see stores.base.fold): the row is kept as of its latest event time.
-_FOLD_DECAY: Final = (
-    "INSERT INTO evidence (learner, ctx, arm, s, f, n, rsum, t, v) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8) ON CONFLICT (learner, ctx, arm) DO UPDATE SET "
-    "s = CASE WHEN excluded.t >= t THEN s * pow(0.5, (excluded.t - t) / ?9) + excluded.s "
-    "ELSE s + excluded.s * pow(0.5, (t - excluded.t) / ?9) END, "
-    "f = CASE WHEN excluded.t >= t THEN f * pow(0.5, (excluded.t - t) / ?9) + excluded.f "
-    "ELSE f + excluded.f * pow(0.5, (t - excluded.t) / ?9) END, "
-    "n = n + 1, rsum = rsum + excluded.rsum, t = max(t, excluded.t), v = excluded.v"
-)
-_UPSERT_ARM: Final = (
-    "INSERT INTO arms (learner, arm, a0, b0, selections, v) VALUES (?, ?, ?, ?, 0, ?) "
-    "ON CONFLICT (learner, arm) DO UPDATE SET a0 = coalesce(excluded.a0, a0), "
-    "b0 = coalesce(excluded.b0, b0), v = excluded.v"
-)
-_COUNT_SELECTIONS: Final = (
-    "INSERT INTO arms (learner, arm, a0, b0, selections, last_selected, v) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (learner, arm) DO UPDATE SET "
-    "a0 = coalesce(excluded.a0, a0), b0 = coalesce(excluded.b0, b0), "
-    "selections = selections + excluded.selections, "
-    "last_selected = max(coalesce(last_selected, 0), coalesce(excluded.last_selected, 0)), "
-    "v = excluded.v"
-)
-_EVIDENCE_AT: Final = (
-    "SELECT ctx, arm, s, f, n, rsum, t, v FROM evidence WHERE learner = ? AND v = ?"
-)
-_EVIDENCE_SINCE: Final = (
-    "SELECT ctx, arm, s, f, n, rsum, t, v FROM evidence WHERE learner = ? AND v > ?"
-)
-_ARMS_SINCE: Final = (
-    "SELECT arm, a0, b0, selections, last_selected, v FROM arms WHERE learner = ? AND v > ?"
-)
-_RESET_MATCH: Final = (
-    "SELECT ctx, arm, s, f FROM evidence WHERE learner = ?1 "
-    "AND (?2 IS NULL OR arm IN (SELECT value FROM json_each(?2))) "
-    "AND (?3 IS NULL OR ctx = ?3) AND (s != 0 OR f != 0 OR n != 0)"
-)
-_RESET_APPLY: Final = (
-    "UPDATE evidence SET s = 0, f = 0, n = 0, rsum = 0, v = ?4 WHERE learner = ?1 "
-    "AND (?2 IS NULL OR arm IN (SELECT value FROM json_each(?2))) "
-    "AND (?3 IS NULL OR ctx = ?3) AND (s != 0 OR f != 0 OR n != 0)"
-)
+def _rows(conn: sqlite3.Connection, statement: str,
+          args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in conn.execute(statement, args).fetchall()]
 
 
-_BUSY: Final = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-
-
-def _primary_code(exc: sqlite3.Error) -> int | None:
-    """The primary result code (extended codes carry it in the low byte), if the driver
-    gave one."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code & 0xFF if isinstance(code, int) else None
-
-
-def _translate(exc: sqlite3.Error, doing: str) -> StoreError:
-    """Map a driver error to the tree: retryable conditions get retryable codes."""
-    primary = _primary_code(exc)
-    if primary == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc):
-        return StoreFull(f"the store's disk is full while {doing}; free space and retry")
-    if primary in _BUSY:
-        return StoreBusy(f"the database stayed locked by another writer while {doing}; retry")
-    if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-        return CorruptState(f"the SQLite file is not a valid qortex database ({doing})")
-    if primary in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY):
-        return StoreUnavailable(f"the SQLite file cannot be written while {doing}; retry")
-    return StoreError(f"SQLite failed while {doing}: {type(exc).__name__}")
-
-
-_EVENTS: Final = (
-    "SELECT e.seq, e.kind, e.key, e.arm, e.ctx, e.reward, e.weight, e.outcome, e.at, e.factor, "
-    "c.body FROM events e LEFT JOIN contexts c ON c.learner = e.learner AND c.ctx = e.ctx "
-    "WHERE e.learner = ? AND e.seq > ? ORDER BY e.seq LIMIT ?")
-_EVENTS_BARE: Final = (
-    "SELECT seq, kind, key, arm, ctx, reward, weight, outcome, at, factor, NULL FROM events "
-    "WHERE learner = ? AND seq > ? ORDER BY seq LIMIT ?")
-
-
-def _rows(conn: sqlite3.Connection, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    return [tuple(r) for r in conn.execute(sql, args).fetchall()]
-
-
-def _one(conn: sqlite3.Connection, sql: str, args: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-    row = conn.execute(sql, args).fetchone()
+def _one(conn: sqlite3.Connection, statement: str,
+         args: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+    row = conn.execute(statement, args).fetchone()
     return tuple(row) if row is not None else None
 
 
@@ -342,13 +225,13 @@ class SqliteLearningStore:
                 await self._reader.start()
             except sqlite3.Error as exc:
                 await self._close_connections()
-                if _primary_code(exc) in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY):
+                if primary_code(exc) in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY):
                     # At open these are the file's or the directory's permissions: permanent.
                     raise StoreInaccessible(
                         f"cannot open {self.path} for writing ({exc}): make the file and its "
                         "directory writable or set QORTEX_STATE_DIR to another directory"
                     ) from exc
-                raise _translate(exc, f"opening {self.path.name}") from exc
+                raise translate(exc, f"opening {self.path.name}") from exc
             except BaseException:
                 await self._close_connections()
                 raise
@@ -369,7 +252,7 @@ class SqliteLearningStore:
             try:
                 return _one(conn, "PRAGMA journal_mode = WAL")
             except sqlite3.OperationalError as exc:
-                if _primary_code(exc) not in _BUSY or (
+                if primary_code(exc) not in BUSY or (
                     time.monotonic() + pause > deadline
                 ):
                     raise
@@ -383,7 +266,7 @@ class SqliteLearningStore:
             if names and "qortex_meta" not in names:
                 raise foreign(self.path, names)  # rolled back below: nothing created
             # Statement by statement: executescript() would COMMIT the open transaction.
-            for statement in _SCHEMA.split(";"):
+            for statement in sql.SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
             # Files written before the answered counter: add it (0), their data intact.
@@ -473,7 +356,7 @@ class SqliteLearningStore:
                 try:
                     result = op(conn)
                 except sqlite3.Error as exc:
-                    settle(loop, [(fut, None, _translate(exc, doing))])
+                    settle(loop, [(fut, None, translate(exc, doing))])
                     raise  # the whole transaction rolls back
                 except BaseException as exc:
                     settle(loop, [(fut, None, exc)])
@@ -537,7 +420,7 @@ class SqliteLearningStore:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback(conn)
-                raise _translate(exc, doing) from exc
+                raise translate(exc, doing) from exc
             except BaseException:
                 self._rollback(conn)
                 raise
@@ -554,7 +437,7 @@ class SqliteLearningStore:
             results = self._write_batch(conn, batch)
         except sqlite3.Error as exc:
             self._rollback(conn)
-            err = _translate(exc, "saving feedback")
+            err = translate(exc, "saving feedback")
             log.warning("sqlite_write_failed", code=err.code, requests=len(batch))
             settle(loop, [(req.future, None, err) for req in batch])
             return
@@ -577,98 +460,14 @@ class SqliteLearningStore:
         conn.execute("COMMIT")
         return results
 
-    def _apply_batch(
-        self,
-        conn: sqlite3.Connection,
-        batch: list[ApplyRequest],
-    ) -> list[ApplyResult]:
-        # 1. Decide every row's status under the write lock: nobody else can insert now.
-        standing: dict[tuple[str, str, str], float] = {}
-        for learner in {req.learner for req in batch}:
-            keys = sorted({r.key for req in batch if req.learner == learner for r in req.rows})
-            for i in range(0, len(keys), 500):
-                for key, arm, reward in conn.execute(
-                    _ANSWERED, (learner, json.dumps(keys[i:i + 500]))
-                ):
-                    standing[(learner, key, arm)] = reward
-        decisions = decide([(req.learner, req.rows) for req in batch], standing)
-        # 2. Write the fresh rows of every learner, one version per learner, in one
-        #    executemany per statement for the whole batch.
-        versions: dict[str, int] = {}
-        now = time.time()
-        events: list[tuple[Any, ...]] = []
-        # Without decay a cell's increments add up: one upsert per (learner, ctx, arm)
-        # with the batch's sums (learner, ctx, arm, s, f, n, rsum, t, v).
-        plain: dict[tuple[str, str, str], list[Any]] = {}
-        decayed: list[tuple[Any, ...]] = []
-        # One arm upsert per (learner, arm), not per row: a batch often repeats an arm.
-        # As one by one would leave it: the last row's prior that has one (a0 and b0 come
-        # together), else none (the PostgreSQL writer's DISTINCT ON does the same).
-        arms: dict[tuple[str, str], tuple[Any, ...]] = {}
-        bodies: list[tuple[Any, ...]] = []
-        for req, d in zip(batch, decisions, strict=True):
-            if not d.fresh:
-                continue
-            if req.learner not in versions:
-                bumped = _one(conn, _BUMP, (req.learner, now))
-                assert bumped is not None
-                versions[req.learner] = int(bumped[0])
-            v = versions[req.learner]
-            for r in d.fresh:
-                events.append((req.learner, "feedback", r.key, r.arm, r.ctx, r.reward, r.weight,
-                               r.outcome, r.at, None))
-                cell = (req.learner, r.arm)
-                if r.a0 is not None or cell not in arms:
-                    arms[cell] = (req.learner, r.arm, r.a0, r.b0, v)
-                if r.ctx_body is not None:
-                    bodies.append((req.learner, r.ctx, r.ctx_body))
-                ws, wf = r.weight * r.reward, r.weight * (1.0 - r.reward)
-                for ctx in ((GLOBAL_CONTEXT,) if r.ctx == GLOBAL_CONTEXT else (GLOBAL_CONTEXT,
-                                                                               r.ctx)):
-                    if req.half_life_s is not None:
-                        decayed.append((req.learner, ctx, r.arm, ws, wf, r.reward, r.at, v,
-                                        req.half_life_s))
-                    elif (sums := plain.get(key := (req.learner, ctx, r.arm))) is None:
-                        plain[key] = [*key, ws, wf, 1, r.reward, r.at, v]
-                    else:
-                        sums[3] += ws
-                        sums[4] += wf
-                        sums[5] += 1
-                        sums[6] += r.reward
-                        sums[7] = max(sums[7], r.at)
-        if events:
-            conn.executemany(_INSERT_EVENT, events)
-        if plain:
-            self._fold_plain(conn, [tuple(sums) for sums in plain.values()])
-        if decayed:
-            conn.executemany(_FOLD_DECAY, decayed)
-        if arms:
-            conn.executemany(_UPSERT_ARM, arms.values())
-        if bodies:
-            conn.executemany(
-                "INSERT OR IGNORE INTO contexts (learner, ctx, body) VALUES (?, ?, ?)", bodies
-            )
-        # 3. Read back what this transaction left (rows stamped with its versions).
-        committed: dict[str, list[EvidenceRow]] = {}
-        for learner, v in versions.items():
-            committed[learner] = [EvidenceRow(*r) for r in conn.execute(_EVIDENCE_AT, (learner, v))]
-        # Indexed once per learner: a batch of many small requests (a stream consumer's)
-        # would otherwise scan every committed row once per request.
-        by_cell = {learner: {(e.ctx, e.arm): e for e in rows}
-                   for learner, rows in committed.items()}
-        results = []
-        for req, d in zip(batch, decisions, strict=True):
-            mine = {(GLOBAL_CONTEXT, r.arm) for r in d.fresh} | {(r.ctx, r.arm) for r in d.fresh}
-            cells = by_cell.get(req.learner, {})
-            rows = tuple(cells[c] for c in mine if c in cells)
-            results.append(ApplyResult(tuple(d.statuses), tuple(d.standing), rows,
-                                       frozenset(d.new_keys)))
-        return results
+    def _apply_batch(self, conn: sqlite3.Connection,
+                     batch: list[ApplyRequest]) -> list[ApplyResult]:
+        return apply_batch(conn, batch, self._fold_plain)
 
     def _fold_plain(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
         """Add evidence increments without decay, in SQL (read and written under the lock):
         ``rows`` are (learner, ctx, arm, s, f, n, rsum, t, v), one per cell."""
-        conn.executemany(_FOLD_PLAIN, rows)
+        conn.executemany(sql.FOLD_PLAIN, rows)
 
     async def _submit_job(self, run: Callable[[sqlite3.Connection], T], doing: str) -> T:
         """``run`` in its own write transaction (or in the running atomically() block)."""
@@ -749,7 +548,7 @@ class SqliteLearningStore:
         answered: int = 0,
     ) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            row = _one(conn, _BUMP, (learner, time.time()))
+            row = _one(conn, sql.BUMP, (learner, time.time()))
             assert row is not None
             v = int(row[0])
             conn.execute(
@@ -762,7 +561,7 @@ class SqliteLearningStore:
                 n, last = counts.get(arm, (0, None))
                 a0, b0 = priors.get(arm, (None, None))
                 rows.append((learner, arm, a0, b0, n, last, v))
-            conn.executemany(_COUNT_SELECTIONS, rows)
+            conn.executemany(sql.COUNT_SELECTIONS, rows)
 
         await self._submit_job(run, "recording selections")
 
@@ -770,7 +569,7 @@ class SqliteLearningStore:
         self, learner: str, arm: str, factor: float, at: float
     ) -> Sequence[EvidenceRow]:
         def run(conn: sqlite3.Connection) -> list[EvidenceRow]:
-            row = _one(conn, _BUMP, (learner, time.time()))
+            row = _one(conn, sql.BUMP, (learner, time.time()))
             assert row is not None
             v = int(row[0])
             conn.execute(
@@ -778,9 +577,9 @@ class SqliteLearningStore:
                 "AND (?4 = '' OR arm = ?4)", (factor, v, learner, arm),
             )
             conn.execute(
-                _INSERT_EVENT, (learner, "decay", None, arm, None, None, None, None, at, factor)
+                sql.INSERT_EVENT, (learner, "decay", None, arm, None, None, None, None, at, factor)
             )
-            return [EvidenceRow(*r) for r in conn.execute(_EVIDENCE_AT, (learner, v))]
+            return [EvidenceRow(*r) for r in conn.execute(sql.EVIDENCE_AT, (learner, v))]
 
         return await self._submit_job(run, "decaying evidence")
 
@@ -791,7 +590,7 @@ class SqliteLearningStore:
         wanted = None if arms is None else json.dumps(list(arms))
 
         def match(conn: sqlite3.Connection) -> tuple[tuple[str, ...], int, float]:
-            hits = _rows(conn, _RESET_MATCH, (learner, wanted, ctx))
+            hits = _rows(conn, sql.RESET_MATCH, (learner, wanted, ctx))
             touched = tuple(sorted({h[1] for h in hits}))
             removed = sum(h[2] + h[3] for h in hits if h[0] == (ctx or GLOBAL_CONTEXT))
             return touched, len(hits), removed
@@ -802,10 +601,10 @@ class SqliteLearningStore:
         def run(conn: sqlite3.Connection) -> tuple[tuple[str, ...], int, float]:
             touched, n, removed = match(conn)
             if n:
-                row = _one(conn, _BUMP, (learner, time.time()))
+                row = _one(conn, sql.BUMP, (learner, time.time()))
                 assert row is not None
-                conn.execute(_RESET_APPLY, (learner, wanted, ctx, int(row[0])))
-                conn.executemany(_INSERT_EVENT, [
+                conn.execute(sql.RESET_APPLY, (learner, wanted, ctx, int(row[0])))
+                conn.executemany(sql.INSERT_EVENT, [
                     (learner, "reset", None, arm, ctx, None, None, None, at, None)
                     for arm in touched
                 ])
@@ -827,10 +626,10 @@ class SqliteLearningStore:
         try:
             return await self._reader.call(read)
         except sqlite3.Error as exc:
-            raise _translate(exc, "reading") from exc
+            raise translate(exc, "reading") from exc
 
-    async def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return await self._read_call(lambda conn: _rows(conn, sql, args))
+    async def _query(self, statement: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return await self._read_call(lambda conn: _rows(conn, statement, args))
 
     @staticmethod
     def _snapshot_rows(
@@ -843,8 +642,8 @@ class SqliteLearningStore:
         ev: list[tuple[Any, ...]] = []
         arms: list[tuple[Any, ...]] = []
         if head is not None and int(head[0]) > cursor:
-            ev = _rows(conn, _EVIDENCE_SINCE, (learner, cursor))
-            arms = _rows(conn, _ARMS_SINCE, (learner, cursor))
+            ev = _rows(conn, sql.EVIDENCE_SINCE, (learner, cursor))
+            arms = _rows(conn, sql.ARMS_SINCE, (learner, cursor))
         return head, ev, arms
 
     async def _snapshot_read(
@@ -891,7 +690,8 @@ class SqliteLearningStore:
         self, learner: str, after_seq: int = 0, limit: int = 10_000, *, bodies: bool = True
     ) -> list[EventRow]:
         # the columns of EventRow
-        return await self._query(_EVENTS if bodies else _EVENTS_BARE, (learner, after_seq, limit))
+        statement = sql.EVENTS if bodies else sql.EVENTS_BARE
+        return await self._query(statement, (learner, after_seq, limit))
 
     async def evidence(self, learner: str) -> list[EvidenceRow]:
         rows = await self._query(
