@@ -15,7 +15,7 @@ Parts (``all`` runs both; the figures in bench/RESULTS.md come from it):
   a fresh seeded ``Learner`` on a ``MemoryLearningStore`` per seed.
   Feedback is *explicit* (every examined document reported ``accepted`` or ``rejected``)
   or *click-only* (only accepts reported, ``clicks_only=True``; the reranker infers skips
-  above the lowest accept, ``qortex_mcp.clicks``). The reference's own per-seed loop is
+  above the lowest accept, ``qortex_mcp.rerank.clicks``). The reference's own per-seed loop is
   re-run here for the per-seed comparison ("never below the retrieval order") and checked
   to give exactly anchors.py's figures.
 * ``speed``: ``PosteriorReranker.rerank`` of 100 results (p50, in process, awaited one call
@@ -40,9 +40,9 @@ import common
 import numpy as np
 from common import Case, interleave, table, verdict
 
-from qortex_mcp.clicks import ClickModel
 from qortex_mcp.learning import Learner, LearnerConfig, MemoryLearningStore, SelectionSigner
 from qortex_mcp.rerank import PosteriorReranker, robust_posterior
+from qortex_mcp.rerank.clicks import ClickModel
 
 PARTS = ("all", "rank", "speed")
 

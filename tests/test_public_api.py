@@ -51,3 +51,14 @@ def test_the_library_loads_neither_mcp_nor_the_configuration() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_old_clicks_module_still_imports_with_a_warning() -> None:
+    import importlib
+
+    from qortex_mcp.rerank import ClickModel
+
+    sys.modules.pop("qortex_mcp.clicks", None)
+    with pytest.warns(DeprecationWarning, match="moved to qortex_mcp.rerank.clicks"):
+        old = importlib.import_module("qortex_mcp.clicks")
+    assert old.ClickModel is ClickModel

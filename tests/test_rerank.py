@@ -15,7 +15,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qortex_mcp.clicks import ClickModel, reciprocal_rank
 from qortex_mcp.errors import (
     ArmNotInSelection,
     ConfigError,
@@ -35,7 +34,9 @@ from qortex_mcp.learning import (
 from qortex_mcp.learning.context import backoff_weight, canonical_context
 from qortex_mcp.learning.stats import beta_interval
 from qortex_mcp.learning.stores import SqliteLearningStore
-from qortex_mcp.rerank import PosteriorReranker, RerankResult, cap_moves, robust_posterior
+from qortex_mcp.rerank import PosteriorReranker, RerankResult, robust_posterior
+from qortex_mcp.rerank.clicks import ClickModel, reciprocal_rank
+from qortex_mcp.rerank.ranking import cap_moves
 
 pytestmark = pytest.mark.anyio
 
@@ -675,7 +676,7 @@ async def test_explicit_feedback_teaches_only_the_items_it_names(learner: Learne
 
 
 def expected_skip_weights(means: tuple[float, ...], lowest: int, tau: float) -> list[float]:
-    """The click model's formula (qortex_mcp.clicks), written out independently."""
+    """The click model's formula (qortex_mcp.rerank.clicks), written out independently."""
     out = []
     for i in range(lowest):
         e = 1.0 / (i + 1)

@@ -1,77 +1,22 @@
-"""Retrieval reranking by posterior means, and feedback on the ranked list.
-
-``PosteriorReranker`` reorders any retriever's results so that results agents accepted rise
-on later queries and rejected ones drop::
-
-    reranker = PosteriorReranker(learner)
-    ranked = await reranker.rerank(hits, context={"topic": "sql"})   # hits: [{id, score}]
-    ...                                                               # show ranked.results
-    await reranker.feedback(ranked.selection_id, {"doc-7": "accepted", "doc-2": "rejected"})
-
-**Scoring.** The retrieval scores are min-max normalised within the list to ``s`` in [0, 1]
-and each gives the item a *retrieval prior* ``Beta(1 + m s, 1 + m (1 - s))`` with strength
-``m`` (``prior_strength``, default 4): what the retriever thinks, worth ``m`` observations,
-mean ``mu = (1 + m s) / (2 + m)``. The retriever can be wrong about any one item, so the
-item's prior is a two-part mixture: the retrieval prior with probability ``prior_trust``
-(default 0.8), else a nearly flat ``Beta(d mu, d (1 - mu))`` of the same mean (``d`` =
-0.25, ``DOUBT_STRENGTH``). With no evidence the mean is ``mu`` either way, so the order is
-the retrieval order. The learned evidence decides how much the retrieval score still
-counts for the item: ``Learner.evidence(ids, context)`` gives its successes and failures
-in this context, backed off to its global posterior (the rule in
-``qortex_mcp.learning.context``: another context's evidence counts for at most
-``context_backoff`` observations) and decayed by the learner's half-life, and the weight
-of the retrieval prior becomes its posterior probability (Bayes: ``prior_trust`` times how
-much better the retrieval prior predicted that evidence). Evidence that agrees with the
-score keeps the score's weight; evidence against it (five accepts of a result ranked 12th,
-five rejections of a dominant top hit) takes it away within a few answers, so the item
-follows its own record. The weight is a function of the per-item evidence the store
-already keeps: nothing extra is stored, and it survives restarts with the evidence.
-Results are ordered by posterior mean, or by a Thompson sample with ``explore=True``. The
-retrieval order is the order of the scores (ties keep the input order); items with no
-evidence keep it among themselves. An accept never lowers an item's mean and a rejection
-never raises it (each part's posterior is a Beta update; the mixture weight moves with
-it), and an item's evidence changes no other item's score. ``max_move`` caps how far one
-item may move per call. ``prior_trust=1`` is the plain retrieval prior (the behaviour
-of 0.1: a dominant top hit then takes about 24 rejections to leave the top 3).
-
-**Selection ids.** Every rerank signs the ids in display order and the posterior means
-they were ranked by (``Learner.issue_selection``). Feedback quotes the id: ranks always
-come from the signed claims, never from the client, and only shown items can be credited.
-
-**Feedback.** Explicit: per item ``accepted``, ``rejected``, ``partial`` (mapped by the
-learner's reward model) or a number in [0, 1]; items not mentioned learn nothing.
-Click-only (``clicks_only=True``): only accepted items are reported; skipped items above
-the lowest reported one count as weighted failures (``qortex_mcp.clicks.ClickModel``);
-items below it learn nothing. Repeat a click-only report with every item accepted so far:
-a report that leaves out an earlier accept would turn it into a skip, which conflicts
-with its first answer (``SELECTION_CONFLICT``, nothing applied). Sending the same
-feedback twice changes nothing (the store deduplicates on selection and item).
-
-**The hook.** ``reranker.wrap(search, context=...)`` (or the ``@reranker.hook(...)``
-decorator) turns a retrieval function, sync or async, into an async one whose every call
-comes back as a ``RerankResult`` with its selection id.
-
-One file past the usual size on purpose: ranking, feedback and the hook share how results
-are read and what a selection signs; the click model's arithmetic is in ``clicks.py``.
-"""
+"""``PosteriorReranker``: reorder results by what was learned, take feedback on the ranked
+list, and wrap a retrieval function (the hook). The scoring rule is in the package's
+docstring; its arithmetic in ``ranking``. One class past 400 lines on purpose: ranking,
+feedback and the hook share how results are read and what a selection signs."""
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import inspect
 import json
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Final, ParamSpec, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
 
-from qortex_mcp.clicks import MIN_WEIGHT, ClickModel
 from qortex_mcp.errors import (
     ArmNotInSelection,
     ConfigError,
@@ -84,9 +29,11 @@ from qortex_mcp.learning.stats import beta_interval
 from qortex_mcp.learning.types import ArmOutcome, FeedbackResult, Outcome
 from qortex_mcp.learning.validation import NUMBER_TYPES, check_name
 from qortex_mcp.logging import get_logger
+from qortex_mcp.rerank.clicks import MIN_WEIGHT, ClickModel
+from qortex_mcp.rerank.ranking import cap_moves, matched_beta, robust_posterior
+from qortex_mcp.rerank.results import ContextSource, Getter, ItemExplanation, RerankResult, getter
 
-__all__ = ["DOUBT_STRENGTH", "ClickModel", "ItemExplanation", "PosteriorReranker",
-           "RerankResult", "robust_posterior"]
+__all__ = ["PosteriorReranker"]
 
 log = get_logger(__name__)
 _debug_on = logging.getLogger(__name__).isEnabledFor
@@ -96,175 +43,7 @@ P = ParamSpec("P")
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-Getter = str | Callable[[Any], Any]
-ContextSource = Mapping[str, Any] | Callable[..., Mapping[str, Any] | None] | None
-
 _NUMBER_TYPES: Final = frozenset({float, int, np.float64, np.float32, np.int64, np.int32})
-
-DOUBT_STRENGTH: Final = 0.25
-"""Strength of the prior an item falls back on when the retriever is wrong about it: nearly
-flat, so its evidence decides. Chosen with ``prior_trust`` (0.8) on bench/bench_rerank.py
-(100 seeds) and the rise/drop targets (tests/test_rerank.py); see bench/RESULTS.md."""
-
-_LN_SQRT_2PI: Final = 0.5 * math.log(2.0 * math.pi)
-
-
-@dataclass(frozen=True, slots=True)
-class ItemExplanation:
-    """Why one result landed where it did (``rerank(..., explain=True)``)."""
-
-    id: str
-    base_rank: int
-    """1-based rank in the retrieval order."""
-    base_score: float
-    """The retrieval score as given (the normalised position when there is no score)."""
-    prior_alpha: float
-    """The retrieval prior ``Beta(prior_alpha, prior_beta)``."""
-    prior_beta: float
-    alpha: float
-    """The posterior (the mixture's) as one Beta with its mean and variance."""
-    beta: float
-    mean: float
-    """Posterior mean: the ranking key (unless ``explore``)."""
-    ci_low: float
-    ci_high: float
-    new_rank: int
-    sample: float | None = None
-    """The Thompson sample the item was ranked by, with ``explore=True``."""
-    successes: float = 0.0
-    """Learned (backed-off, decayed) successes in this context."""
-    failures: float = 0.0
-    prior_weight: float = 1.0
-    """Posterior probability that the retrieval prior holds for this item: ``prior_trust``
-    without evidence, falling as the evidence disagrees with the retrieval score."""
-
-
-@dataclass(frozen=True, slots=True)
-class RerankResult(Generic[T]):
-    """The results in their new order and the selection id to quote in feedback."""
-
-    results: list[T]
-    selection_id: str
-    explanations: list[ItemExplanation] | None = None
-
-
-def _getter(spec: Getter | None, what: str) -> Callable[[Any], Any] | None:
-    if spec is None or callable(spec):
-        return spec
-    if not isinstance(spec, str):
-        raise ConfigError(f"{what} must be a key or attribute name, or a function")
-    key = spec
-
-    def get(item: Any) -> Any:
-        if isinstance(item, Mapping):
-            if key not in item:
-                raise InvalidCandidates(f"a result has no {key!r}: {preview(item)}")
-            return item[key]
-        try:
-            return getattr(item, key)
-        except AttributeError:
-            raise InvalidCandidates(f"a result has no {key!r}: {preview(item)}") from None
-
-    return get
-
-
-def cap_moves(order: IntArray, base_rank: IntArray, cap: int) -> IntArray:
-    """The order closest to ``order`` in which no item is more than ``cap`` places from its
-    base rank: positions are filled top-down with the best-placed eligible item, except
-    that an item about to exceed its cap downwards is placed first."""
-    n = len(order)
-    want = np.empty(n, dtype=np.int64)
-    want[order] = np.arange(n)
-    by_base = np.argsort(base_rank, kind="stable").tolist()
-    want_l = want.tolist()
-    placed = [False] * n
-    heap: list[tuple[int, int]] = []
-    out: list[int] = []
-    admitted = 0
-    for pos in range(n):
-        while admitted < n and admitted <= pos + cap:
-            item = by_base[admitted]
-            heapq.heappush(heap, (want_l[item], item))
-            admitted += 1
-        due = pos - cap
-        if due >= 0 and not placed[by_base[due]]:
-            item = by_base[due]
-        else:
-            item = heapq.heappop(heap)[1]
-            while placed[item]:
-                item = heapq.heappop(heap)[1]
-        placed[item] = True
-        out.append(item)
-    return np.asarray(out, dtype=np.int64)
-
-
-def _log_gamma(x: FloatArray) -> FloatArray:
-    """ln Gamma(x) for x > 0, vectorised (numpy has none): shifted by 3, then Stirling's
-    series to x^-7 (within 1e-7 of ``math.lgamma`` for x in [1e-3, 1e3]; the mixture weights
-    only need a few digits)."""
-    z = x + 3.0
-    iz = 1.0 / z
-    iz2 = iz * iz
-    series = iz * (1.0 / 12 - iz2 * (1.0 / 360 - iz2 * (1.0 / 1260 - iz2 / 1680)))
-    return ((z - 0.5) * np.log(z) - z + _LN_SQRT_2PI + series
-            - np.log(x * (x + 1.0) * (x + 2.0)))
-
-
-def _log_beta_ratio(a: FloatArray, b: FloatArray, succ: FloatArray,
-                    fail: FloatArray) -> FloatArray:
-    """ln B(a + succ, b + fail) - ln B(a, b): the log marginal likelihood of the evidence
-    under ``Beta(a, b)`` (the same for fractional, weighted evidence)."""
-    g = _log_gamma(np.concatenate((a + succ, b + fail, a + b, a, b, a + b + succ + fail)))
-    ga_s, gb_f, gab, ga, gb, gab_n = np.split(g, 6)
-    return ga_s + gb_f - gab_n - ga - gb + gab
-
-
-def robust_posterior(
-    a0: FloatArray, b0: FloatArray, succ: FloatArray, fail: FloatArray, trust: float,
-) -> tuple[FloatArray, FloatArray, tuple[FloatArray, FloatArray, FloatArray, FloatArray]]:
-    """Posterior of each item under the mixture prior ``trust * Beta(a0, b0) + (1 - trust)
-    * Beta(d mu, d (1 - mu))`` (``mu = a0 / (a0 + b0)``, ``d = DOUBT_STRENGTH``) after
-    ``succ`` successes and ``fail`` failures.
-
-    Returns:
-        The posterior means, the posterior weights of the ``Beta(a0, b0)`` part, and the
-        parameters of both parts' posteriors ``(alpha, beta, alpha_doubt, beta_doubt)``.
-    """
-    n0 = a0 + b0
-    mu = a0 / n0
-    ad, bd = DOUBT_STRENGTH * mu, DOUBT_STRENGTH * (1.0 - mu)
-    alpha, beta = a0 + succ, b0 + fail
-    alpha_d, beta_d = ad + succ, bd + fail
-    weight = np.full(len(a0), trust)
-    mean = mu.copy()
-    ev = np.nonzero((succ + fail) > 0.0)[0]
-    if len(ev) and 0.0 < trust < 1.0:
-        s, f = succ[ev], fail[ev]
-        # log of (1 - trust) p(evidence | doubt) / (trust p(evidence | retrieval prior))
-        odds = (math.log((1.0 - trust) / trust)
-                + _log_beta_ratio(ad[ev], bd[ev], s, f) - _log_beta_ratio(a0[ev], b0[ev], s, f))
-        weight[ev] = 1.0 / (1.0 + np.exp(np.minimum(odds, 700.0)))
-    if len(ev):
-        w = weight[ev]
-        mean[ev] = (w * alpha[ev] / (alpha[ev] + beta[ev])
-                    + (1.0 - w) * alpha_d[ev] / (alpha_d[ev] + beta_d[ev]))
-    return mean, weight, (alpha, beta, alpha_d, beta_d)
-
-
-def _matched_beta(mean: FloatArray, weight: FloatArray,
-                  parts: tuple[FloatArray, FloatArray, FloatArray, FloatArray],
-                  ) -> tuple[FloatArray, FloatArray]:
-    """The Beta with the mixture posterior's mean and variance (for explanations)."""
-    alpha, beta, alpha_d, beta_d = parts
-
-    def second_moment(a: FloatArray, b: FloatArray) -> FloatArray:
-        return a * (a + 1.0) / ((a + b) * (a + b + 1.0))
-
-    var = (weight * second_moment(alpha, beta) + (1.0 - weight) * second_moment(alpha_d, beta_d)
-           - mean * mean)
-    var = np.clip(var, 1e-300, mean * (1.0 - mean) * (1.0 - 1e-12))
-    strength = mean * (1.0 - mean) / var - 1.0
-    return mean * strength, (1.0 - mean) * strength
 
 
 class PosteriorReranker:
@@ -328,8 +107,8 @@ class PosteriorReranker:
         self.credible_level = credible_level
         self._fast_id = id_key if isinstance(id_key, str) else None
         self._fast_score = score_key if isinstance(score_key, str) else None
-        self._get_id = _getter(id_key, "id_key")
-        self._get_score = _getter(score_key, "score_key")
+        self._get_id = getter(id_key, "id_key")
+        self._get_score = getter(score_key, "score_key")
 
     # --- reading results -------------------------------------------------------------------
 
@@ -460,7 +239,7 @@ class PosteriorReranker:
         token, _ = learner.issue_selection(shown_ids, ctx, "rerank", means=mean[shown].tolist())
         explanations = None
         if explain:
-            alpha, beta = _matched_beta(mean, weight, parts)
+            alpha, beta = matched_beta(mean, weight, parts)
             explanations = self._explain(positions, ids, raw, s, base_rank, a0, b0, alpha,
                                          beta, mean, sample, succ, fail, weight)
         if _debug_on(logging.DEBUG):
