@@ -7,9 +7,10 @@ items were left out. Models are built from the library's frozen value objects wi
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from qortex_mcp.rerank import ItemExplanation
 
@@ -35,13 +36,23 @@ __all__ = [
 ]
 
 
+def _finite_or_none(value: Any) -> Any:
+    """JSON has no infinity: an unbounded score (an untried arm's UCB index) is null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 class _Out(BaseModel):
     model_config = ConfigDict(from_attributes=True, frozen=True)
 
 
 class ScoredArmOut(_Out):
     id: str
-    score: float = Field(description="the strategy's score (a posterior draw for Thompson)")
+    score: Annotated[float | None, BeforeValidator(_finite_or_none)] = Field(
+        description="the strategy's score (a posterior draw for Thompson, an upper confidence "
+        "bound for the UCB family); null when the strategy's score is unbounded: an arm a "
+        "UCB-type strategy has not tried yet")
     mean: float = Field(description="posterior mean: the expected reward")
     alpha: float
     beta: float
@@ -210,6 +221,9 @@ class LearnerStatus(_Out):
     feedback_last_minute: int | None = Field(
         None, description="feedback rows taken in the last 60 s (learners open in this "
         "server; null otherwise)")
+    strategy: str | None = Field(None, description="how this learner chooses (e.g. thompson)")
+    strategy_params: dict[str, Any] | None = Field(
+        None, description="the strategy's parameters, defaults filled in ({} for thompson)")
     reward_model: str | None = Field(None, description="how this learner scores outcomes")
     outcome_rewards: dict[str, float] | None = Field(
         None, description="the reward each outcome word counts as for this learner, e.g. "

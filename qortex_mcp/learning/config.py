@@ -10,13 +10,15 @@ from typing import Any, Final
 
 from qortex_mcp.errors import ConfigError, QortexError, preview
 from qortex_mcp.learning.rewards import RewardModel, reward_model_by_name
-from qortex_mcp.learning.strategies import LearningStrategy, strategy_by_name
+from qortex_mcp.learning.selection import PolicyChooser
+from qortex_mcp.learning.strategies import LearningStrategy, ThompsonSampling
 from qortex_mcp.learning.validation import check_name, check_prior
 
 __all__ = ["LearnerConfig"]
 
 _OPTION_NAMES: Final = frozenset({
-    "strategy", "reward_model", "prior", "arm_priors", "half_life_s", "context_backoff",
+    "strategy", "strategy_params", "reward_model", "prior", "arm_priors", "half_life_s",
+    "context_backoff",
     "selection_ttl_s", "seed", "max_arms", "max_candidates", "max_contexts",
     "feedback_per_minute", "feedback_per_arm_per_minute", "accept_unchosen_feedback",
 })
@@ -30,7 +32,11 @@ class LearnerConfig:
 
     Args:
         name: the learner's name (same rule as arm ids).
-        strategy: ``"thompson"`` (default), ``"mean"`` or a ``LearningStrategy``.
+        strategy: a strategy's name (``qortex_mcp.learning.selection.LEARNER_STRATEGIES``:
+            ``"thompson"``, the default, ``"mean"``, ``"ucb1"``, ``"kl_ucb"``, ...) or a
+            ``LearningStrategy``.
+        strategy_params: the named strategy's parameters (``catalogue()`` lists each
+            strategy's, with defaults and ranges), e.g. ``{"epsilon": 0.05}``.
         reward_model: ``"ternary"`` (default: accepted = 1, partial = 0.5, rejected = 0),
             ``"binary"`` (partial = 0), ``"tool"`` or a ``RewardModel``.
         prior: the default Beta prior ``(alpha, beta)`` of every arm.
@@ -56,6 +62,7 @@ class LearnerConfig:
 
     name: str = "default"
     strategy: str | LearningStrategy = "thompson"
+    strategy_params: Mapping[str, Any] = field(default_factory=dict)
     # Ternary by default: every tool description offers "partial", so it must count.
     reward_model: str | RewardModel = "ternary"
     prior: tuple[float, float] = (1.0, 1.0)
@@ -103,10 +110,37 @@ class LearnerConfig:
                 raise ConfigError(f"{what} must be an integer of at least 1 (0 or None: no cap)")
         if not isinstance(self.accept_unchosen_feedback, bool):
             raise ConfigError("accept_unchosen_feedback must be true or false")
+        if not isinstance(self.strategy_params, Mapping):
+            raise ConfigError("strategy_params must be a table of parameter values")
+        if self.strategy_params and not isinstance(self.strategy, str):
+            raise ConfigError("strategy_params go with a strategy name, not an instance")
+        self.build_strategy()  # a bad name or parameter fails here, not at the first select
 
-    def build_strategy(self) -> LearningStrategy:
+    def build_strategy(self) -> LearningStrategy | PolicyChooser:
+        """The strategy object: ``ThompsonSampling`` for ``"thompson"`` without parameters
+        (the same draws as every earlier release for a seed), else the policy layer's
+        strategy over the learner's evidence, or the ``LearningStrategy`` given.
+
+        Raises:
+            ConfigError: an unknown strategy or parameter (the message lists the valid
+                ones), or a strategy a learner cannot run yet.
+        """
         s = self.strategy
-        return strategy_by_name(s) if isinstance(s, str) else s
+        if not isinstance(s, str):
+            return s
+        if s == "thompson" and not self.strategy_params:
+            return ThompsonSampling()
+        return PolicyChooser(s, self.strategy_params)
+
+    def strategy_name(self) -> str:
+        s = self.strategy
+        return s if isinstance(s, str) else str(getattr(s, "name", type(s).__name__))
+
+    def strategy_parameters(self) -> dict[str, Any]:
+        """The strategy's parameters with their defaults filled in (empty for an instance
+        given as ``strategy``)."""
+        built = self.build_strategy()
+        return dict(built.params) if isinstance(built, PolicyChooser) else {}
 
     def build_reward_model(self) -> RewardModel:
         r = self.reward_model
@@ -123,6 +157,8 @@ class LearnerConfig:
         values = dict(options)
         if "prior" in values:
             values["prior"] = tuple(values["prior"])
+        if "strategy_params" in values and isinstance(values["strategy_params"], Mapping):
+            values["strategy_params"] = dict(values["strategy_params"])
         if "arm_priors" in values:
             if not isinstance(values["arm_priors"], Mapping):
                 raise ConfigError("arm_priors must be a table of [alpha, beta] pairs")
@@ -135,7 +171,8 @@ class LearnerConfig:
     def describe(self) -> str:
         """The config as stored with the learner (JSON)."""
         return json.dumps({
-            "strategy": self.build_strategy().name,
+            "strategy": self.strategy_name(),
+            **({"strategy_params": self.strategy_parameters()} if self.strategy_params else {}),
             "reward_model": self.build_reward_model().name,
             "prior": list(self.prior),
             "half_life_s": self.half_life_s,

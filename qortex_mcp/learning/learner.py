@@ -62,9 +62,10 @@ from qortex_mcp.learning.limits import (
     MemoryBudget,
 )
 from qortex_mcp.learning.replay import EventFold, replay_events
+from qortex_mcp.learning.selection import PolicyChooser
 from qortex_mcp.learning.stats import beta_interval
 from qortex_mcp.learning.stores.base import LearningStore, apply_many, event_pages
-from qortex_mcp.learning.strategies import default_generator
+from qortex_mcp.learning.strategies import LearningStrategy, default_generator
 from qortex_mcp.learning.tasks import stop_tasks
 from qortex_mcp.learning.tokens import MAX_OFFERED, SelectionClaims, SelectionSigner
 from qortex_mcp.learning.types import (
@@ -162,7 +163,16 @@ class Learner:
         self._signer = signer
         self._rng = rng
         self._owns_store = owns_store
-        self._strategy = config.build_strategy()
+        strategy = config.build_strategy()
+        # A policy-layer strategy scores from evidence and prior; a LearningStrategy from
+        # the posterior's alpha and beta (ThompsonSampling keeps its fast path).
+        self._chooser: PolicyChooser | None = None
+        self._strategy: LearningStrategy | None = None
+        if isinstance(strategy, PolicyChooser):
+            self._chooser = strategy
+        else:
+            self._strategy = strategy
+        self._strategy_name = config.strategy_name()
         self._reward_model = config.build_reward_model()
         self._half_life = config.half_life_s
         self._refresh_interval = refresh_interval_s
@@ -626,17 +636,34 @@ class Learner:
         cands = self._resolve(arms)
         slots = cands.slots
         now = time.time()
-        if ctx is None and self._half_life is None:
-            alpha, beta = self._alpha[slots], self._beta[slots]
+        chooser = self._chooser
+        if chooser is not None:
+            if ctx is None and self._half_life is None:
+                s, f = self._s[slots], self._f[slots]
+            else:
+                s, f = self._evidence(slots, ctx, now)
+            a0, b0 = self._a0[slots], self._b0[slots]
+            alpha, beta = a0 + s, b0 + f
+            scores = chooser.scores(s, f, a0, b0, self._rng)
         else:
-            s, f = self._evidence(slots, ctx, now)
-            alpha, beta = self._a0[slots] + s, self._b0[slots] + f
-        scores = self._strategy.scores(alpha, beta, self._rng)
+            strategy = self._strategy
+            assert strategy is not None  # one of the two is set
+            if ctx is None and self._half_life is None:
+                alpha, beta = self._alpha[slots], self._beta[slots]
+            else:
+                s, f = self._evidence(slots, ctx, now)
+                alpha, beta = self._a0[slots] + s, self._b0[slots] + f
+            scores = strategy.scores(alpha, beta, self._rng)
         count = slots.shape[0]
-        # Positions best first, as Python ints; ties go to the earlier candidate.
+        # Positions best first, as Python ints; ties go to the earlier candidate (a policy
+        # whose propensities assume random tie-breaking splits them, PolicyChooser.top).
         chosen: list[int]
         if token_budget is not None:
-            chosen = self._fit_budget(cands, scores, k, token_budget).tolist()
+            order = (np.argsort(-scores, kind="stable") if chooser is None
+                     else chooser.top(scores, count, self._rng))
+            chosen = self._fit_budget(cands, order, k, token_budget).tolist()
+        elif chooser is not None:
+            chosen = chooser.top(scores, k, self._rng).tolist()
         elif k >= count:
             chosen = np.argsort(-scores, kind="stable").tolist()
         elif k == 1:
@@ -679,7 +706,7 @@ class Learner:
             note = (f"only {count} candidate(s) for k={k}: all are returned" if count < k else
                     f"only {len(chosen)} of k={k} fit token_budget={token_budget:g}")
         return SelectionResult(selected, token, self.name, ctx.key if ctx else GLOBAL_CONTEXT,
-                               self._strategy.name, explored, count, k, note)
+                               self._strategy_name, explored, count, k, note)
 
     @staticmethod
     def _scored(
@@ -701,8 +728,9 @@ class Learner:
 
     @staticmethod
     def _fit_budget(
-        cands: _Candidates, scores: FloatArray, k: int, budget: float
+        cands: _Candidates, order: IntArray, k: int, budget: float
     ) -> IntArray:
+        """The best positions (``order``: all of them, best first) whose costs fit."""
         if isinstance(budget, bool) or not isinstance(budget, int | float) or not (
             math.isfinite(budget) and budget >= 0
         ):
@@ -721,10 +749,10 @@ class Learner:
                 costs.append(float(cost))
         picked: list[int] = []
         spent = 0.0
-        for pos in np.argsort(-scores, kind="stable"):
-            cost = costs[int(pos)]
+        for pos in order.tolist():
+            cost = costs[pos]
             if spent + cost <= budget:
-                picked.append(int(pos))
+                picked.append(pos)
                 spent += cost
                 if len(picked) == k:
                     break

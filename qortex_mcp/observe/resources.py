@@ -67,7 +67,7 @@ def register_resources(server: MCPServer[Any], runtime: QortexRuntime) -> None:
         return {"learners": [{
             "name": s.name, "arms": s.arms, "selections": s.selections,
             "feedback": s.feedback, "last_update": s.last_update,
-            "strategy": _strategy_name(registry.config_for(s.name).strategy),
+            "strategy": registry.config_for(s.name).strategy_name(),
             "posteriors": posteriors_uri(s.name)} for s in shown],
             "left_out": len(summaries) - len(shown)}
 
@@ -81,15 +81,12 @@ def register_resources(server: MCPServer[Any], runtime: QortexRuntime) -> None:
                 total = len((await lrn.metrics()).arms) if len(page) == MAX_ARMS else len(page)
         except QortexError as exc:
             raise MCPError(code=INVALID_PARAMS, message=str(exc)) from None
-        return {"learner": lrn.name, "strategy": _strategy_name(lrn.config.strategy),
+        return {"learner": lrn.name, "strategy": lrn.config.strategy_name(),
                 "arms": [{
             "id": p.id, "alpha": p.alpha, "beta": p.beta, "mean": p.mean,
             "ci_low": p.ci_low, "ci_high": p.ci_high, "pulls": p.pulls,
             "selections": p.selections} for p in page], "left_out": total - len(page)}
 
-
-def _strategy_name(strategy: object) -> str:
-    return strategy if isinstance(strategy, str) else str(getattr(strategy, "name", strategy))
 
 
 class ResourceNotifier:

@@ -28,7 +28,7 @@ from typing import Any, Final, Literal
 import numpy as np
 
 from qortex_mcp.errors import InvalidInput, preview
-from qortex_mcp.learning import LearnerRegistry
+from qortex_mcp.learning import LearnerConfig, LearnerRegistry
 from qortex_mcp.learning.validation import check_name
 from qortex_mcp.observe.estimates import estimator_for, prob_best
 from qortex_mcp.observe.streams import StreamLagSource
@@ -58,12 +58,11 @@ def _page(offset: object, limit: object) -> tuple[int, int]:
     return offset, limit
 
 
-def _strategy(config: Any) -> tuple[str, dict[str, Any]]:
-    strategy = config.strategy
-    name = strategy if isinstance(strategy, str) else str(getattr(strategy, "name", strategy))
-    params = {"prior": list(config.prior), "half_life_s": config.half_life_s,
+def _strategy(config: LearnerConfig) -> tuple[str, dict[str, Any]]:
+    params = {**config.strategy_parameters(), "prior": list(config.prior),
+              "half_life_s": config.half_life_s,
               "reward_model": config.build_reward_model().name}
-    return name, params
+    return config.strategy_name(), params
 
 
 @dataclass

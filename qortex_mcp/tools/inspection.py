@@ -142,17 +142,20 @@ def _status(rt: QortexRuntime) -> Any:
     @guarded
     async def status(*, limit: LimitArg = 100) -> Annotated[CallToolResult, StatusOutput]:
         """Report the server version, which store holds the learning and where, and each
-        learner's arm, selection and feedback counts and how each outcome word counts for
-        it. Call first when unsure what exists."""
+        learner's strategy and its parameters, arm, selection and feedback counts and how
+        each outcome word counts for it. Call first when unsure what exists."""
         registry = await rt.registry()
         info = await registry.store.info()
         learners = await registry.summaries()
         rates = {lrn.name: lrn.feedback_last_minute for lrn in registry.open_learners()}
         shown = []
         for learner in learners[:limit]:
-            model = registry.config_for(learner.name).build_reward_model()
+            config = registry.config_for(learner.name)
+            model = config.build_reward_model()
             shown.append(LearnerStatus.model_validate(learner).model_copy(update={
                 "feedback_last_minute": rates.get(learner.name),
+                "strategy": config.strategy_name(),
+                "strategy_params": config.strategy_parameters(),
                 "reward_model": model.name, "outcome_rewards": outcome_rewards(model)}))
         feedback = sum(s.feedback for s in learners)
         if not learners:
