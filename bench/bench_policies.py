@@ -20,6 +20,9 @@ Parts (``all`` runs every part; the figures in bench/RESULTS.md section 5 come f
   100 and 1,000 (both fed the same rewards: one per arm, then min(2000, 5K) on random
   arms), interleaved blocks; target ratio <= 1.3.
 * ``propensity``: what a first-slot propensity costs against one select, at K = 100.
+* ``learner``: ``Learner.select`` p50 (memory store, K arms each given feedback, then 5K
+  random feedbacks) with each strategy a learner runs, against the same learner with
+  ``thompson`` (its fast path), interleaved blocks: what the policy layer costs in a learner.
 """
 
 from __future__ import annotations
@@ -36,9 +39,11 @@ import numpy as np
 from common import Case, fmt_ratio, interleave, round_ratio, table, verdict
 from policy_refs import REFS
 
+from qortex_mcp.learning import ArmOutcome, Learner, LearnerConfig, MemoryLearningStore
 from qortex_mcp.learning.policies import POLICIES, Policy, make_policy
+from qortex_mcp.learning.selection import LEARNER_STRATEGIES
 
-PARTS = ("all", "regret", "adversarial", "select", "propensity")
+PARTS = ("all", "regret", "adversarial", "select", "propensity", "learner")
 REGRET_RATIO_MAX = 1.10
 KL_UCB_K10_MAX = 90.0
 SELECT_RATIO_MAX = 1.3
@@ -275,6 +280,45 @@ def print_propensity(res: dict[str, Any], sz: Sizes) -> list[str]:
     return []
 
 
+async def _learner(name: str, K: int) -> tuple[Learner, list[str]]:
+    learner = await Learner.create(LearnerConfig(name="b", strategy=name, seed=2),
+                                   MemoryLearningStore())
+    arms = [f"a{i}" for i in range(K)]
+    g = np.random.default_rng(5)
+    picks = [*range(K), *g.integers(0, K, 5 * K).tolist()]
+    await learner.observe_many([[ArmOutcome(arms[a], reward=float(g.random() < 0.4),
+                                            idempotency_key=f"k{i}")]
+                                for i, a in enumerate(picks)])
+    return learner, arms
+
+
+async def part_learner(sz: Sizes) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for K in sz.select_ks[:2]:
+        base, base_arms = await _learner("thompson", K)
+        for name in LEARNER_STRATEGIES:
+            learner, arms = await _learner(name, K)
+            cases = {"mine": Case(lambda lrn=learner, a=arms: lrn.select(a)),
+                     "thompson": Case(lambda lrn=base, a=base_arms: lrn.select(a))}
+            await interleave(cases, block=sz.block, rounds=sz.rounds, budget_s=sz.budget_s)
+            out[f"{name}@{K}"] = {"name": name, "K": K, "p50_us": cases["mine"].p50_us,
+                                  "ref_p50_us": cases["thompson"].p50_us,
+                                  "ratio": round_ratio(cases["mine"], cases["thompson"])}
+            await learner.close()
+        await base.close()
+    return out
+
+
+def print_learner(res: dict[str, Any], sz: Sizes) -> list[str]:
+    print("\n### Learner.select p50 µs per strategy vs the thompson learner (ratio)\n")
+    ks = sz.select_ks[:2]
+    body = [[name, *(f"{res[f'{name}@{K}']['p50_us']:.1f} / {res[f'{name}@{K}']['ref_p50_us']:.1f}"
+                     f" ({fmt_ratio(res[f'{name}@{K}']['ratio'])})" for K in ks)]
+            for name in LEARNER_STRATEGIES]
+    print(table(["strategy", *(f"K={K}: strategy / thompson (ratio)" for K in ks)], body))
+    return []
+
+
 async def main() -> int:
     ap = common.base_parser(__doc__ or "", PARTS)
     ap.add_argument("--strategies", nargs="+", choices=list(POLICIES), default=list(POLICIES))
@@ -301,6 +345,9 @@ async def main() -> int:
     if "propensity" in parts:
         results["propensity"] = prop = await part_propensity(sz, names)
         printers.append(lambda: print_propensity(prop, sz))
+    if "learner" in parts:
+        results["learner"] = lrn = await part_learner(sz)
+        printers.append(lambda: print_learner(lrn, sz))
     misses = [m for show in printers for m in show()]
     print(f"\nwall time {time.perf_counter() - t0:.0f} s; targets missed: "
           f"{', '.join(misses) if misses else 'none'}")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from qortex_mcp.errors import ConfigError, QortexError, preview
+from qortex_mcp.learning.changes import PageHinkley, change_detector
 from qortex_mcp.learning.rewards import RewardModel, reward_model_by_name
 from qortex_mcp.learning.selection import PolicyChooser
 from qortex_mcp.learning.strategies import LearningStrategy, ThompsonSampling
@@ -18,7 +19,7 @@ __all__ = ["LearnerConfig"]
 
 _OPTION_NAMES: Final = frozenset({
     "strategy", "strategy_params", "reward_model", "prior", "arm_priors", "half_life_s",
-    "context_backoff",
+    "context_backoff", "change_detection",
     "selection_ttl_s", "seed", "max_arms", "max_candidates", "max_contexts",
     "feedback_per_minute", "feedback_per_arm_per_minute", "accept_unchosen_feedback",
 })
@@ -43,6 +44,10 @@ class LearnerConfig:
         arm_priors: seeded priors for named arms, e.g. ``{"concise-v1": (8, 2)}``.
         half_life_s: evidence older than this counts half (applied lazily per arm); None
             keeps evidence forever.
+        change_detection: None (default: off), True or ``"page_hinkley"`` (the defaults),
+            or a table of Page-Hinkley parameters (``delta``, ``threshold``, ``shrink``,
+            ``min_samples``): when an arm's reward level moves, its evidence shrinks toward
+            its prior (``qortex_mcp.learning.changes``).
         context_backoff: ``m`` of the back-off rule (``qortex_mcp.learning.context``).
         selection_ttl_s: selection ids older than this are refused; 0 means never. Every
             feedback path (``observe``, the tools, the reranker) enforces it.
@@ -68,6 +73,7 @@ class LearnerConfig:
     prior: tuple[float, float] = (1.0, 1.0)
     arm_priors: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     half_life_s: float | None = None
+    change_detection: bool | str | Mapping[str, Any] | None = None
     context_backoff: float = 4.0
     selection_ttl_s: float = 30 * 86400
     seed: int | None = None
@@ -115,6 +121,7 @@ class LearnerConfig:
         if self.strategy_params and not isinstance(self.strategy, str):
             raise ConfigError("strategy_params go with a strategy name, not an instance")
         self.build_strategy()  # a bad name or parameter fails here, not at the first select
+        change_detector(self.change_detection)
 
     def build_strategy(self) -> LearningStrategy | PolicyChooser:
         """The strategy object: ``ThompsonSampling`` for ``"thompson"`` without parameters
@@ -131,6 +138,10 @@ class LearnerConfig:
         if s == "thompson" and not self.strategy_params:
             return ThompsonSampling()
         return PolicyChooser(s, self.strategy_params)
+
+    def build_change_detector(self) -> PageHinkley | None:
+        """The change detector ``change_detection`` names (None: off)."""
+        return change_detector(self.change_detection)
 
     def strategy_name(self) -> str:
         s = self.strategy
@@ -157,8 +168,9 @@ class LearnerConfig:
         values = dict(options)
         if "prior" in values:
             values["prior"] = tuple(values["prior"])
-        if "strategy_params" in values and isinstance(values["strategy_params"], Mapping):
-            values["strategy_params"] = dict(values["strategy_params"])
+        for table in ("strategy_params", "change_detection"):
+            if table in values and isinstance(values[table], Mapping):
+                values[table] = dict(values[table])
         if "arm_priors" in values:
             if not isinstance(values["arm_priors"], Mapping):
                 raise ConfigError("arm_priors must be a table of [alpha, beta] pairs")
@@ -173,6 +185,8 @@ class LearnerConfig:
         return json.dumps({
             "strategy": self.strategy_name(),
             **({"strategy_params": self.strategy_parameters()} if self.strategy_params else {}),
+            **({"change_detection": detector.params}
+               if (detector := self.build_change_detector()) else {}),
             "reward_model": self.build_reward_model().name,
             "prior": list(self.prior),
             "half_life_s": self.half_life_s,

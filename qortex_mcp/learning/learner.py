@@ -46,9 +46,11 @@ from qortex_mcp.errors import (
     LimitExceeded,
     QortexError,
     SelectionConflict,
+    StoreError,
     UnknownArm,
     preview,
 )
+from qortex_mcp.learning.changes import CHANGE_DETECTED, ArmTests
 from qortex_mcp.learning.config import LearnerConfig
 from qortex_mcp.learning.context import CanonicalContext, canonical_context
 from qortex_mcp.learning.limits import (
@@ -173,6 +175,8 @@ class Learner:
         else:
             self._strategy = strategy
         self._strategy_name = config.strategy_name()
+        detector = config.build_change_detector()
+        self._changes = None if detector is None else ArmTests(detector)
         self._reward_model = config.build_reward_model()
         self._half_life = config.half_life_s
         self._refresh_interval = refresh_interval_s
@@ -925,7 +929,25 @@ class Learner:
                     f"{standing}; the first answer stands"
                 )
         self._absorb(result.rows)
+        if self._changes is not None:
+            await self._detect_changes(rows, result.statuses)
         return result
+
+    async def _detect_changes(self, rows: Sequence[FeedbackRow],
+                              statuses: Sequence[RowStatus]) -> None:
+        """Feed the committed rewards to the arms' change tests; shrink the evidence of an
+        arm whose test alarms (``qortex_mcp.learning.changes``). The feedback is already
+        durable: a store failure here is logged and does not fail the feedback."""
+        tests = self._changes
+        assert tests is not None
+        fired = [row.arm for row, status in zip(rows, statuses, strict=True)
+                 if status == "applied" and tests.observe(row.arm, row.reward)]
+        for arm in dict.fromkeys(fired):
+            log.info(CHANGE_DETECTED, learner=self.name, arm=arm, shrink=tests.test.shrink)
+            try:
+                await self._decay(arm, tests.test.shrink, CHANGE_DETECTED)
+            except StoreError as exc:
+                log.warning("change_decay_failed", learner=self.name, arm=arm, code=exc.code)
 
     def _watch(self, listener: Callable[[Sequence[EvidenceRow]], None]) -> None:
         """Call ``listener`` with the evidence rows the cache took in (feedback, another
@@ -977,6 +999,9 @@ class Learner:
                                         self._half_life)
         if "conflict" not in merged.statuses:
             self._absorb(merged.rows)
+            if self._changes is not None:
+                await self._detect_changes([r for _, rows, _ in ready for r in rows],
+                                           merged.statuses)
             selects = set().union(*(sel for _, _, sel in ready))
             first = len(merged.new_keys & selects) if selects else 0
             self._answered += first
@@ -996,6 +1021,8 @@ class Learner:
                     f"reward {result.standing[k]}; the first answer stands")
                 continue
             self._absorb(result.rows)
+            if self._changes is not None:
+                await self._detect_changes(rows, result.statuses)
             first = len(result.new_keys & selects) if selects else 0
             self._answered += first
             self._pending_answered += first
@@ -1259,15 +1286,15 @@ class Learner:
         self._check_open()
         await self._decay("", factor)
 
-    async def _decay(self, arm: str, factor: float) -> None:
+    async def _decay(self, arm: str, factor: float, reason: str | None = None) -> None:
         if isinstance(factor, bool) or not isinstance(factor, int | float) or not (
             math.isfinite(factor) and 0.0 <= factor <= 1.0
         ):
             raise InvalidInput(f"factor must be a number in [0, 1], got {preview(factor)}")
         await self._ensure_stored()
-        rows = await self.store.decay(self.name, arm, float(factor), time.time())
+        rows = await self.store.decay(self.name, arm, float(factor), time.time(), reason)
         self._absorb(rows)
-        log.info("decay", learner=self.name, arm=arm or "*", factor=factor)
+        log.info("decay", learner=self.name, arm=arm or "*", factor=factor, reason=reason)
 
     async def reset(
         self,

@@ -267,7 +267,9 @@ class _Importer:
         if st.seen[sig] <= st.existing[sig]:
             return
         if factor is not None:
-            await self.store.decay(st.name, arm, factor, at)
+            reason = rec.get("outcome")
+            await self.store.decay(st.name, arm, factor, at,
+                                   reason if isinstance(reason, str) else None)
         else:
             await self.store.reset(st.name, [arm] if arm else None,
                                    None if ctx is None else str(ctx), at, False)
@@ -390,6 +392,10 @@ def _check_event(rec: dict[str, Any]) -> FeedbackRow | None:
         check_name(arm, "arm id")
     if kind == "decay":
         _num(rec, "factor", 0.0, 1.0)
+        reason = rec.get("outcome")
+        if reason is not None and not isinstance(reason, str):
+            raise InvalidInput(f"a decay's outcome (its reason) must be text, got "
+                               f"{preview(reason)}")
     elif rec.get("ctx") is not None:
         _ctx_key(rec.get("ctx"), "a reset's ctx")
     return None

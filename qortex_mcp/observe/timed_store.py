@@ -89,9 +89,9 @@ class TimedStore:
         return await self.inner.changes(learner, cursor)
 
     async def decay(
-        self, learner: str, arm: str, factor: float, at: float
+        self, learner: str, arm: str, factor: float, at: float, reason: str | None = None
     ) -> Sequence[EvidenceRow]:
-        return await self.inner.decay(learner, arm, factor, at)
+        return await self.inner.decay(learner, arm, factor, at, reason)
 
     async def reset(
         self, learner: str, arms: Sequence[str] | None, ctx: str | None, at: float,

@@ -58,12 +58,12 @@ class Param:
             text += " (an integer)"
         return f"None or {text}" if self.nullable else text
 
-    def check(self, value: object, strategy: str) -> ParamValue:
+    def check(self, value: object, strategy: str, owner: str = "strategy") -> ParamValue:
         """The checked value. Raises ``ConfigError`` naming the accepted range."""
         if value is None and self.nullable:
             return None
         wrong = ConfigError(
-            f"strategy {strategy!r} parameter {self.name!r} must be {self.constraints}, "
+            f"{owner} {strategy!r} parameter {self.name!r} must be {self.constraints}, "
             f"got {preview(value)}"
         )
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -92,7 +92,8 @@ def _num(x: float) -> str:
 
 
 def check_params(
-    strategy: str, declared: tuple[Param, ...], given: Mapping[str, object] | None
+    strategy: str, declared: tuple[Param, ...], given: Mapping[str, object] | None,
+    owner: str = "strategy",
 ) -> dict[str, ParamValue]:
     """Every declared parameter with its checked value (the default when not given).
 
@@ -104,7 +105,7 @@ def check_params(
         given = {}
     if not isinstance(given, Mapping):
         raise ConfigError(
-            f"strategy {strategy!r} parameters must be a table of names to values, "
+            f"{owner} {strategy!r} parameters must be a table of names to values, "
             f"got {preview(given)}"
         )
     known = {p.name: p for p in declared}
@@ -112,9 +113,9 @@ def check_params(
         if name not in known:
             valid = ", ".join(known) if known else "none (it takes no parameters)"
             raise ConfigError(
-                f"unknown parameter {preview(name)} for strategy {strategy!r}; valid: {valid}"
+                f"unknown parameter {preview(name)} for {owner} {strategy!r}; valid: {valid}"
             )
     return {
-        p.name: p.check(given[p.name], strategy) if p.name in given else p.default
+        p.name: p.check(given[p.name], strategy, owner) if p.name in given else p.default
         for p in declared
     }

@@ -172,7 +172,8 @@ WITH up AS (
     WHERE learner = $1 AND ($4 = '' OR arm = $4)
     RETURNING ctx, arm, s, f, n, rsum, t, v
 ), logged AS (
-    INSERT INTO {s}.events (learner, kind, arm, at, factor) VALUES ($1, 'decay', $4, $5, $2)
+    INSERT INTO {s}.events (learner, kind, arm, at, factor, outcome)
+    VALUES ($1, 'decay', $4, $5, $2, $6)
 )
 SELECT ctx, arm, s, f, n, rsum, t, v FROM up
 """

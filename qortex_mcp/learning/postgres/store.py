@@ -310,10 +310,10 @@ class PostgresLearningStore:
         await self._write(learner, "recording selections", run)
 
     async def decay(
-        self, learner: str, arm: str, factor: float, at: float
+        self, learner: str, arm: str, factor: float, at: float, reason: str | None = None
     ) -> Sequence[EvidenceRow]:
         async def run(conn: Any, v: int) -> list[EvidenceRow]:
-            rows = await conn.fetch(self._sql.decay, learner, factor, v, arm, at)
+            rows = await conn.fetch(self._sql.decay, learner, factor, v, arm, at, reason)
             return [EvidenceRow(*r) for r in rows]
 
         return await self._write(learner, "decaying evidence", run)

@@ -151,9 +151,10 @@ class LearningStore(Protocol):
         ...
 
     async def decay(
-        self, learner: str, arm: str, factor: float, at: float
+        self, learner: str, arm: str, factor: float, at: float, reason: str | None = None
     ) -> Sequence[EvidenceRow]:
-        """Multiply evidence of ``arm`` (every arm when empty) by ``factor``; log an event."""
+        """Multiply evidence of ``arm`` (every arm when empty) by ``factor``; log a decay
+        event carrying ``reason`` (its ``outcome``: e.g. ``change_detected``) when given."""
         ...
 
     async def reset(

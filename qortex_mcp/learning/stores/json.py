@@ -314,9 +314,9 @@ class JsonLearningStore:
         )
 
     async def decay(
-        self, learner: str, arm: str, factor: float, at: float
+        self, learner: str, arm: str, factor: float, at: float, reason: str | None = None
     ) -> Sequence[EvidenceRow]:
-        return await self._run(lambda t: t.decay(learner, arm, factor, at), write=True)
+        return await self._run(lambda t: t.decay(learner, arm, factor, at, reason), write=True)
 
     async def reset(
         self, learner: str, arms: Sequence[str] | None, ctx: str | None, at: float,

@@ -111,9 +111,9 @@ class MemoryLearningStore:
                                                    answered)
 
     async def decay(
-        self, learner: str, arm: str, factor: float, at: float
+        self, learner: str, arm: str, factor: float, at: float, reason: str | None = None
     ) -> Sequence[EvidenceRow]:
-        return (await self._writable()).decay(learner, arm, factor, at)
+        return (await self._writable()).decay(learner, arm, factor, at, reason)
 
     async def reset(
         self, learner: str, arms: Sequence[str] | None, ctx: str | None, at: float,

@@ -187,7 +187,8 @@ class Tables:
                 cur[0], cur[1] = priors[arm]
             cur[4] = v
 
-    def decay(self, learner: str, arm: str, factor: float, at: float) -> list[EvidenceRow]:
+    def decay(self, learner: str, arm: str, factor: float, at: float,
+              reason: str | None = None) -> list[EvidenceRow]:
         rec = self._get(learner)
         v = self._bump(rec)
         out = []
@@ -198,7 +199,7 @@ class Tables:
                 cur[5] = v
                 out.append(self._ev(key, cur))
         self._log(learner, kind="decay", key=None, arm=arm, ctx=None, reward=None, weight=None,
-                  outcome=None, at=at, factor=factor)
+                  outcome=reason, at=at, factor=factor)
         return out
 
     def reset(

@@ -566,7 +566,7 @@ class SqliteLearningStore:
         await self._submit_job(run, "recording selections")
 
     async def decay(
-        self, learner: str, arm: str, factor: float, at: float
+        self, learner: str, arm: str, factor: float, at: float, reason: str | None = None
     ) -> Sequence[EvidenceRow]:
         def run(conn: sqlite3.Connection) -> list[EvidenceRow]:
             row = _one(conn, sql.BUMP, (learner, time.time()))
@@ -577,7 +577,8 @@ class SqliteLearningStore:
                 "AND (?4 = '' OR arm = ?4)", (factor, v, learner, arm),
             )
             conn.execute(
-                sql.INSERT_EVENT, (learner, "decay", None, arm, None, None, None, None, at, factor)
+                sql.INSERT_EVENT,
+                (learner, "decay", None, arm, None, None, None, reason, at, factor),
             )
             return [EvidenceRow(*r) for r in conn.execute(sql.EVIDENCE_AT, (learner, v))]
 
