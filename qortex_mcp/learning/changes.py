@@ -11,7 +11,9 @@ any context). For an arm's ``n``-th reward ``x`` with running mean ``m``:
 
 ``delta`` is the size of drift it tolerates, ``threshold`` (lambda) trades detection delay
 for false alarms. On an alarm the arm's evidence, in every context, is multiplied by
-``shrink`` (toward its prior, as ``decay_arm`` does), a ``decay`` event with reason
+``shrink`` (toward its prior, as ``decay_arm`` does; with ``all_arms = 1`` every arm's, a
+global restart: the runner-up may have changed too, unseen because it is rarely played),
+a ``decay`` event with reason
 ``change_detected`` goes into the event log (so ``replay`` and export see it), the
 ``change_detected`` log event is written on stderr, and the arm's test starts over.
 
@@ -40,10 +42,12 @@ _PARAMETERS: Final = (
     Param("delta", 0.05, "drift of the mean reward tolerated without an alarm", low=0.0),
     Param("threshold", 20.0, "alarm level of the cumulative deviation (Page-Hinkley's lambda)",
           low=0.0, low_open=True),
-    Param("shrink", 0.05, "factor the arm's evidence is multiplied by on an alarm",
+    Param("shrink", 0.01, "factor the arm's evidence is multiplied by on an alarm",
           low=0.0, high=1.0, high_open=True),
     Param("min_samples", 20, "rewards of an arm before its test may alarm", kind="int",
           low=1),
+    Param("all_arms", 0, "1: an alarm shrinks every arm of the learner (a global restart), "
+          "0: only the arm that alarmed", kind="int", low=0, high=1),
 )
 
 
@@ -53,13 +57,14 @@ class PageHinkley:
 
     delta: float = 0.05
     threshold: float = 20.0
-    shrink: float = 0.05
+    shrink: float = 0.01
     min_samples: int = 20
+    all_arms: bool = False
 
     @property
     def params(self) -> dict[str, ParamValue]:
         return {"delta": self.delta, "threshold": self.threshold, "shrink": self.shrink,
-                "min_samples": self.min_samples}
+                "min_samples": self.min_samples, "all_arms": int(self.all_arms)}
 
 
 def change_detector(spec: object) -> PageHinkley | None:
@@ -85,7 +90,8 @@ def change_detector(spec: object) -> PageHinkley | None:
                           f"{', '.join(METHODS)}")
     checked = check_params(str(method), _PARAMETERS, params, owner="change detector")
     return PageHinkley(float(checked["delta"] or 0.0), float(checked["threshold"] or 0.0),
-                       float(checked["shrink"] or 0.0), int(checked["min_samples"] or 1))
+                       float(checked["shrink"] or 0.0), int(checked["min_samples"] or 1),
+                       bool(checked["all_arms"]))
 
 
 class ArmTests:
@@ -98,6 +104,10 @@ class ArmTests:
 
     def __len__(self) -> int:
         return len(self._state)
+
+    def clear(self) -> None:
+        """Start every arm's test over (after a global restart)."""
+        self._state.clear()
 
     def observe(self, arm: str, reward: float) -> bool:
         """Take one reward of ``arm``; True when its test alarms (it then starts over)."""

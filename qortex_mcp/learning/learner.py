@@ -942,8 +942,16 @@ class Learner:
         assert tests is not None
         fired = [row.arm for row, status in zip(rows, statuses, strict=True)
                  if status == "applied" and tests.observe(row.arm, row.reward)]
-        for arm in dict.fromkeys(fired):
-            log.info(CHANGE_DETECTED, learner=self.name, arm=arm, shrink=tests.test.shrink)
+        if not fired:
+            return
+        # What to shrink ("" = every arm: one global restart) -> the arm that alarmed.
+        targets = {arm: arm for arm in fired}
+        if tests.test.all_arms:
+            targets = {"": fired[0]}
+            tests.clear()
+        for arm, cause in targets.items():
+            log.info(CHANGE_DETECTED, learner=self.name, arm=cause,
+                     scope="arm" if arm else "all arms", shrink=tests.test.shrink)
             try:
                 await self._decay(arm, tests.test.shrink, CHANGE_DETECTED)
             except StoreError as exc:

@@ -73,7 +73,8 @@ def test_the_detector_spec(spec: object, expected: PageHinkley | None) -> None:
     ({"shrink": 1.0}, "parameter 'shrink' must be"),
     ({"min_samples": 0.5}, "parameter 'min_samples' must be"),
     ({"lambda": 3}, "unknown parameter 'lambda' for change detector 'page_hinkley'; valid: "
-                    "delta, threshold, shrink, min_samples"),
+                    "delta, threshold, shrink, min_samples, all_arms"),
+    ({"all_arms": 2}, "parameter 'all_arms' must be"),
     (3, "change_detection must be true, a method name or a table"),
 ])
 def test_bad_specs_are_refused(spec: object, words: str) -> None:
@@ -85,8 +86,8 @@ def test_bad_specs_are_refused(spec: object, words: str) -> None:
 def test_toml_options_and_the_stored_config() -> None:
     config = LearnerConfig.from_options("x", {"change_detection": {"threshold": 4.0}})
     assert config.build_change_detector() == PageHinkley(threshold=4.0)
-    assert '"change_detection": {"delta": 0.05, "min_samples": 20, "shrink": 0.05, ' \
-           '"threshold": 4.0}' in config.describe()
+    assert '"change_detection": {"all_arms": 0, "delta": 0.05, "min_samples": 20, ' \
+           '"shrink": 0.01, "threshold": 4.0}' in config.describe()
     assert "change_detection" not in LearnerConfig().describe()
 
 
@@ -114,6 +115,24 @@ async def test_an_alarm_shrinks_the_arm_and_logs_why(tmp_path: Path) -> None:
     decays = [e for e in events if e.kind == "decay"]
     assert len(decays) == 1
     assert (decays[0].arm, decays[0].factor, decays[0].outcome) == ("a", 0.1, CHANGE_DETECTED)
+    assert report.ok, report.mismatches
+
+
+async def test_all_arms_restarts_every_arm(tmp_path: Path) -> None:
+    config = LearnerConfig(name="cd", change_detection={"threshold": 3.0, "shrink": 0.1,
+                                                         "all_arms": 1})
+    async with SqliteLearningStore(tmp_path / "state.db") as store:
+        learner = await Learner.create(config, store)
+        await feed(learner, "b", [1.0] * 30, "b")
+        await feed(learner, "a", [1.0] * 60 + [0.0] * 15, "a")
+        a, b = await learner.posteriors(["a", "b"])
+        events = await store.events("cd")
+        report = await learner.replay()
+        await learner.close()
+    assert a.alpha < 8.0, a
+    assert b.alpha == pytest.approx(1.0 + 3.0), b  # its 30 successes shrunk to a tenth
+    (decay,) = [e for e in events if e.kind == "decay"]
+    assert (decay.arm, decay.outcome) == ("", CHANGE_DETECTED)
     assert report.ok, report.mismatches
 
 
