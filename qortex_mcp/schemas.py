@@ -130,6 +130,18 @@ class RerankOutput(_Out):
     explanations: list[ItemExplanation] | None = None
 
 
+class EstimateOut(_Out):
+    mean: float | None = Field(description="the strategy's estimate of the mean reward (null: "
+                               "no evidence yet, for a frequentist strategy)")
+    low: float
+    high: float
+    interval: Literal["credible", "confidence"]
+    level: float = Field(description="the interval's probability, e.g. 0.95")
+    pulls: float = Field(description="(decayed, backed-off) observations behind it")
+    params: dict[str, float] = Field(description="the strategy's own numbers, e.g. alpha/beta "
+                                     "of a Beta posterior or pulls/reward_sum")
+
+
 class PosteriorOut(_Out):
     id: str
     alpha: float
@@ -141,6 +153,9 @@ class PosteriorOut(_Out):
     selections: int
     reward_rate: float | None = Field(description="mean raw reward of the feedback received")
     last_update: float | None = Field(description="Unix time of the last feedback")
+    estimate: EstimateOut | None = Field(
+        None, description="what the learner's strategy believes: for UCB-type strategies the "
+        "sample mean with a confidence interval; for Thompson the Beta posterior above")
 
 
 class PosteriorsOutput(_Out):

@@ -63,11 +63,16 @@ from qortex_mcp.learning.limits import (
     FeedbackRateLimiter,
     MemoryBudget,
 )
+from qortex_mcp.learning.policies import Estimate
 from qortex_mcp.learning.replay import EventFold, replay_events
 from qortex_mcp.learning.selection import PolicyChooser
 from qortex_mcp.learning.stats import beta_interval
 from qortex_mcp.learning.stores.base import LearningStore, apply_many, event_pages
-from qortex_mcp.learning.strategies import LearningStrategy, default_generator
+from qortex_mcp.learning.strategies import (
+    LearningStrategy,
+    ThompsonSampling,
+    default_generator,
+)
 from qortex_mcp.learning.tasks import stop_tasks
 from qortex_mcp.learning.tokens import MAX_OFFERED, SelectionClaims, SelectionSigner
 from qortex_mcp.learning.types import (
@@ -1162,10 +1167,20 @@ class Learner:
             row = self._ctx.get(ctx.key, {}).get(slot)
             n, rsum, t = (int(row[2]), row[3], row[4]) if row else (0, 0.0, 0.0)
         low, high = beta_interval(a, b)
+        chooser = self._chooser
+        if chooser is not None:
+            estimate: Estimate | None = chooser.estimate(
+                float(s[0]), float(f[0]), float(self._a0[slot]), float(self._b0[slot]))
+        elif isinstance(self._strategy, ThompsonSampling):
+            estimate = Estimate(a / (a + b), low, high, "credible", 0.95, float(s[0] + f[0]),
+                                {"alpha": a, "beta": b})
+        else:
+            estimate = None
         return Posterior(
             id=self._ids[slot], alpha=a, beta=b, mean=a / (a + b), ci_low=low, ci_high=high,
             pulls=n, selections=int(self._sel[slot]), reward_rate=rsum / n if n else None,
             last_update=t if n else None, context_key=ctx.key if ctx else GLOBAL_CONTEXT,
+            estimate=estimate,
         )
 
     def _slots_for(self, arm_ids: Sequence[str] | None) -> list[int]:

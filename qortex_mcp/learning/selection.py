@@ -23,7 +23,7 @@ from typing import Final
 import numpy as np
 
 from qortex_mcp.errors import ConfigError, preview
-from qortex_mcp.learning.policies import POLICIES, Policy, make_policy
+from qortex_mcp.learning.policies import POLICIES, Estimate, Policy, make_policy
 from qortex_mcp.learning.policies.ranking import FloatArray, IntArray, top_k
 
 __all__ = ["LEARNER_STRATEGIES", "PolicyChooser", "runnable"]
@@ -76,6 +76,12 @@ class PolicyChooser:
             return self.policy.scores(np.column_stack((s, f)), rng,
                                       prior=np.column_stack((a0, b0)))
         return self.policy.scores(np.column_stack((s + f, s)), rng)
+
+    def estimate(self, s: float, f: float, a0: float, b0: float) -> Estimate:
+        """The strategy's estimate of one arm from its (effective) evidence and prior."""
+        if self._beta:
+            return self.policy.estimate(np.array([s, f]), np.array([a0, b0]))
+        return self.policy.estimate(np.array([s + f, s]))
 
     def top(self, scores: FloatArray, k: int, rng: np.random.Generator) -> IntArray:
         """The ``k`` best positions, best first; ties split at random when the policy's

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Final, Literal
 
+from qortex_mcp.learning.policies.base import Estimate
+
 __all__ = [
     "ApplyResult",
     "Arm",
@@ -206,6 +208,10 @@ class Posterior:
     reward_rate: float | None
     last_update: float | None
     context_key: str = GLOBAL_CONTEXT
+    estimate: Estimate | None = None
+    """What the learner's strategy believes about the arm (``policies.Estimate``: a mean
+    with a credible or confidence interval and the strategy's own numbers); None for a
+    ``LearningStrategy`` instance given as the strategy."""
 
 
 @dataclass(frozen=True, slots=True)

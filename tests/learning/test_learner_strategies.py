@@ -197,3 +197,47 @@ async def test_a_strategy_from_the_toml_file_runs_and_status_shows_it(tmp_path: 
     assert (learner["strategy"], learner["strategy_params"]) == ("ucb1", {"c": 1.0})
     with pytest.raises(ConfigError, match="temperature"):
         LearnerConfig.from_options("bad", settings.learner_options("bad"))
+
+
+async def test_posteriors_show_the_strategys_estimate() -> None:
+    async with MemoryLearningStore() as store:
+        ucb = await Learner.create(LearnerConfig(name="u", strategy="ucb1"), store)
+        for i, r in enumerate([1.0, 1.0, 0.0, 1.0]):
+            await ucb.observe(ArmOutcome("a", reward=r, idempotency_key=f"u{i}"))
+        await ucb.select(["a", "fresh"])  # offered, never answered
+        tried, untried = await ucb.posteriors(["a", "fresh"])
+        ts = await Learner.create(LearnerConfig(name="t"), store)
+        await ts.observe(ArmOutcome("a", reward=1.0))
+        (beta,) = await ts.posteriors(["a"])
+        await ucb.close()
+        await ts.close()
+    assert tried.estimate is not None and untried.estimate is not None  # noqa: PT018
+    assert tried.estimate.interval == "confidence"
+    assert tried.estimate.mean == pytest.approx(0.75)
+    assert tried.estimate.low < 0.75 < tried.estimate.high
+    assert dict(tried.estimate.params) == {"pulls": 4.0, "reward_sum": 3.0}
+    assert (untried.estimate.mean, untried.estimate.low, untried.estimate.high) == (None, 0, 1)
+    assert tried.alpha == 4.0  # the Beta view of the same evidence stays
+    assert beta.estimate is not None
+    assert beta.estimate.interval == "credible"
+    assert (beta.estimate.low, beta.estimate.high) == (beta.ci_low, beta.ci_high)
+    assert dict(beta.estimate.params) == {"alpha": 2.0, "beta": 1.0}
+
+
+async def test_the_posteriors_tool_shows_the_estimate(tmp_path: Path) -> None:
+    settings = Settings.build(store="memory", state_dir=tmp_path / "state",
+                              learners={"k": {"strategy": "kl_ucb"}})
+    registry = LearnerRegistry(MemoryLearningStore(), SelectionSigner.random(),
+                               options=settings.learners)
+    await registry.open()
+    try:
+        async with Client(build_server(settings, registry=registry)) as client:
+            await ok(client, "qortex_feedback", {"learner": "k", "arm_id": "a",
+                                                 "outcome": "accepted"})
+            out = await ok(client, "qortex_posteriors", {"learner": "k"})
+    finally:
+        await registry.close()
+    (arm,) = out["arms"]
+    assert arm["estimate"]["interval"] == "confidence"
+    assert arm["estimate"]["mean"] == 1.0
+    assert arm["estimate"]["params"] == {"pulls": 1.0, "reward_sum": 1.0}
