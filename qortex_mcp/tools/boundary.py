@@ -466,17 +466,18 @@ class ToolBoundary:
             return result, "OK"
         error = call.error
         if error is None:
-            text = "".join(c.get("text", "") for c in result.get("content", []))
-            if text == f"Error executing tool {name}":
-                # The log gets the exception's type and traceback (stderr, never stdout);
-                # the client learns only that it happened.
-                crash = call.crash
-                log.error("tool_crashed", tool=name,
-                          error_type=type(crash).__name__ if crash is not None else None,
-                          exc_info=crash if crash is not None else False)
-                error = _Internal("unexpected server error; the server log has the details")
-            else:
-                error = InvalidInput(text.removeprefix(f"Error executing tool {name}: "))
+            # Not a refusal of ours: the tool body crashed (``guarded`` kept the exception)
+            # or the SDK failed the call around it although the strict arguments passed.
+            # Either is a defect: the log gets the exception's type and traceback, or the
+            # SDK's text (stderr, never stdout); the client learns only that it happened.
+            # Decided by what ``guarded`` saw, never by parsing the SDK's message.
+            crash = call.crash
+            log.error("tool_crashed", tool=name,
+                      error_type=type(crash).__name__ if crash is not None else None,
+                      sdk_text=None if crash is not None else "".join(
+                          c.get("text", "") for c in result.get("content", [])),
+                      exc_info=crash if crash is not None else False)
+            error = _Internal("unexpected server error; the server log has the details")
         return _error_result(error, result), error.code
 
 

@@ -232,6 +232,24 @@ async def test_an_unexpected_failure_is_internal_logged_and_not_leaked(
     assert (await ok(client, "qortex_status"))["store"] == "sqlite"  # and the server lives on
 
 
+async def test_an_sdk_error_is_internal_whatever_its_text_says(
+    client: Client, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The boundary decides by what ``guarded`` saw, not by parsing the SDK's message: a
+    ToolError that is not a qortex refusal (here raised past ``guarded``, whose text reads
+    like an argument error) is INTERNAL_ERROR, and its text goes to the log only."""
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    async def sdk_refusal(*_: object, **__: object) -> None:
+        raise ToolError("INVALID_ARGUMENT: k looks wrong")
+
+    monkeypatch.setattr(Learner, "select", sdk_refusal)
+    code, text = await refused(client, "qortex_select", {"candidates": ["a"]})
+    assert code == "INTERNAL_ERROR"
+    assert "k looks wrong" not in text
+    assert "k looks wrong" in caplog.text
+
+
 CRASHING_SERVER = """
 import sys
 import anyio
