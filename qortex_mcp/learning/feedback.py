@@ -12,7 +12,6 @@ needs the click model, which lives above the library: callers pass it in as ``cl
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -21,9 +20,9 @@ from qortex_mcp.errors import InvalidInput, InvalidOutcome, InvalidReward, previ
 from qortex_mcp.learning.learner import Learner
 from qortex_mcp.learning.nexttool import NextToolModel
 from qortex_mcp.learning.registry import LearnerRegistry
-from qortex_mcp.learning.rewards import OUTCOME_WORDS
+from qortex_mcp.learning.rewards import outcome_value
 from qortex_mcp.learning.types import ArmOutcome, FeedbackResult
-from qortex_mcp.learning.validation import NUMBER_TYPES, check_name
+from qortex_mcp.learning.validation import check_name
 
 __all__ = [
     "FEEDBACK_FIELDS",
@@ -93,23 +92,11 @@ class FeedbackRequest:
 
 
 def _outcome_value(where: str, value: object) -> OutcomeValue:
-    """As the tool's strict schema: words exactly, numeric strings left to the reward model,
-    numbers (not booleans) as floats; the library refuses values outside [0, 1] by name."""
-    if isinstance(value, str):
-        if value in OUTCOME_WORDS:
-            return value
-        try:
-            float(value)
-        except ValueError:
-            raise InvalidOutcome(
-                f"{where}: unknown outcome word; use one of {', '.join(OUTCOME_WORDS)} "
-                f"(lowercase) or a number in [0, 1]") from None
-        return value
-    if isinstance(value, NUMBER_TYPES) and not isinstance(value, bool):
-        with contextlib.suppress(OverflowError):
-            return float(value)
-    raise InvalidReward(f"{where}: must be 'accepted', 'rejected', 'partial' or a number in "
-                        f"[0, 1], got {preview(value)}")
+    """``rewards.outcome_value`` (the tools' rule), its refusal located and quoted."""
+    try:
+        return outcome_value(value)
+    except (InvalidOutcome, InvalidReward) as exc:
+        raise type(exc)(f"{where}: {exc.message}, got {preview(value)}") from None
 
 
 def _optional_str(body: Mapping[str, object], name: str) -> str | None:

@@ -8,23 +8,62 @@ optional 1-5 rating). Any object with ``name`` and ``__call__(outcome) -> float`
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Final, Protocol, runtime_checkable
 
-from qortex_mcp.errors import ConfigError, InvalidOutcome, preview
+from qortex_mcp.errors import ConfigError, InvalidOutcome, InvalidReward, preview
 from qortex_mcp.learning.types import Outcome, ToolExecution
+from qortex_mcp.learning.validation import NUMBER_TYPES
 
 __all__ = [
+    "NOT_AN_OUTCOME",
     "OUTCOME_WORDS",
+    "UNKNOWN_WORD",
     "BinaryReward",
     "RewardModel",
     "TernaryReward",
     "ToolOutcomeReward",
     "outcome_rewards",
+    "outcome_value",
     "reward_model_by_name",
 ]
 
 OUTCOME_WORDS: Final = ("accepted", "rejected", "partial")
+
+UNKNOWN_WORD: Final = (f"unknown outcome word; use one of {', '.join(OUTCOME_WORDS)} "
+                       "(lowercase) or a number in [0, 1]")
+NOT_AN_OUTCOME: Final = "must be 'accepted', 'rejected', 'partial' or a number in [0, 1]"
+
+
+def outcome_value(value: object) -> str | float:
+    """An outcome as every feedback path reads it (the tools' schema, the REST API, the
+    streams): a word of ``OUTCOME_WORDS`` exactly, or a number (not a boolean) as a float;
+    the reward model then checks the range. Words are matched exactly ("Accepted" is
+    refused with the valid words), and a number written as text ("0.5") is refused like
+    any other non-number: one rule, so one input gets one answer on every path.
+
+    Raises:
+        InvalidOutcome: a string that is not an outcome word (``UNKNOWN_WORD``).
+        InvalidReward: anything else that is not a number (``NOT_AN_OUTCOME``).
+    """
+    if isinstance(value, str):
+        if value in OUTCOME_WORDS:
+            return value
+        if not _numeric(value):
+            raise InvalidOutcome(UNKNOWN_WORD)
+    elif isinstance(value, NUMBER_TYPES) and not isinstance(value, bool):
+        with contextlib.suppress(OverflowError):  # a 400-digit integer is refused below
+            return float(value)
+    raise InvalidReward(NOT_AN_OUTCOME)
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 @runtime_checkable

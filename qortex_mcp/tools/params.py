@@ -8,17 +8,22 @@ rewards, contexts, priors) are left to it; the schema still documents them.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
+from qortex_mcp.errors import InvalidOutcome, InvalidReward
 from qortex_mcp.learning import Arm
 from qortex_mcp.learning.learner import MAX_K
-from qortex_mcp.learning.rewards import OUTCOME_WORDS
-from qortex_mcp.learning.validation import MAX_NAME_CHARS, NUMBER_TYPES
+from qortex_mcp.learning.rewards import (
+    NOT_AN_OUTCOME,
+    OUTCOME_WORDS,
+    UNKNOWN_WORD,
+    outcome_value,
+)
+from qortex_mcp.learning.validation import MAX_NAME_CHARS
 
 __all__ = [
     "MAX_LIMIT",
@@ -108,24 +113,13 @@ CandidatesArg = Annotated[list[Candidate], Field(
 
 
 def _outcome_value(value: object) -> str | float:
-    if isinstance(value, str):
-        if value in OUTCOME_WORDS:
-            return value
-        try:
-            float(value)
-        except ValueError:
-            # Words are matched exactly, like every other argument: "Accepted" is refused
-            # (with the valid words) rather than guessed at.
-            raise PydanticCustomError(
-                "outcome_word", "unknown outcome word; use one of "
-                f"{', '.join(OUTCOME_WORDS)} (lowercase) or a number in [0, 1]",
-            ) from None
-    if isinstance(value, NUMBER_TYPES) and not isinstance(value, bool):
-        with contextlib.suppress(OverflowError):  # a 400-digit integer is refused below
-            return float(value)  # the library refuses NaN and values outside [0, 1] by name
-    raise PydanticCustomError(
-        "outcome_value", "must be 'accepted', 'rejected', 'partial' or a number in [0, 1]"
-    )
+    """``rewards.outcome_value`` as a schema error (its type picks the code)."""
+    try:
+        return outcome_value(value)
+    except InvalidOutcome:
+        raise PydanticCustomError("outcome_word", UNKNOWN_WORD) from None
+    except InvalidReward:
+        raise PydanticCustomError("outcome_value", NOT_AN_OUTCOME) from None
 
 
 OutcomeValue = Annotated[

@@ -13,7 +13,7 @@ from mcp import Client
 from mcp.server.mcpserver import MCPServer
 
 from qortex_mcp.config import Settings
-from qortex_mcp.errors import StoreBusy
+from qortex_mcp.errors import QortexError, StoreBusy
 from qortex_mcp.learning import Learner, LearnerRegistry
 from qortex_mcp.server import build_server, register_tools
 from qortex_mcp.tools import ERROR_META_KEY
@@ -317,3 +317,18 @@ async def test_a_registry_that_cannot_open_is_a_config_error_on_the_call(
     assert code == "CONFIG_ERROR"
     assert "QORTEX_SECRET" in text
     await runtime.aclose()
+
+
+@pytest.mark.parametrize("value", ["0.5", "1", "Accepted", "yes", True, [1.0], {"r": 1}])
+async def test_a_bad_outcome_gets_one_answer_on_the_tool_and_the_stream_paths(
+    client: Client, value: object,
+) -> None:
+    """The tools' schema and the stream / REST decoder read outcomes by one rule
+    (``rewards.outcome_value``): the same value is refused with the same code."""
+    from qortex_mcp.learning.feedback import parse_feedback
+
+    code, _ = await refused(client, "qortex_feedback", {"arm_id": "a", "outcome": value})
+    with pytest.raises(QortexError) as info:
+        parse_feedback({"arm_id": "a", "outcome": value})
+    assert info.value.code == code, (value, code, info.value)
+    assert code in ("INVALID_REWARD", "INVALID_OUTCOME")
