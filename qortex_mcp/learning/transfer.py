@@ -3,7 +3,7 @@
 The format (one JSON object per line, ``"type"`` first)::
 
     {"type": "header", "format": "qortex-mcp-export", "version": 1, ...}
-    {"type": "learner", "learner": "prompts", "selections": 12, "explored": 3}
+    {"type": "learner", "learner": "prompts", "selections": 12, "explored": 3, "answered": 9}
     {"type": "arm", "learner": "prompts", "arm": "concise-v1", "a0": 8.0, "b0": 2.0, ...}
     {"type": "event", "learner": "prompts", "kind": "feedback", "key": ..., "at": ...}
     {"type": "evidence", "learner": "prompts", "ctx": "", "arm": "concise-v1", "s": ...}
@@ -119,7 +119,7 @@ async def _export_pages(
     for name in names:
         snap = await store.load(name)
         head = [_line({"type": "learner", "learner": name, "selections": snap.selections,
-                       "explored": snap.explored})]
+                       "explored": snap.explored, "answered": snap.answered})]
         head.extend(_line({"type": "arm", "learner": name, "arm": arm.arm, "a0": arm.a0,
                            "b0": arm.b0, "selections": arm.selections,
                            "last_selected": arm.last_selected})
@@ -177,6 +177,7 @@ class _Learner:
     half_life_s: float | None
     selections: int = 0
     explored: int = 0
+    answered: int = 0
     arms: list[dict[str, Any]] = field(default_factory=list)
     arms_done: bool = False
     batch: list[FeedbackRow] = field(default_factory=list)
@@ -209,6 +210,7 @@ class _Importer:
         st = await self.learner(rec["learner"])
         if kind == "learner":
             st.selections, st.explored = _count(rec, "selections"), _count(rec, "explored")
+            st.answered = _count(rec, "answered")  # 0 in exports older than this field
         elif kind == "arm":
             st.arms.append(rec)
         elif kind == "event":
@@ -245,8 +247,9 @@ class _Importer:
                 priors[arm] = (_num(rec, "a0"), _num(rec, "b0"))
         sels = max(st.selections - snap.selections, 0)
         expl = max(st.explored - snap.explored, 0)
-        if counts or priors or sels or expl:
-            await self.store.record_selections(st.name, counts, priors, sels, expl)
+        answered = max(st.answered - snap.answered, 0)
+        if counts or priors or sels or expl or answered:
+            await self.store.record_selections(st.name, counts, priors, sels, expl, answered)
 
     async def event(self, st: _Learner, rec: dict[str, Any], row: FeedbackRow | None) -> None:
         if row is not None:
@@ -426,6 +429,7 @@ def _check(rec: dict[str, Any], begun: set[str]) -> FeedbackRow | None:
     if kind == "learner":
         _count(rec, "selections")
         _count(rec, "explored")
+        _count(rec, "answered")
         return None
     check_name(rec.get("arm"), "arm id")
     _count(rec, "selections")

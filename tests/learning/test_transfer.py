@@ -66,7 +66,7 @@ async def state(store: LearningStore) -> dict[str, Any]:
     for summary in await store.learners():
         snap = await store.load(summary.name)
         out[summary.name] = {
-            "counters": (snap.selections, snap.explored),
+            "counters": (snap.selections, snap.explored, snap.answered),
             "arms": sorted((a.arm, a.a0, a.b0, a.selections, a.last_selected)
                            for a in snap.arms),
             "evidence": sorted((r.ctx, r.arm, round(r.s, 12), round(r.f, 12), r.n,
