@@ -1,6 +1,6 @@
 """Benchmarks of the learning core, side by side with anchors.py's numpy reference.
 
-    python bench/bench_core.py [all | select topk observe regret] [--quick | --smoke]
+    python bench/bench_core.py [all | select topk observe regret register] [--quick | --smoke]
 
 Parts (``all`` runs every part; the figures in bench/RESULTS.md come from it):
 
@@ -21,6 +21,11 @@ Parts (``all`` runs every part; the figures in bench/RESULTS.md come from it):
   Thompson Sampling, select + observe quoting the selection id, all through the public API)
   vs ``RefTS``, plus ``RefTS`` drawing with the learner's sampler (SFC64, gamma pairs): the
   learner must make exactly that reference's decisions, seed for seed.
+* ``register``: the first ``select`` over N never-seen ids (N = 10,000, 100,000, 1,000,000;
+  a new learner each time, memory store; issue 11's target <= 0.3 s at 1M) next to its
+  floor in the same process, alternating: interning N ids in a dict
+  (``dict(zip(ids, range(N)))``) and gathering their slots (``np.fromiter``), what any
+  id-to-slot mapping pays. Median of 3 (1 in smoke mode).
 
 Every part runs the reference in the same process, interleaved with the project (see
 bench/common.py); ratios are project / reference.
@@ -55,13 +60,14 @@ from qortex_mcp.learning import (
     SqliteLearningStore,
 )
 
-PARTS = ("all", "select", "topk", "observe", "regret")
+PARTS = ("all", "select", "topk", "observe", "regret", "register")
 
 # Targets from issue 2 (project / reference, except throughput).
 SELECT_K1000_MAX = 1.5
 SELECT_K10000_MAX = 1.0
 TOPK_MAX = 1.3
 OBSERVE_16_MIN_PER_S = 5000.0
+REGISTER_1M_MAX_S = 0.3  # issue 11
 REGRET_BAR = {"K10": 60.0, "K100": 1400.0}
 
 
@@ -596,6 +602,40 @@ def print_regret(res: dict[str, Any]) -> None:
         print(f"Learner regret <= {REF} on {wins} of {res['seeds']} seeds.")
 
 
+# --- register -------------------------------------------------------------------------------
+
+
+async def part_register(a: Any, sz: Sizes, tmp: Path) -> dict[str, Any]:
+    sizes = (1000, 10_000) if sz.mode == "smoke" else (10_000, 100_000, 1_000_000)
+    rounds = 1 if sz.mode == "smoke" else 3
+    out: dict[str, Any] = {}
+    for n in sizes:
+        ids = [f"arm-{i:07d}" for i in range(n)]
+        mine, floor = [], []
+        for _ in range(rounds):
+            learner = await Learner.create(
+                LearnerConfig(name="reg", max_arms=2 * n, max_candidates=2 * n),
+                MemoryLearningStore())
+            t0 = time.perf_counter()
+            await learner.select(ids)
+            mine.append(time.perf_counter() - t0)
+            await learner.close()
+            t0 = time.perf_counter()
+            index = dict(zip(ids, range(n), strict=True))
+            np.fromiter(map(index.__getitem__, ids), dtype=np.int64, count=n)
+            floor.append(time.perf_counter() - t0)
+            del index
+        out[str(n)] = {"n": n, "s": statistics.median(mine), "floor_s": statistics.median(floor)}
+    return out
+
+
+def print_register(res: dict[str, Any]) -> None:
+    print("\n### First select over N new ids (s, median) vs interning them in a dict\n")
+    print(table(["N", "first select", "dict + gather (floor)", "ratio"],
+                [[f"{r['n']:,}", f"{r['s']:.3f}", f"{r['floor_s']:.3f}",
+                  fmt_ratio(ratio(r["s"], r["floor_s"]))] for r in res.values()]))
+
+
 # --- main -----------------------------------------------------------------------------------
 
 
@@ -641,6 +681,11 @@ async def main() -> int:
         print_observe(results["observe"], notes["tmp_fs"])
         if results["observe"]["concurrent"]["sqlite"]["per_s"] < OBSERVE_16_MIN_PER_S:
             failed.append("observe throughput")
+    if "register" in results:
+        print_register(results["register"])
+        big = results["register"].get("1000000")
+        if big is not None and big["s"] > REGISTER_1M_MAX_S:
+            failed.append("register 1M ids")
     if "regret" in results:
         print_regret(results["regret"])
         failed += [f"regret {prob}" for prob in results["regret"]["problems"]

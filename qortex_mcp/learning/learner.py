@@ -96,7 +96,13 @@ from qortex_mcp.learning.types import (
     ToolExecution,
     scored_arm,
 )
-from qortex_mcp.learning.validation import check_name, check_prior, check_reward, check_weight
+from qortex_mcp.learning.validation import (
+    check_name,
+    check_names,
+    check_prior,
+    check_reward,
+    check_weight,
+)
 from qortex_mcp.logging import get_logger
 
 __all__ = ["Learner"]
@@ -499,7 +505,9 @@ class Learner:
             ids: Sequence[str] = key
         else:
             ids = ()
-        if not ids or not all(type(a) is str for a in ids):
+        # True when every candidate is an id string (checked once: a pass over 1M ids costs).
+        only_ids = bool(ids) and all(type(a) is str for a in ids)
+        if not only_ids:
             ids = _ids_of(arms)
             key = tuple(ids)
             hit = self._candidates.get(key)
@@ -508,9 +516,9 @@ class Learner:
                 return _Candidates(ids, hit, arms), self._apply_arm_priors(arms, hit)
         if len(set(ids)) != len(ids):
             raise InvalidCandidates("candidate ids must be distinct")
-        for arm_id in ids:
-            if arm_id not in self._index:
-                check_name(arm_id, "arm id")
+        index = self._index
+        fresh = [i for i in ids if i not in index] if index else list(ids)
+        check_names(fresh, "arm id")
         for arm in arms:
             if type(arm) is not str:
                 if not isinstance(arm, Arm):
@@ -522,17 +530,22 @@ class Learner:
                     raise InvalidCandidates(f"token_cost of {preview(arm.id)} must be >= 0")
                 if arm.prior is not None:
                     check_prior(arm.prior)
-        fresh = [i for i in ids if i not in self._index]
         if len(self._ids) + len(fresh) > self.config.max_arms:
             raise LimitExceeded(f"learner {self.name!r} would exceed {self.config.max_arms} arms")
         if fresh:
-            self._budget.require(sum(ARM_BYTES + len(i) for i in fresh),
+            nbytes = ARM_BYTES * len(fresh) + sum(map(len, fresh))
+            self._budget.require(nbytes,
                                  f"select with {len(fresh)} new arm(s) on learner {self.name!r}")
-        slots = np.fromiter((self._slot(i) for i in ids), dtype=np.int64, count=len(ids))
+            # New ids take the next slots in the order given, as _slot would give them one
+            # by one, registered in bulk (a first select of 1M ids: one dict update).
+            start = len(self._ids)
+            self._grow(start + len(fresh))
+            index.update(zip(fresh, range(start, start + len(fresh)), strict=True))
+            self._ids.extend(fresh)
+            self._charge(nbytes)
+        slots = np.fromiter(map(index.__getitem__, ids), dtype=np.int64, count=len(ids))
         self._cache(key, slots)
-        priors = False
-        if type(arms[0]) is not str or not all(type(a) is str for a in arms):
-            priors = self._apply_arm_priors(arms, slots)
+        priors = False if only_ids else self._apply_arm_priors(arms, slots)
         return _Candidates(ids, slots, arms), priors
 
     def _cache(self, key: tuple[Any, ...], slots: IntArray) -> None:

@@ -107,3 +107,31 @@ async def test_a_prior_changed_by_another_instance_is_set_again_by_the_same_list
         assert (await priors(one))["x"] == (2.0, 8.0)
         await one.select(mine)  # the previous call's very candidates
         assert (await priors(one))["x"] == (8.0, 2.0)
+
+
+@pytest.mark.parametrize("bad", ["", " lead", "trail ", "tab\there", "x" * 129, "nul\x00",
+                                 "zero\u200bwidth", "e\u0301"])
+async def test_a_bad_id_among_many_new_ones_is_refused_and_nothing_registers(
+    bad: str,
+) -> None:
+    """Many new ids are checked in bulk (one pass for the usual printable ASCII ones); a bad
+    one anywhere among them is still refused with check_name's own message, and no id of
+    that call becomes an arm."""
+    from qortex_mcp.errors import InvalidName
+    from qortex_mcp.learning import Learner, LearnerConfig, MemoryLearningStore
+    from qortex_mcp.learning.validation import check_name
+
+    ids = [f"id-{i}" for i in range(500)]
+    ids.insert(250, bad)
+    with pytest.raises(InvalidName) as expected:
+        check_name(bad, "arm id")
+    async with MemoryLearningStore() as store:
+        learner = await Learner.create(LearnerConfig(name="bulk"), store)
+        with pytest.raises(InvalidName) as info:
+            await learner.select(ids)
+        assert str(info.value) == str(expected.value)
+        assert (await learner.metrics()).arms == ()
+        good = await learner.select(ids[:250] + ids[251:], k=3)
+        assert len(good.selected) == 3
+        assert len((await learner.metrics()).arms) == 500
+        await learner.close()
