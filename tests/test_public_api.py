@@ -62,3 +62,14 @@ def test_the_old_clicks_module_still_imports_with_a_warning() -> None:
     with pytest.warns(DeprecationWarning, match="moved to qortex_mcp.rerank.clicks"):
         old = importlib.import_module("qortex_mcp.clicks")
     assert old.ClickModel is ClickModel
+
+
+def test_the_fake_clock_moves_forward_only() -> None:
+    from qortex_mcp.testing import FakeClock
+
+    clock = FakeClock(100.0)
+    assert clock() == 100.0
+    clock.advance(2.5)
+    assert clock() == 102.5
+    with pytest.raises(ValueError, match="forward"):
+        clock.advance(-1.0)

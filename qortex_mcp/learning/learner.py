@@ -51,6 +51,7 @@ from qortex_mcp.errors import (
     preview,
 )
 from qortex_mcp.learning.changes import CHANGE_DETECTED, ArmTests
+from qortex_mcp.learning.clock import WallClock
 from qortex_mcp.learning.config import LearnerConfig
 from qortex_mcp.learning.context import CanonicalContext, canonical_context
 from qortex_mcp.learning.limits import (
@@ -169,8 +170,10 @@ class Learner:
         flush_interval_s: float,
         budget: MemoryBudget | None = None,
         clock: Clock | None = None,
+        now: WallClock = time.time,
     ) -> None:
         self.config = config
+        self._now = now
         self.name = config.name
         self.store = store
         self._signer = signer
@@ -254,6 +257,7 @@ class Learner:
         flush_interval_s: float = 1.0,
         budget: MemoryBudget | None = None,
         clock: Clock | None = None,
+        now: WallClock = time.time,
     ) -> Self:
         """Open (or create) a learner and load its posteriors.
 
@@ -280,6 +284,9 @@ class Learner:
                 (shared by a registry's learners); default: its own, without a limit.
             clock: monotonic seconds for the feedback rate caps (default
                 ``time.monotonic``; tests pass a fake one).
+            now: wall seconds since the epoch for feedback and selection times, half-life
+                decay and maintenance events (default ``time.time``; tests pass a
+                ``clock.FakeClock`` and move it instead of sleeping).
 
         Raises:
             StoreError: the store cannot be opened.
@@ -306,7 +313,7 @@ class Learner:
             if signer is None:
                 signer = await store_signer(store, config.selection_ttl_s)
             learner = cls(config, store, signer, rng or default_generator(config.seed), owns,
-                          refresh_interval_s, flush_interval_s, budget, clock)
+                          refresh_interval_s, flush_interval_s, budget, clock, now)
             for arm, prior in config.arm_priors.items():
                 learner._set_prior(learner._slot(arm), prior, persist=False)
             await learner._sync()
@@ -657,7 +664,7 @@ class Learner:
         ctx = canonical_context(context)
         cands = self._resolve(arms)
         slots = cands.slots
-        now = time.time()
+        now = self._now()
         chooser = self._chooser
         if chooser is not None:
             if ctx is None and self._half_life is None:
@@ -896,7 +903,7 @@ class Learner:
             raise InvalidInput("batch_observe takes a list of ArmOutcome")
         if not outcomes:
             return []
-        now = time.time()
+        now = self._now()
         selects: set[str] = set()
         rows = [self._prepare(o, now, selects) for o in outcomes]
         result = await self._apply_rows(rows)
@@ -1000,7 +1007,7 @@ class Learner:
                 them all is safe: each is deduplicated by its keys).
         """
         self._check_open()
-        now = time.time()
+        now = self._now()
         out: list[tuple[RowStatus, ...] | QortexError] = []
         ready: list[tuple[int, list[FeedbackRow], set[str]]] = []
         for i, outcomes in enumerate(requests):
@@ -1224,7 +1231,7 @@ class Learner:
         slots = self._slots_for(arm_ids)[offset:]
         if limit is not None:
             slots = slots[:limit]
-        now = time.time()
+        now = self._now()
         return [self._posterior(slot, ctx, now) for slot in slots]
 
     async def top_arms(self, k: int = 5, context: dict[str, Any] | None = None) -> list[Posterior]:
@@ -1238,10 +1245,10 @@ class Learner:
         if not count:
             return []
         slots = np.arange(count, dtype=np.int64)
-        s, f = self._evidence(slots, ctx, time.time())
+        s, f = self._evidence(slots, ctx, self._now())
         means = (self._a0[:count] + s) / (self._a0[:count] + s + self._b0[:count] + f)
         order = np.lexsort((np.array(self._ids, dtype=object), -means))[:k]
-        now = time.time()
+        now = self._now()
         return [self._posterior(int(slot), ctx, now) for slot in order]
 
     async def arm_arrays(self, context: dict[str, Any] | None = None) -> ArmArrays:
@@ -1251,7 +1258,7 @@ class Learner:
         ctx = canonical_context(context)
         await self._sync()
         count = len(self._ids)
-        s, f = self._evidence(np.arange(count, dtype=np.int64), ctx, time.time())
+        s, f = self._evidence(np.arange(count, dtype=np.int64), ctx, self._now())
         return ArmArrays(
             ids=tuple(self._ids), alpha=self._a0[:count] + s, beta=self._b0[:count] + f,
             pulls=self._n[:count].copy(), selections=self._sel[:count].copy(),
@@ -1304,7 +1311,7 @@ class Learner:
         s = np.zeros(len(arm_ids))
         f = np.zeros(len(arm_ids))
         if known.any():
-            ks, kf = self._evidence(slots[known], ctx, time.time())
+            ks, kf = self._evidence(slots[known], ctx, self._now())
             s[known], f[known] = ks, kf
         return s, f
 
@@ -1315,7 +1322,7 @@ class Learner:
         self._check_open()
         slot = self._slots_for([arm_id])[0]
         await self._decay(arm_id, factor)
-        return self._posterior(slot, None, time.time())
+        return self._posterior(slot, None, self._now())
 
     async def decay(self, factor: float) -> None:
         """Shrink every arm's learned evidence toward its prior."""
@@ -1328,7 +1335,7 @@ class Learner:
         ):
             raise InvalidInput(f"factor must be a number in [0, 1], got {preview(factor)}")
         await self._ensure_stored()
-        rows = await self.store.decay(self.name, arm, float(factor), time.time(), reason)
+        rows = await self.store.decay(self.name, arm, float(factor), self._now(), reason)
         self._absorb(rows)
         log.info("decay", learner=self.name, arm=arm or "*", factor=factor, reason=reason)
 
@@ -1347,7 +1354,7 @@ class Learner:
         if not dry_run:
             await self._ensure_stored()
         touched, rows, removed = await self.store.reset(
-            self.name, arms, None if ctx is None else ctx.key, time.time(), dry_run
+            self.name, arms, None if ctx is None else ctx.key, self._now(), dry_run
         )
         if not dry_run:
             await self._sync()

@@ -211,7 +211,7 @@ class NextToolModel:
         ctx = canonical_context(context)
         level = self._levels_of(self._state(history), ctx.body if ctx else None)[-1]
         table = self.learner._ctx.get(level.key, {})
-        ids, half_life, now = self.learner._ids, self.learner._half_life, time.time()
+        ids, half_life, now = self.learner._ids, self.learner._half_life, self.learner._now()
         out = {}
         for slot, row in table.items():
             n = row[0] + row[1]
@@ -250,7 +250,7 @@ class NextToolModel:
         most ``_MEMO_DRIFT`` of it: counts then decay by less than 0.01%)."""
         lrn = self.learner
         memo_key = (levels[-1].key, tools)
-        now = time.time()
+        now = self.learner._now()
         hit = self._memo.get(memo_key)
         if hit is not None:
             got, at, arms, priors = hit
@@ -405,7 +405,7 @@ class NextToolModel:
         if claims.kind != "next":
             raise InvalidSelection("this selection_id is not a next-tool suggestion")
         levels = self._levels_of(state_of(claims.history), claims.context)
-        now = time.time()
+        now = self.learner._now()
         rows: list[FeedbackRow] = []
         rated: list[FeedbackRow] = []
         for tool, value in outcomes.items():

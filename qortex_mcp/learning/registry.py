@@ -12,6 +12,7 @@ holds it; one that is in use is never closed under its caller.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -27,6 +28,7 @@ from qortex_mcp.errors import (
     UnknownLearner,
     preview,
 )
+from qortex_mcp.learning.clock import WallClock
 from qortex_mcp.learning.config import LearnerConfig
 from qortex_mcp.learning.learner import Learner
 from qortex_mcp.learning.limits import Clock, MemoryBudget
@@ -58,6 +60,7 @@ class LearnerRegistry:
             limit. Calls that would pass it are refused with ``LIMIT_EXCEEDED``.
         seed: seeds the learners' generators (each learner gets its own stream).
         clock: monotonic seconds for the learners' feedback rate caps (tests).
+        now: the learners' wall clock (``Learner.create(now=...)``; tests).
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class LearnerRegistry:
         owns_store: bool = True,
         refresh_interval_s: float = 0.5,
         clock: Clock | None = None,
+        now: WallClock = time.time,
     ) -> None:
         if isinstance(max_open, bool) or not isinstance(max_open, int) or max_open < 1:
             raise ConfigError("max_open must be an integer of at least 1")
@@ -81,6 +85,7 @@ class LearnerRegistry:
         self._max = max_open
         self.budget = MemoryBudget(memory_budget_bytes)
         self._clock = clock
+        self._now = now
         self._seeds = np.random.SeedSequence(seed)
         self._owns_store = owns_store
         self._refresh = refresh_interval_s
@@ -149,7 +154,8 @@ class LearnerRegistry:
             rng = default_generator(self._seeds.spawn(1)[0])
             learner = await Learner.create(self.config_for(name), self.store, signer=self.signer,
                                            rng=rng, refresh_interval_s=self._refresh,
-                                           budget=self.budget, clock=self._clock)
+                                           budget=self.budget, clock=self._clock,
+                                           now=self._now)
             self._learners[name] = learner
             if self._known is not None:
                 self._known.add(name)

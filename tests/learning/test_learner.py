@@ -35,6 +35,7 @@ from qortex_mcp.learning import (
     TernaryReward,
     ToolExecution,
 )
+from qortex_mcp.learning.clock import FakeClock
 from qortex_mcp.learning.context import canonical_context
 
 pytestmark = pytest.mark.anyio
@@ -414,14 +415,20 @@ async def test_decay_arm_shrinks_toward_the_prior(store: LearningStore) -> None:
 
 
 async def test_half_life_fades_old_evidence_lazily(store: LearningStore) -> None:
-    learner = await make(store, half_life_s=0.2)
+    """Time is injected: the clock moves two half-lives, nobody sleeps."""
+    clock = FakeClock()
+    learner = await Learner.create(LearnerConfig(name="t", seed=1, half_life_s=3600.0), store,
+                                   signer=SIGNER, now=clock)
     for i in range(8):
         await learner.observe(ArmOutcome("a", reward=1.0, idempotency_key=f"k{i}"))
     (now,) = await learner.posteriors(["a"])
-    await asyncio.sleep(0.4)
+    clock.advance(2 * 3600.0)
     (later,) = await learner.posteriors(["a"])
-    assert later.alpha - 1.0 < (now.alpha - 1.0) * 0.3
+    assert now.alpha == pytest.approx(9.0)
+    assert later.alpha - 1.0 == pytest.approx((now.alpha - 1.0) / 4)
     assert (await learner.replay()).ok
+    events = await store.events("t")
+    assert {e.at for e in events} == {clock.now - 2 * 3600.0}
     await learner.close()
 
 
