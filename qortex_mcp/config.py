@@ -29,7 +29,7 @@ from typing import Any, Final, Literal
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from qortex_mcp.errors import ConfigError, preview
-from qortex_mcp.learning.stores.url import mask_dsn
+from qortex_mcp.learning.stores.dsn import mask_dsn
 
 __all__ = ["STORE_KINDS", "Settings", "default_state_dir", "mask_dsn"]
 

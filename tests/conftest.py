@@ -32,7 +32,7 @@ def postgres_unavailable(dsn: str) -> str | None:
         return "asyncpg is not installed (pip install -e '.[postgres]')"
     import asyncio
 
-    from qortex_mcp.learning.stores.url import mask_dsn
+    from qortex_mcp.learning.stores.dsn import mask_dsn
 
     async def probe() -> bool:
         conn = await asyncpg.connect(dsn, timeout=_PG_PROBE_TIMEOUT_S)

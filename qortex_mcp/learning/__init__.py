@@ -1,4 +1,6 @@
-"""The learning library: async Beta-Bernoulli bandit learners. Never imports ``mcp``.
+"""The learning library: async bandit learners over the policy layer's strategies
+(``policies``), on the evidence every store keeps. Never imports ``mcp`` or
+``qortex_mcp.config`` at import time.
 
 ``PostgresLearningStore`` lives in ``qortex_mcp.learning.postgres`` (the ``postgres``
 extra).

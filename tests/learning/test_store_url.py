@@ -18,8 +18,8 @@ from qortex_mcp.learning import (
     SqliteLearningStore,
     open_store,
 )
+from qortex_mcp.learning.stores.dsn import mask_dsn
 from qortex_mcp.learning.stores.factory import configured_store
-from qortex_mcp.learning.stores.url import mask_dsn
 from tests.conftest import PG_DSN, PG_UNAVAILABLE
 from tests.pg import drop_schema, new_schema_name
 

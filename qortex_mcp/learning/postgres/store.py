@@ -52,7 +52,7 @@ from qortex_mcp.learning.stores.base import (
     LearnerSummary,
     StoreInfo,
 )
-from qortex_mcp.learning.stores.url import mask_dsn
+from qortex_mcp.learning.stores.dsn import mask_dsn
 from qortex_mcp.learning.types import (
     GLOBAL_CONTEXT,
     ApplyResult,

@@ -22,26 +22,20 @@ scheme, an empty path, an unknown option) raises ``ConfigError`` naming what is 
 
 from __future__ import annotations
 
-import re
 from typing import Final, Literal
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from qortex_mcp.errors import ConfigError, preview
 from qortex_mcp.learning.stores.base import LearningStore
+from qortex_mcp.learning.stores.dsn import mask_dsn
 from qortex_mcp.learning.stores.json import JsonLearningStore
 from qortex_mcp.learning.stores.memory import MemoryLearningStore
 from qortex_mcp.learning.stores.sqlite import SqliteLearningStore
 
-__all__ = ["SCHEMES", "mask_dsn", "open_store"]
+__all__ = ["SCHEMES", "open_store"]
 
 SCHEMES: Final = ("sqlite", "json", "memory", "postgresql", "postgres")
 _SYNCHRONOUS: Final[dict[str, Literal["FULL", "NORMAL"]]] = {"full": "FULL", "normal": "NORMAL"}
-
-
-def mask_dsn(dsn: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    masked = re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", dsn)
-    return re.sub(r"(password=)[^&\s]*", r"\1***", masked, flags=re.IGNORECASE)
 
 
 def open_store(url: str) -> LearningStore:
