@@ -34,6 +34,7 @@ bench/common.py); ratios are project / reference.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import sqlite3
@@ -59,6 +60,8 @@ from qortex_mcp.learning import (
     SelectionSigner,
     SqliteLearningStore,
 )
+from qortex_mcp.learning.stores.sqlite import sql as sqlite_sql
+from qortex_mcp.learning.stores.sqlite.thread import DbThread
 
 PARTS = ("all", "select", "topk", "observe", "regret", "register")
 
@@ -338,6 +341,58 @@ async def part_observe(a: Any, sz: Sizes, tmp: Path) -> dict[str, Any]:
         con.execute(a.UPSERT, ("L", arm, r, r))
         con.execute("COMMIT")
 
+    # The floor of any one-hand-off writer: the same transaction on a thread that owns its
+    # connection (the store's DbThread), awaited from the loop: one hand-off each way.
+    def open_handoff() -> sqlite3.Connection:
+        c = sqlite3.connect(tmp / "ref_handoff.db", isolation_level=None)
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("PRAGMA synchronous=FULL")
+        c.execute(a.SCHEMA)
+        return c
+
+    handoff: DbThread[Any] = DbThread("bench-handoff", open_handoff)
+    await handoff.start()
+
+    def txn(conn: sqlite3.Connection, arm: str, r: float) -> None:
+        conn.execute("BEGIN")
+        conn.execute(a.UPSERT, ("L", arm, r, r))
+        conn.execute("COMMIT")
+
+    def ref_handoff() -> Any:
+        arm, r = nxt()
+        return handoff.call(lambda conn: txn(conn, arm, r))
+
+    # And the store's own statements for one bare feedback, in one transaction on such a
+    # thread, without its Python around them: bump the learner's version, check the key,
+    # insert the event, fold the evidence, upsert the arm, read the row back.
+    def open_store_sql() -> sqlite3.Connection:
+        c = sqlite3.connect(tmp / "ref_store_sql.db", isolation_level=None)
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("PRAGMA synchronous=FULL")
+        c.executescript(sqlite_sql.SCHEMA)
+        return c
+
+    store_sql: DbThread[Any] = DbThread("bench-store-sql", open_store_sql)
+    await store_sql.start()
+    seq = {"i": 0}
+
+    def store_txn(conn: sqlite3.Connection, arm: str, r: float) -> None:
+        seq["i"] += 1
+        key, now = f"bare:{seq['i']}", time.time()
+        conn.execute("BEGIN IMMEDIATE")
+        (v,) = conn.execute(sqlite_sql.BUMP, ("L", now)).fetchone()
+        conn.execute(sqlite_sql.ANSWERED, ("L", json.dumps([key]))).fetchall()
+        conn.execute(sqlite_sql.INSERT_EVENT,
+                     ("L", "feedback", key, arm, "", r, 1.0, None, now, None))
+        conn.execute(sqlite_sql.FOLD_PLAIN, ("L", "", arm, r, 1.0 - r, 1, r, now, v))
+        conn.execute(sqlite_sql.UPSERT_ARM, ("L", arm, None, None, v))
+        conn.execute(sqlite_sql.EVIDENCE_AT, ("L", v)).fetchall()
+        conn.execute("COMMIT")
+
+    def ref_store_sql() -> Any:
+        arm, r = nxt()
+        return store_sql.call(lambda conn: store_txn(conn, arm, r))
+
     async def ref_async() -> None:
         arm, r = nxt()
         await adb.execute(a.UPSERT, ("L", arm, r, r))
@@ -364,6 +419,8 @@ async def part_observe(a: Any, sz: Sizes, tmp: Path) -> dict[str, Any]:
         q_mem, p_mem = quoting(learners["memory"])
         cases = {
             "ref sqlite3": Case(ref_sync),
+            "ref sqlite3, one hand-off": Case(ref_handoff),
+            "ref store SQL, one hand-off": Case(ref_store_sql),
             "ref aiosqlite": Case(ref_async),
             "sqlite bare": Case(bare(learners["sqlite"])),
             "sqlite quoted": Case(q_sql, prep=p_sql),
@@ -417,6 +474,8 @@ async def part_observe(a: Any, sz: Sizes, tmp: Path) -> dict[str, Any]:
             await close_learner(lr)
         con.close()
         await adb.close()
+        await handoff.stop()
+        await store_sql.stop()
     for name, v in out["one_client"].items():
         print(f"[observe] {name}: p50 {v['p50_us']:.0f} us", file=sys.stderr, flush=True)
     for name, v in out["concurrent"].items():
@@ -429,6 +488,10 @@ def print_observe(res: dict[str, Any], fs: str) -> None:
     one = res["one_client"]
     label = {
         "ref sqlite3": "reference: sqlite3 WAL FULL, BEGIN / upsert / COMMIT (blocking)",
+        "ref sqlite3, one hand-off": "the same transaction on a writer thread, awaited (one "
+                                     "hand-off each way: the floor of the store's design)",
+        "ref store SQL, one hand-off": "the store's own statements for one feedback (bump, "
+                                       "check, event, fold, arm, read back) on such a thread",
         "ref aiosqlite": "reference: aiosqlite WAL FULL, autocommit upsert (1 await)",
         "sqlite bare": "Learner.observe, SQLite FULL, bare arm feedback",
         "sqlite quoted": "Learner.observe, SQLite FULL, quoting a selection_id",
