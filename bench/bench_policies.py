@@ -20,6 +20,11 @@ Parts (``all`` runs every part; the figures in bench/RESULTS.md section 5 come f
   100 and 1,000 (both fed the same rewards: one per arm, then min(2000, 5K) on random
   arms), interleaved blocks; target ratio <= 1.3.
 * ``propensity``: what a first-slot propensity costs against one select, at K = 100.
+* ``learner_regret``: regret of each strategy a learner runs, driven through the real
+  ``Learner.select`` / ``Learner.observe`` (memory store) on the K10 problem with the same
+  reward random numbers, against the strategy's own numpy reference (``policy_refs``):
+  the wiring (Beta evidence mapped onto the strategy's statistics) must learn as the
+  algorithm does. Target: median within 10% of the reference.
 * ``learner``: ``Learner.select`` p50 (memory store, K arms each given feedback, then 5K
   random feedbacks) with each strategy a learner runs, against the same learner with
   ``thompson`` (its fast path), interleaved blocks: what the policy layer costs in a learner.
@@ -43,7 +48,7 @@ from qortex_mcp.learning import ArmOutcome, Learner, LearnerConfig, MemoryLearni
 from qortex_mcp.learning.policies import POLICIES, Policy, make_policy
 from qortex_mcp.learning.selection import LEARNER_STRATEGIES
 
-PARTS = ("all", "regret", "adversarial", "select", "propensity", "learner")
+PARTS = ("all", "regret", "adversarial", "select", "propensity", "learner", "learner_regret")
 REGRET_RATIO_MAX = 1.10
 KL_UCB_K10_MAX = 90.0
 SELECT_RATIO_MAX = 1.3
@@ -292,6 +297,54 @@ async def _learner(name: str, K: int) -> tuple[Learner, list[str]]:
     return learner, arms
 
 
+async def run_learner(name: str, means: np.ndarray, U: np.ndarray, seed: int) -> np.ndarray:
+    T, K = U.shape
+    arms = [f"a{i}" for i in range(K)]
+    pos = {a: i for i, a in enumerate(arms)}
+    learner = await Learner.create(LearnerConfig(name="r", strategy=name, seed=seed),
+                                   MemoryLearningStore())
+    chosen = np.empty(T, dtype=np.intp)
+    for t in range(T):
+        sel = await learner.select(arms)
+        a = pos[sel.selected[0].id]
+        await learner.observe(ArmOutcome(arms[a], reward=1.0 if U[t, a] < means[t, a] else 0.0,
+                                         selection_id=sel.selection_id))
+        chosen[t] = a
+    await learner.close()
+    return chosen
+
+
+async def part_learner_regret(sz: Sizes) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    T, seeds = sz.horizon, min(sz.seeds["K10"], 20)
+    for name in LEARNER_STRATEGIES:
+        mine, ref = [], []
+        for s in range(seeds):
+            mu = make_problem("K10", s)
+            means = np.broadcast_to(mu, (T, mu.size))
+            U = np.random.default_rng(20_000 + s).random((T, mu.size))
+            mine.append(regret(means, await run_learner(name, means, U, s)))
+            ref.append(regret(means, run_ref(name, means, U, s)))
+        out[name] = {"median": med(mine), "ref_median": med(ref),
+                     "ratio": med(mine) / med(ref) if med(ref) > 0 else math.nan}
+        print(f"[learner_regret] {name}: {med(mine):.1f} vs ref {med(ref):.1f}", flush=True)
+    return out
+
+
+def print_learner_regret(res: dict[str, Any], sz: Sizes) -> list[str]:
+    seeds = min(sz.seeds["K10"], 20)
+    print(f"\n### Regret through the learner, K10, T = {sz.horizon:,}, {seeds} seeds "
+          f"(median within {REGRET_RATIO_MAX:.2f}x of the strategy's numpy reference)\n")
+    misses, body = [], []
+    for name, r in res.items():
+        ok = verdict(r["ratio"], REGRET_RATIO_MAX)
+        misses += [f"learner regret {name}"] if "MISS" in ok else []
+        body.append([name, f"{r['median']:.1f}", f"{r['ref_median']:.1f}",
+                     fmt_ratio(r["ratio"]), ok])
+    print(table(["strategy", "learner median", "ref median", "ratio", "target"], body))
+    return misses
+
+
 async def part_learner(sz: Sizes) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for K in sz.select_ks[:2]:
@@ -348,6 +401,9 @@ async def main() -> int:
     if "learner" in parts:
         results["learner"] = lrn = await part_learner(sz)
         printers.append(lambda: print_learner(lrn, sz))
+    if "learner_regret" in parts:
+        results["learner_regret"] = lreg = await part_learner_regret(sz)
+        printers.append(lambda: print_learner_regret(lreg, sz))
     misses = [m for show in printers for m in show()]
     print(f"\nwall time {time.perf_counter() - t0:.0f} s; targets missed: "
           f"{', '.join(misses) if misses else 'none'}")
