@@ -239,6 +239,9 @@ class LearnerStatus(_Out):
     strategy: str | None = Field(None, description="how this learner chooses (e.g. thompson)")
     strategy_params: dict[str, Any] | None = Field(
         None, description="the strategy's parameters, defaults filled in ({} for thompson)")
+    change_detection: dict[str, Any] | None = Field(
+        None, description="the Page-Hinkley change test's parameters when the learner runs "
+        "one (null: off)")
     reward_model: str | None = Field(None, description="how this learner scores outcomes")
     outcome_rewards: dict[str, float] | None = Field(
         None, description="the reward each outcome word counts as for this learner, e.g. "

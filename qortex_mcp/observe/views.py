@@ -59,8 +59,10 @@ def _page(offset: object, limit: object) -> tuple[int, int]:
 
 
 def _strategy(config: LearnerConfig) -> tuple[str, dict[str, Any]]:
+    detector = config.build_change_detector()
     params = {**config.strategy_parameters(), "prior": list(config.prior),
               "half_life_s": config.half_life_s,
+              "change_detection": detector.params if detector else None,
               "reward_model": config.build_reward_model().name}
     return config.strategy_name(), params
 

@@ -156,6 +156,8 @@ def _status(rt: QortexRuntime) -> Any:
                 "feedback_last_minute": rates.get(learner.name),
                 "strategy": config.strategy_name(),
                 "strategy_params": config.strategy_parameters(),
+                "change_detection": (detector.params if (detector := config.build_change_detector())
+                                     else None),
                 "reward_model": model.name, "outcome_rewards": outcome_rewards(model)}))
         feedback = sum(s.feedback for s in learners)
         if not learners:

@@ -173,7 +173,8 @@ def test_toml_options_carry_strategy_parameters() -> None:
 
 async def test_a_strategy_from_the_toml_file_runs_and_status_shows_it(tmp_path: Path) -> None:
     toml = tmp_path / "qortex.toml"
-    toml.write_text('[learners.tools]\nstrategy = "ucb1"\nstrategy_params = { c = 1.0 }\n\n'
+    toml.write_text('[learners.tools]\nstrategy = "ucb1"\nstrategy_params = { c = 1.0 }\n'
+                    'change_detection = { threshold = 10 }\n\n'
                     '[learners.bad]\nstrategy = "softmax"\n'
                     'strategy_params = { temperature = -1 }\n', encoding="utf-8")
     settings = Settings.build(store="sqlite", state_dir=tmp_path / "state", config_file=toml)
@@ -195,6 +196,8 @@ async def test_a_strategy_from_the_toml_file_runs_and_status_shows_it(tmp_path: 
         await store.close()
     (learner,) = status["learners"]
     assert (learner["strategy"], learner["strategy_params"]) == ("ucb1", {"c": 1.0})
+    assert learner["change_detection"] == {"delta": 0.05, "threshold": 10.0, "shrink": 0.01,
+                                           "min_samples": 20, "all_arms": 0}
     with pytest.raises(ConfigError, match="temperature"):
         LearnerConfig.from_options("bad", settings.learner_options("bad"))
 
