@@ -25,16 +25,16 @@ import numpy as np
 from qortex_mcp.errors import ConfigError, preview
 from qortex_mcp.learning.policies import POLICIES, Estimate, Policy, make_policy
 from qortex_mcp.learning.policies.ranking import FloatArray, IntArray, top_k
+from qortex_mcp.learning.policies.registry import LEARNER_LAYOUTS
 
 __all__ = ["LEARNER_STRATEGIES", "PolicyChooser", "runnable"]
 
-_BETA: Final = ("successes", "failures")
-_MEANS: Final = ("pulls", "reward_sum")
+_BETA: Final = LEARNER_LAYOUTS[0]  # (successes, failures); the other is (pulls, reward_sum)
 # The learner's prior comes from LearnerConfig.prior / arm_priors, never the policy's own.
 _PRIOR_PARAMS: Final = frozenset({"alpha0", "beta0"})
 
 LEARNER_STRATEGIES: Final = tuple(name for name, cls in POLICIES.items()
-                                  if cls.stats in (_BETA, _MEANS))
+                                  if cls.stats in LEARNER_LAYOUTS)
 """The strategies a learner runs today (the catalogue's order)."""
 
 

@@ -54,6 +54,10 @@ async def play(learner: Learner, rounds: int, seed: int,
 def test_the_learner_runs_every_strategy_but_three() -> None:
     assert set(LEARNER_STRATEGIES) == set(POLICIES) - set(NOT_YET)
     assert len(LEARNER_STRATEGIES) == 9
+    from qortex_mcp.learning.strategies import catalogue
+
+    assert {e.name for e in catalogue() if e.in_learner} == set(LEARNER_STRATEGIES)
+    assert catalogue()[0].as_dict()["in_learner"] is True
 
 
 @pytest.mark.parametrize("name", [n for n in LEARNER_STRATEGIES if n != "random"])

@@ -20,9 +20,14 @@ from qortex_mcp.learning.policies.params import Param
 from qortex_mcp.learning.policies.simple import EpsilonGreedy, RandomChoice, Softmax
 from qortex_mcp.learning.policies.ucb import KLUCB, MOSS, UCB1, UCB1Tuned
 
-__all__ = ["DEFAULT_POLICY", "POLICIES", "PolicyInfo", "catalogue", "make_policy"]
+__all__ = ["DEFAULT_POLICY", "LEARNER_LAYOUTS", "POLICIES", "PolicyInfo", "catalogue",
+           "make_policy"]
 
 DEFAULT_POLICY: Final = "thompson"
+
+LEARNER_LAYOUTS: Final = (("successes", "failures"), ("pulls", "reward_sum"))
+"""The statistics layouts a learner computes from the Beta evidence every store keeps
+(``learning.selection``): a strategy with another layout runs only on its own for now."""
 
 POLICIES: Final[Mapping[str, type[Policy]]] = {
     cls.name: cls
@@ -43,13 +48,15 @@ class PolicyInfo:
     statistics: tuple[str, ...]
     prior: tuple[str, ...]
     deterministic: bool
+    in_learner: bool = False
+    """A ``Learner`` can run it today (its statistics are the evidence stores keep)."""
 
     def as_dict(self) -> dict[str, object]:
         return {"name": self.name, "category": self.category, "summary": self.summary,
                 "reward_types": list(self.reward_types),
                 "parameters": [p.as_dict() for p in self.parameters],
                 "statistics": list(self.statistics), "prior": list(self.prior),
-                "deterministic": self.deterministic}
+                "deterministic": self.deterministic, "in_learner": self.in_learner}
 
 
 def make_policy(name: str = DEFAULT_POLICY, params: Mapping[str, object] | None = None) -> Policy:
@@ -69,7 +76,7 @@ def catalogue(reward_type: RewardType | None = None) -> tuple[PolicyInfo, ...]:
     """Every strategy (those taking ``reward_type``, when given), in the registry order."""
     return tuple(
         PolicyInfo(cls.name, cls.category, cls.summary, cls.reward_types, cls.parameters,
-                   cls.stats, cls.prior_names, cls.deterministic)
+                   cls.stats, cls.prior_names, cls.deterministic, cls.stats in LEARNER_LAYOUTS)
         for cls in POLICIES.values()
         if reward_type is None or reward_type in cls.reward_types
     )
