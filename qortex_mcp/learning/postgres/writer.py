@@ -19,9 +19,9 @@ from qortex_mcp.errors import StoreBusy, StoreError
 from qortex_mcp.learning.postgres.errors import translate
 from qortex_mcp.learning.postgres.runner import Runner
 from qortex_mcp.learning.stores.base import settled
-from qortex_mcp.learning.stores.decisions import ApplyRequest, decide
+from qortex_mcp.learning.stores.decisions import ApplyRequest, decide, request_results
 from qortex_mcp.learning.tasks import stop_tasks
-from qortex_mcp.learning.types import GLOBAL_CONTEXT, ApplyResult, EvidenceRow, FeedbackRow
+from qortex_mcp.learning.types import ApplyResult, EvidenceRow, FeedbackRow
 from qortex_mcp.logging import get_logger
 
 __all__ = ["FeedbackWriter"]
@@ -167,11 +167,4 @@ class FeedbackWriter:
             for r in rec["rows"] or ():
                 table[(r[0], r[1])] = EvidenceRow(*r)
         # 3. What each request left, as committed.
-        results = []
-        for req, d in zip(batch, decisions, strict=True):
-            mine = {(GLOBAL_CONTEXT, r.arm) for r in d.fresh} | {(r.ctx, r.arm) for r in d.fresh}
-            table = committed.get(req.learner, {})
-            rows = tuple(table[key] for key in table if key in mine)
-            results.append(ApplyResult(tuple(d.statuses), tuple(d.standing), rows,
-                                       frozenset(d.new_keys)))
-        return results, bool(committed)
+        return request_results(batch, decisions, committed), bool(committed)

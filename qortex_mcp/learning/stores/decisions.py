@@ -6,12 +6,18 @@ writes only the fresh rows.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from qortex_mcp.learning.types import ApplyResult, FeedbackRow, RowStatus
+from qortex_mcp.learning.types import (
+    GLOBAL_CONTEXT,
+    ApplyResult,
+    EvidenceRow,
+    FeedbackRow,
+    RowStatus,
+)
 
-__all__ = ["ApplyRequest", "Decision", "decide"]
+__all__ = ["ApplyRequest", "Decision", "decide", "request_results"]
 
 
 @dataclass
@@ -72,4 +78,22 @@ def decide(
             d.new_keys = {r.key for r in d.fresh if (learner, r.key) not in keys}
             keys.update((learner, r.key) for r in d.fresh)
         out.append(d)
+    return out
+
+
+def request_results(
+    batch: Sequence[ApplyRequest], decisions: Sequence[Decision],
+    committed: Mapping[str, Mapping[tuple[str, str], EvidenceRow]],
+) -> list[ApplyResult]:
+    """What each request of a committed batch left: its statuses and the evidence rows of
+    the (context, arm) cells it wrote, from ``committed`` (learner -> (ctx, arm) -> row,
+    read back in the batch's transaction). Cells are looked up, not scanned: a stream
+    consumer's batch holds many small requests."""
+    out = []
+    for req, d in zip(batch, decisions, strict=True):
+        mine = {(GLOBAL_CONTEXT, r.arm) for r in d.fresh} | {(r.ctx, r.arm) for r in d.fresh}
+        cells = committed.get(req.learner, {})
+        rows = tuple(cells[c] for c in mine if c in cells)
+        out.append(ApplyResult(tuple(d.statuses), tuple(d.standing), rows,
+                               frozenset(d.new_keys)))
     return out

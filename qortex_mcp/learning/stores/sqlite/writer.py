@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from qortex_mcp.learning.stores.decisions import ApplyRequest, decide
+from qortex_mcp.learning.stores.decisions import ApplyRequest, decide, request_results
 from qortex_mcp.learning.stores.sqlite import sql
 from qortex_mcp.learning.types import GLOBAL_CONTEXT, ApplyResult, EvidenceRow
 
@@ -93,20 +93,9 @@ def apply_batch(conn: sqlite3.Connection, batch: list[ApplyRequest],
             "INSERT OR IGNORE INTO contexts (learner, ctx, body) VALUES (?, ?, ?)", bodies
         )
     # 3. Read back what this transaction left (rows stamped with its versions).
-    committed: dict[str, list[EvidenceRow]] = {}
+    committed: dict[str, dict[tuple[str, str], EvidenceRow]] = {}
     for learner, v in versions.items():
-        committed[learner] = [EvidenceRow(*r)
-                              for r in conn.execute(sql.EVIDENCE_AT, (learner, v))]
-    # Indexed once per learner: a batch of many small requests (a stream consumer's)
-    # would otherwise scan every committed row once per request.
-    by_cell = {learner: {(e.ctx, e.arm): e for e in rows}
-               for learner, rows in committed.items()}
-    results = []
-    for req, d in zip(batch, decisions, strict=True):
-        mine = {(GLOBAL_CONTEXT, r.arm) for r in d.fresh} | {(r.ctx, r.arm) for r in d.fresh}
-        cells = by_cell.get(req.learner, {})
-        rows = tuple(cells[c] for c in mine if c in cells)
-        results.append(ApplyResult(tuple(d.statuses), tuple(d.standing), rows,
-                                   frozenset(d.new_keys)))
-    return results
+        rows = [EvidenceRow(*r) for r in conn.execute(sql.EVIDENCE_AT, (learner, v))]
+        committed[learner] = {(e.ctx, e.arm): e for e in rows}
+    return request_results(batch, decisions, committed)
 
