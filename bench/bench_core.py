@@ -341,17 +341,22 @@ async def part_observe(a: Any, sz: Sizes, tmp: Path) -> dict[str, Any]:
         con.execute(a.UPSERT, ("L", arm, r, r))
         con.execute("COMMIT")
 
+    async def writer_thread(name: str, schema: str) -> DbThread[Any]:
+        """A started thread owning a WAL, synchronous=FULL connection to a fresh file."""
+        def open_conn() -> sqlite3.Connection:
+            c = sqlite3.connect(tmp / f"{name}.db", isolation_level=None)
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute("PRAGMA synchronous=FULL")
+            c.executescript(schema)
+            return c
+
+        thread: DbThread[Any] = DbThread(name, open_conn)
+        await thread.start()
+        return thread
+
     # The floor of any one-hand-off writer: the same transaction on a thread that owns its
     # connection (the store's DbThread), awaited from the loop: one hand-off each way.
-    def open_handoff() -> sqlite3.Connection:
-        c = sqlite3.connect(tmp / "ref_handoff.db", isolation_level=None)
-        c.execute("PRAGMA journal_mode=WAL")
-        c.execute("PRAGMA synchronous=FULL")
-        c.execute(a.SCHEMA)
-        return c
-
-    handoff: DbThread[Any] = DbThread("bench-handoff", open_handoff)
-    await handoff.start()
+    handoff = await writer_thread("ref_handoff", a.SCHEMA)
 
     def txn(conn: sqlite3.Connection, arm: str, r: float) -> None:
         conn.execute("BEGIN")
@@ -365,15 +370,7 @@ async def part_observe(a: Any, sz: Sizes, tmp: Path) -> dict[str, Any]:
     # And the store's own statements for one bare feedback, in one transaction on such a
     # thread, without its Python around them: bump the learner's version, check the key,
     # insert the event, fold the evidence, upsert the arm, read the row back.
-    def open_store_sql() -> sqlite3.Connection:
-        c = sqlite3.connect(tmp / "ref_store_sql.db", isolation_level=None)
-        c.execute("PRAGMA journal_mode=WAL")
-        c.execute("PRAGMA synchronous=FULL")
-        c.executescript(sqlite_sql.SCHEMA)
-        return c
-
-    store_sql: DbThread[Any] = DbThread("bench-store-sql", open_store_sql)
-    await store_sql.start()
+    store_sql = await writer_thread("ref_store_sql", sqlite_sql.SCHEMA)
     seq = {"i": 0}
 
     def store_txn(conn: sqlite3.Connection, arm: str, r: float) -> None:
