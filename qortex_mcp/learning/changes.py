@@ -89,9 +89,10 @@ def change_detector(spec: object) -> PageHinkley | None:
         raise ConfigError(f"unknown change_detection method {preview(method)}; use one of "
                           f"{', '.join(METHODS)}")
     checked = check_params(str(method), _PARAMETERS, params, owner="change detector")
-    return PageHinkley(float(checked["delta"] or 0.0), float(checked["threshold"] or 0.0),
-                       float(checked["shrink"] or 0.0), int(checked["min_samples"] or 1),
-                       bool(checked["all_arms"]))
+    # No parameter here is nullable: every value is a number.
+    number = {name: float(value) for name, value in checked.items() if value is not None}
+    return PageHinkley(number["delta"], number["threshold"], number["shrink"],
+                       int(number["min_samples"]), bool(number["all_arms"]))
 
 
 class ArmTests:
