@@ -3,7 +3,9 @@
 A strategy gets the candidates' ``alpha`` and ``beta`` arrays and the learner's one
 ``numpy.random.Generator`` and returns one score per candidate; the learner takes the k
 best. ``ThompsonSampling`` (default) draws one posterior sample per arm; ``PosteriorMean``
-is greedy (no exploration beyond the prior's optimism).
+is greedy (no exploration beyond the prior's optimism). A strategy *name* in
+``LearnerConfig`` resolves through ``LearnerConfig.build_strategy``: ``"thompson"`` to
+``ThompsonSampling`` here, every other name to the policy layer (``learning.selection``).
 
 ``catalogue()`` (from ``qortex_mcp.learning.policies``, the name DESIGN.md fixes) lists the
 policy layer's strategies with their reward types and parameters.
@@ -11,12 +13,11 @@ policy layer's strategies with their reward types and parameters.
 
 from __future__ import annotations
 
-from typing import Final, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
-from qortex_mcp.errors import ConfigError, preview
 from qortex_mcp.learning.policies.registry import catalogue
 
 __all__ = [
@@ -25,7 +26,6 @@ __all__ = [
     "ThompsonSampling",
     "catalogue",
     "default_generator",
-    "strategy_by_name",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -79,12 +79,6 @@ class PosteriorMean:
         return result
 
 
-_BY_NAME: Final[dict[str, type[ThompsonSampling] | type[PosteriorMean]]] = {
-    "thompson": ThompsonSampling,
-    "mean": PosteriorMean,
-}
-
-
 def default_generator(seed: int | np.random.SeedSequence | None = None) -> np.random.Generator:
     """The learner's random generator when none is injected: numpy's SFC64 bit generator.
 
@@ -93,12 +87,3 @@ def default_generator(seed: int | np.random.SeedSequence | None = None) -> np.ra
     Selections are reproducible for a given seed (and differ from ``default_rng(seed)``).
     """
     return np.random.Generator(np.random.SFC64(seed))
-
-
-def strategy_by_name(name: str) -> LearningStrategy:
-    try:
-        return _BY_NAME[name]()
-    except KeyError:
-        raise ConfigError(
-            f"unknown strategy {preview(name)}; use one of {', '.join(_BY_NAME)}"
-        ) from None
