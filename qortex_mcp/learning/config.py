@@ -46,8 +46,9 @@ class LearnerConfig:
             keeps evidence forever.
         change_detection: None (default: off), True or ``"page_hinkley"`` (the defaults),
             or a table of Page-Hinkley parameters (``delta``, ``threshold``, ``shrink``,
-            ``min_samples``): when an arm's reward level moves, its evidence shrinks toward
-            its prior (``qortex_mcp.learning.changes``).
+            ``min_samples``, ``all_arms``): when an arm's reward level moves, its evidence
+            (every arm's with ``all_arms = 1``) shrinks toward its prior
+            (``qortex_mcp.learning.changes``).
         context_backoff: ``m`` of the back-off rule (``qortex_mcp.learning.context``).
         selection_ttl_s: selection ids older than this are refused; 0 means never. Every
             feedback path (``observe``, the tools, the reranker) enforces it.
