@@ -380,7 +380,7 @@ async def part_observe(a: Any, sz: Sizes, tmp: Path) -> dict[str, Any]:
         (v,) = conn.execute(sqlite_sql.BUMP, ("L", now)).fetchone()
         conn.execute(sqlite_sql.ANSWERED, ("L", json.dumps([key]))).fetchall()
         conn.execute(sqlite_sql.INSERT_EVENT,
-                     ("L", "feedback", key, arm, "", r, 1.0, None, now, None))
+                     ("L", "feedback", key, arm, "", r, 1.0, None, now, None, None, None))
         conn.execute(sqlite_sql.FOLD_PLAIN, ("L", "", arm, r, 1.0 - r, 1, r, now, v))
         conn.execute(sqlite_sql.UPSERT_ARM, ("L", arm, None, None, v))
         conn.execute(sqlite_sql.EVIDENCE_AT, ("L", v)).fetchall()

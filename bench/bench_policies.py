@@ -28,6 +28,12 @@ Parts (``all`` runs every part; the figures in bench/RESULTS.md section 5 come f
 * ``learner``: ``Learner.select`` p50 (memory store, K arms each given feedback, then 5K
   random feedbacks) with each strategy a learner runs, against the same learner with
   ``thompson`` (its fast path), interleaved blocks: what the policy layer costs in a learner.
+* ``decisions``: what the decision log costs. ``Learner.select`` p50 with the log (the
+  default) against the same learner with ``decision_log=False``, interleaved blocks (the
+  learner's flush runs between blocks, as in a server): the select path only keeps its
+  arrays. And the work moved off that path: ``flush()`` after 200 selects with the log
+  against without it (memory store), per decision: settling the propensities (32
+  Monte-Carlo draws for Thompson) and handing the decisions to the store.
 """
 
 from __future__ import annotations
@@ -48,7 +54,8 @@ from qortex_mcp.learning import ArmOutcome, Learner, LearnerConfig, MemoryLearni
 from qortex_mcp.learning.policies import POLICIES, Policy, make_policy
 from qortex_mcp.learning.selection import LEARNER_STRATEGIES
 
-PARTS = ("all", "regret", "adversarial", "select", "propensity", "learner", "learner_regret")
+PARTS = ("all", "regret", "adversarial", "select", "propensity", "learner", "learner_regret",
+         "decisions")
 REGRET_RATIO_MAX = 1.10
 KL_UCB_K10_MAX = 90.0
 SELECT_RATIO_MAX = 1.3
@@ -372,6 +379,73 @@ def print_learner(res: dict[str, Any], sz: Sizes) -> list[str]:
     return []
 
 
+DECISION_STRATEGIES = ("thompson", "top_two_thompson", "ucb1", "eps_greedy", "softmax")
+LOGGED_SELECTS = 200
+
+
+async def _logged(name: str, K: int, log: bool) -> tuple[Learner, list[str]]:
+    learner = await Learner.create(LearnerConfig(name="b", strategy=name, seed=2,
+                                                 decision_log=log), MemoryLearningStore())
+    arms = [f"a{i}" for i in range(K)]
+    g = np.random.default_rng(5)
+    picks = [*range(K), *g.integers(0, K, 5 * K).tolist()]
+    await learner.observe_many([[ArmOutcome(arms[a], reward=float(g.random() < 0.4),
+                                            idempotency_key=f"k{i}")]
+                                for i, a in enumerate(picks)])
+    await learner.flush()
+    return learner, arms
+
+
+async def _flush_after_selects(learner: Learner, arms: list[str]) -> float:
+    """Seconds ``flush()`` takes after ``LOGGED_SELECTS`` selects."""
+    for _ in range(LOGGED_SELECTS):
+        await learner.select(arms)
+    started = time.perf_counter()
+    await learner.flush()
+    return time.perf_counter() - started
+
+
+async def part_decisions(sz: Sizes) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for K in sz.select_ks[:2]:
+        for name in DECISION_STRATEGIES:
+            on, arms = await _logged(name, K, True)
+            off, _ = await _logged(name, K, False)
+            cases = {"on": Case(lambda lrn=on, a=arms: lrn.select(a)),
+                     "off": Case(lambda lrn=off, a=arms: lrn.select(a))}
+            await interleave(cases, block=sz.block, rounds=sz.rounds, budget_s=sz.budget_s)
+            flushes: dict[str, list[float]] = {"on": [], "off": []}
+            for r in range(max(3, sz.rounds // 3)):
+                for which in ("on", "off") if r % 2 == 0 else ("off", "on"):
+                    lrn = on if which == "on" else off
+                    flushes[which].append(await _flush_after_selects(lrn, arms))
+            extra = (statistics.median(flushes["on"]) - statistics.median(flushes["off"]))
+            out[f"{name}@{K}"] = {"name": name, "K": K, "on_us": cases["on"].p50_us,
+                                  "off_us": cases["off"].p50_us,
+                                  "ratio": round_ratio(cases["on"], cases["off"]),
+                                  "settle_us": extra / LOGGED_SELECTS * 1e6}
+            await on.close()
+            await off.close()
+        print(f"[decisions] K={K} done", flush=True)
+    return out
+
+
+def print_decisions(res: dict[str, Any], sz: Sizes) -> list[str]:
+    print("\n### The decision log: Learner.select p50 µs with / without it (ratio), and the "
+          "work per decision moved off the select path (µs, flush after 200 selects)\n")
+    body = []
+    for name in DECISION_STRATEGIES:
+        row = [name]
+        for K in sz.select_ks[:2]:
+            r = res[f"{name}@{K}"]
+            row += [f"{r['on_us']:.1f} / {r['off_us']:.1f} ({fmt_ratio(r['ratio'])})",
+                    f"{r['settle_us']:.1f}"]
+        body.append(row)
+    heads = [h for K in sz.select_ks[:2] for h in (f"K={K}: select on / off", f"K={K}: off-path")]
+    print(table(["strategy", *heads], body))
+    return []
+
+
 async def main() -> int:
     ap = common.base_parser(__doc__ or "", PARTS)
     ap.add_argument("--strategies", nargs="+", choices=list(POLICIES), default=list(POLICIES))
@@ -404,6 +478,9 @@ async def main() -> int:
     if "learner_regret" in parts:
         results["learner_regret"] = lreg = await part_learner_regret(sz)
         printers.append(lambda: print_learner_regret(lreg, sz))
+    if "decisions" in parts:
+        results["decisions"] = dec = await part_decisions(sz)
+        printers.append(lambda: print_decisions(dec, sz))
     misses = [m for show in printers for m in show()]
     print(f"\nwall time {time.perf_counter() - t0:.0f} s; targets missed: "
           f"{', '.join(misses) if misses else 'none'}")

@@ -59,6 +59,9 @@ class ScoredArmOut(_Out):
     rank: int = Field(description="1 = best")
     token_cost: float | None = None
     metadata: dict[str, Any] | None = None
+    propensity: float | None = Field(
+        None, description="the probability the strategy had of choosing this arm in this "
+        "slot (exact, or a Monte-Carlo estimate for Thompson sampling); null when unknown")
 
 
 class SelectOutput(_Out):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -19,7 +20,7 @@ __all__ = ["LearnerConfig"]
 
 _OPTION_NAMES: Final = frozenset({
     "strategy", "strategy_params", "reward_model", "prior", "arm_priors", "half_life_s",
-    "context_backoff", "change_detection",
+    "context_backoff", "change_detection", "propensity_draws", "decision_log",
     "selection_ttl_s", "seed", "max_arms", "max_candidates", "max_contexts",
     "feedback_per_minute", "feedback_per_arm_per_minute", "accept_unchosen_feedback",
 })
@@ -61,6 +62,12 @@ class LearnerConfig:
             (``RATE_LIMITED`` beyond, retryable); None or 0: no cap (the library's default; a
             server sets one, see ``QORTEX_FEEDBACK_PER_MINUTE``).
         feedback_per_arm_per_minute: the same for any one arm.
+        decision_log: record every select and rerank, with propensities, in the store's
+            decision log (default True; off: feedback events still carry the strategy
+            version, and their propensity is None).
+        propensity_draws: Monte-Carlo draws behind each propensity of a Thompson-type
+            strategy (``thompson``, ``top_two_thompson``), computed off the select path for
+            the decision log; 0 logs None for them. Other strategies' propensities are exact.
         accept_unchosen_feedback: let feedback quoting a select name candidates it
             offered but did not choose (for agents that really tried them, e.g. as a
             fallback); by default that is refused with ``ARM_NOT_CHOSEN``.
@@ -84,6 +91,8 @@ class LearnerConfig:
     feedback_per_minute: int | None = None
     feedback_per_arm_per_minute: int | None = None
     accept_unchosen_feedback: bool = False
+    propensity_draws: int = 32
+    decision_log: bool = True
 
     def __post_init__(self) -> None:
         try:
@@ -115,6 +124,11 @@ class LearnerConfig:
             elif cap is not None and (isinstance(cap, bool) or not isinstance(cap, int)
                                     or cap < 1):
                 raise ConfigError(f"{what} must be an integer of at least 1 (0 or None: no cap)")
+        if isinstance(self.propensity_draws, bool) or not isinstance(
+                self.propensity_draws, int) or not 0 <= self.propensity_draws <= 4096:
+            raise ConfigError("propensity_draws must be an integer from 0 to 4096")
+        if not isinstance(self.decision_log, bool):
+            raise ConfigError("decision_log must be true or false")
         if not isinstance(self.accept_unchosen_feedback, bool):
             raise ConfigError("accept_unchosen_feedback must be true or false")
         if not isinstance(self.strategy_params, Mapping):
@@ -180,6 +194,16 @@ class LearnerConfig:
             return cls(name=name, **values)
         except TypeError as exc:
             raise ConfigError(f"bad learner option for {preview(name)}: {exc}") from None
+
+    def policy_version(self) -> str:
+        """The strategy version: ``<strategy>.<8 hex digits>``, the digits a hash of
+        everything that shapes a decision (strategy, parameters, priors, half-life, context
+        back-off, change detection). Decisions and feedback events carry it, so an
+        evaluation can tell apart what different configurations chose."""
+        shaping = json.dumps([self.describe(), sorted(
+            (arm, list(prior)) for arm, prior in self.arm_priors.items())])
+        digest = hashlib.sha256(shaping.encode("utf-8")).hexdigest()[:8]
+        return f"{self.strategy_name()}.{digest}"
 
     def describe(self) -> str:
         """The config as stored with the learner (JSON)."""

@@ -19,6 +19,7 @@ Design:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import math
@@ -29,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any, Final, Self
+from typing import Any, Final, Literal, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -54,6 +55,12 @@ from qortex_mcp.learning.changes import CHANGE_DETECTED, ArmTests
 from qortex_mcp.learning.clock import WallClock
 from qortex_mcp.learning.config import LearnerConfig
 from qortex_mcp.learning.context import CanonicalContext, canonical_context
+from qortex_mcp.learning.decision_log import (
+    DecisionLog,
+    SelectPropensities,
+    Settle,
+    known_propensities,
+)
 from qortex_mcp.learning.limits import (
     ARM_BYTES,
     CANDIDATE_BYTES,
@@ -66,7 +73,7 @@ from qortex_mcp.learning.limits import (
 )
 from qortex_mcp.learning.policies import Estimate
 from qortex_mcp.learning.replay import EventFold, replay_events
-from qortex_mcp.learning.selection import PolicyChooser
+from qortex_mcp.learning.selection import PolicyChooser, thompson_settler
 from qortex_mcp.learning.stats import beta_interval
 from qortex_mcp.learning.stores.base import LearningStore, apply_many, event_pages
 from qortex_mcp.learning.strategies import (
@@ -84,6 +91,7 @@ from qortex_mcp.learning.types import (
     ArmMetrics,
     ArmOutcome,
     ArmRow,
+    Decision,
     EvidenceRow,
     FeedbackResult,
     FeedbackRow,
@@ -141,6 +149,14 @@ class _Recent:
     priors: bool
 
 
+def decision_propensity(decision: Decision, arm: str) -> float | None:
+    """The propensity ``decision`` logged for ``arm`` (None: not chosen, or unknown)."""
+    try:
+        return decision.propensities[decision.chosen.index(arm)]
+    except ValueError:
+        return None
+
+
 def _ids_of(arms: Sequence[Arm | str]) -> list[str]:
     try:
         # All Arms (the usual case): about 8 ns per candidate instead of 35 for the mixed
@@ -189,6 +205,17 @@ class Learner:
         else:
             self._strategy = strategy
         self._strategy_name = config.strategy_name()
+        self._decisions = DecisionLog(config.policy_version())
+        self._logging = config.decision_log
+        self._log_append = self._decisions.pending.append
+        # Propensities draw from a generator of their own: the selections' stream (and so
+        # the decisions of a seeded learner) stays what it was without a decision log.
+        prop_rng = np.random.default_rng(None if config.seed is None else [config.seed, 0x5EED])
+        self._settle: Settle | None = None
+        if self._chooser is not None:
+            self._settle = self._chooser.settler(prop_rng, config.propensity_draws)
+        elif isinstance(self._strategy, ThompsonSampling):
+            self._settle = thompson_settler(prop_rng, config.propensity_draws)
         detector = config.build_change_detector()
         self._changes = None if detector is None else ArmTests(detector)
         self._reward_model = config.build_reward_model()
@@ -712,9 +739,28 @@ class Learner:
         if count <= MAX_OFFERED and count > len(chosen):
             taken = set(chosen)
             offered = [ids[p] for p in range(count) if p not in taken]
-        token = self._signer.sign(self.name, ctx.body if ctx else None,
-                                  [ids[p] for p in chosen], "select", offered)
-        selected = self._scored(cands, chosen, scores, alpha, beta)
+        chosen_ids = [ids[p] for p in chosen]
+        token, nonce = self._signer.sign(self.name, ctx.body if ctx else None, chosen_ids,
+                                         "select", offered, policy=self._decisions.policy)
+        ctx_key = ctx.key if ctx else GLOBAL_CONTEXT
+        if self._logging:
+            # The snapshot to compute propensities from later: arrays this call made.
+            settle = None if token_budget is not None else self._settle  # a budget fill
+            if settle is None:                                          # is no ranking
+                self._log_append((nonce, "select", ctx_key, now, chosen, ids, None))
+            elif chooser is not None:
+                self._log_append((nonce, "select", ctx_key, now, chosen, ids, settle,
+                                  s, f, a0, b0, scores))
+            else:
+                self._log_append((nonce, "select", ctx_key, now, chosen, ids, settle,
+                                  alpha, beta))
+            decisions = self._decisions
+            decisions.held += count
+            if decisions.held > decisions.max_pending:
+                decisions.settle_all()
+        selected = self._scored(cands, chosen, scores, alpha, beta,
+                                SelectPropensities(self._decisions, nonce)
+                                if self._logging else None)
         pending, sel, last_sel = self._pending, self._sel, self._last_sel
         slot_at = slots.item
         for slot in map(slot_at, chosen):
@@ -734,13 +780,13 @@ class Learner:
         if len(chosen) < k:
             note = (f"only {count} candidate(s) for k={k}: all are returned" if count < k else
                     f"only {len(chosen)} of k={k} fit token_budget={token_budget:g}")
-        return SelectionResult(selected, token, self.name, ctx.key if ctx else GLOBAL_CONTEXT,
-                               self._strategy_name, explored, count, k, note)
+        return SelectionResult(selected, token, self.name, ctx_key, self._strategy_name,
+                               explored, count, k, note)
 
     @staticmethod
     def _scored(
         cands: _Candidates, chosen: list[int], scores: FloatArray, alpha: FloatArray,
-        beta: FloatArray,
+        beta: FloatArray, lazy: SelectPropensities | None,
     ) -> tuple[ScoredArm, ...]:
         ids, given = cands.ids, cands.arms
         score, alpha_at, beta_at = scores.item, alpha.item, beta.item
@@ -749,10 +795,12 @@ class Learner:
             arm = given[pos]
             a, b = alpha_at(pos), beta_at(pos)
             if type(arm) is str:
-                out.append(scored_arm(ids[pos], score(pos), a / (a + b), a, b, i + 1, None, None))
+                out.append(scored_arm(ids[pos], score(pos), a / (a + b), a, b, i + 1, None, None,
+                                      lazy))
             else:
                 out.append(scored_arm(ids[pos], score(pos), a / (a + b), a, b, i + 1,
-                                      arm.token_cost, arm.metadata))  # type: ignore[union-attr]
+                                      arm.token_cost, arm.metadata,  # type: ignore[union-attr]
+                                      lazy))
         return tuple(out)
 
     @staticmethod
@@ -807,15 +855,33 @@ class Learner:
         kind: str = "rerank",
         *,
         means: Sequence[float] = (),
+        candidates: Sequence[str] | None = None,
+        propensities: Sequence[float | None] | None = None,
     ) -> tuple[str, SelectionClaims]:
-        """Sign a selection of ``arm_ids`` (display order) made outside ``select``;
-        ``means`` (one per arm) are signed with it (the reranker's click model reads them)."""
+        """Sign a selection of ``arm_ids`` (display order) made outside ``select`` and log
+        it as a decision; ``means`` (one per arm) are signed with it (the reranker's click
+        model reads them). ``candidates``: everything it chose from (default: the arms
+        shown); ``propensities``: one per shown arm, when the caller knows them."""
         ctx = canonical_context(context)
         for arm_id in arm_ids:
             if arm_id not in self._index:
                 check_name(arm_id, "arm id")
-        return self._signer.issue(self.name, ctx.body if ctx else None, list(arm_ids),
-                                  "rerank" if kind == "rerank" else "select", means=means)
+        shown = list(arm_ids)
+        chosen_kind: Literal["select", "rerank"] = "rerank" if kind == "rerank" else "select"
+        token, claims = self._signer.issue(self.name, ctx.body if ctx else None, shown,
+                                           chosen_kind, means=means)
+        if shown and self._logging:
+            known = None if propensities is None else tuple(propensities)
+            if known is not None and len(known) != len(shown):
+                raise InvalidInput("propensities must give one value per arm shown")
+            offered = shown if candidates is None else list(candidates)
+            where = {arm: i for i, arm in enumerate(offered)}
+            positions = [where[arm] for arm in shown]  # KeyError: not among the candidates
+            self._log_append((claims.nonce, chosen_kind, ctx.key if ctx else GLOBAL_CONTEXT,
+                              self._now(), positions, offered,
+                              None if known is None else known_propensities, known))
+            self._decisions.held += len(offered)
+        return token, claims
 
     def _reward(self, outcome: ArmOutcome) -> tuple[float, str | None]:
         raw = outcome.outcome
@@ -837,14 +903,18 @@ class Learner:
             raise InvalidOutcome("give an outcome word or a reward in [0, 1]")
         return check_reward(self._reward_model(raw)), text
 
-    def _prepare(self, outcome: ArmOutcome, now: float, selects: set[str]) -> FeedbackRow:
+    def _prepare(self, outcome: ArmOutcome, now: float, selects: set[str],
+                 unknown: set[str]) -> FeedbackRow:
         """Check one feedback and build its row; the nonce of a select it quotes goes into
-        ``selects``."""
+        ``selects``, the nonce of a decision this learner's log does not hold (its
+        propensity is read from the store) into ``unknown``."""
         if not isinstance(outcome, ArmOutcome):
             raise InvalidInput("feedback must be an ArmOutcome")
         arm = check_name(outcome.arm_id, "arm id")
         reward, text = self._reward(outcome)
         weight = check_weight(outcome.weight)
+        propensity: float | None = None
+        policy: str | None = None
         if outcome.selection_id is not None:
             claims = self.verify_selection(outcome.selection_id)
             if not claims.chose(arm):
@@ -867,6 +937,13 @@ class Learner:
             key = claims.nonce
             if claims.kind == "select":
                 selects.add(key)
+            policy = claims.policy
+            decision = self._decisions.find(key)
+            if decision is not None:
+                propensity = decision_propensity(decision, arm)
+                policy = decision.policy
+            elif self._logging:
+                unknown.add(key)
         else:
             ctx = canonical_context(outcome.context)
             if outcome.idempotency_key is not None:
@@ -880,8 +957,22 @@ class Learner:
         return FeedbackRow(
             key=key, arm=arm, ctx=ctx.key if ctx else GLOBAL_CONTEXT,
             ctx_body=ctx.body if ctx else None, reward=reward, weight=weight, outcome=text,
-            at=now, a0=a0, b0=b0,
+            at=now, a0=a0, b0=b0, propensity=propensity, policy=policy,
         )
+
+    async def _logged(self, unknown: set[str]) -> dict[str, Decision]:
+        """The decisions under ``unknown`` keys in the store's decision log: those this
+        learner's log did not hold (one not written yet, e.g. made by another instance
+        less than a flush ago, or lost in a crash, is missing: its rows keep None)."""
+        return {d.key: d for d in await self.store.decisions(self.name, keys=sorted(unknown))}
+
+    @staticmethod
+    def _with_logged(rows: list[FeedbackRow], found: dict[str, Decision]) -> list[FeedbackRow]:
+        if not found:
+            return rows
+        return [r if r.key not in found else dataclasses.replace(
+            r, propensity=decision_propensity(found[r.key], r.arm),
+            policy=found[r.key].policy) for r in rows]
 
     async def observe(self, outcome: ArmOutcome) -> FeedbackResult:
         """Apply one feedback; returns after it is durable.
@@ -905,7 +996,10 @@ class Learner:
             return []
         now = self._now()
         selects: set[str] = set()
-        rows = [self._prepare(o, now, selects) for o in outcomes]
+        unknown: set[str] = set()
+        rows = [self._prepare(o, now, selects, unknown) for o in outcomes]
+        if unknown:
+            rows = self._with_logged(rows, await self._logged(unknown))
         result = await self._apply_rows(rows)
         # Selections (of select, not rerank) answered for the first time: feedback rate.
         first = len(result.new_keys & selects) if selects else 0
@@ -1010,12 +1104,13 @@ class Learner:
         now = self._now()
         out: list[tuple[RowStatus, ...] | QortexError] = []
         ready: list[tuple[int, list[FeedbackRow], set[str]]] = []
+        unknown: set[str] = set()
         for i, outcomes in enumerate(requests):
             selects: set[str] = set()
             try:
                 if not outcomes:
                     raise InvalidInput("a feedback request needs at least one outcome")
-                rows = [self._prepare(o, now, selects) for o in outcomes]
+                rows = [self._prepare(o, now, selects, unknown) for o in outcomes]
                 self._admit(rows, rows)
             except QortexError as exc:
                 out.append(exc)
@@ -1024,6 +1119,9 @@ class Learner:
             ready.append((i, rows, selects))
         if not ready:
             return out
+        if unknown:
+            found = await self._logged(unknown)
+            ready = [(i, self._with_logged(rows, found), sel) for i, rows, sel in ready]
         await self._ensure_stored()
         # First as one request (one decision, one write): a request with a conflicting row
         # writes nothing, so if any conflicts, nothing was written and the requests are
@@ -1138,8 +1236,9 @@ class Learner:
 
     async def _flush(self) -> None:
         if not (self._pending or self._pending_priors or self._pending_selections
-                or self._pending_answered):
+                or self._pending_answered or len(self._decisions)):
             return
+        decisions = await self._decisions.take()
         pending, priors = self._pending, self._pending_priors
         sels, expl, answered = (self._pending_selections, self._pending_explored,
                                 self._pending_answered)
@@ -1151,9 +1250,11 @@ class Learner:
                 self.name,
                 {self._ids[s]: (n, float(self._last_sel[s])) for s, n in pending.items()},
                 {self._ids[s]: p for s, p in priors.items()}, sels, expl, answered,
+                decisions,
             )
         except BaseException:
             # Keep the counts for the next flush (merged with what arrived meanwhile).
+            self._decisions.put_back(decisions)
             for slot, n in pending.items():
                 self._pending[slot] = self._pending.get(slot, 0) + n
             for slot, p in priors.items():

@@ -326,7 +326,7 @@ class NextToolModel:
         chosen = [tools[i] for i in order]
         taken = set(order)
         offered = [tools[i] for i in range(count) if i not in taken]
-        token = lrn._signer.sign(lrn.name, ctx.body if ctx else None, chosen, "next", offered,
+        token, _ = lrn._signer.sign(lrn.name, ctx.body if ctx else None, chosen, "next", offered,
                                  history=state)
         out = []
         at = np.array(order)  # one conversion per array, not one per value

@@ -17,17 +17,26 @@ that reason. They stay usable on their own from ``qortex_mcp.learning.policies``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final
 
 import numpy as np
 
 from qortex_mcp.errors import ConfigError, preview
 from qortex_mcp.learning.policies import POLICIES, Estimate, Policy, make_policy
-from qortex_mcp.learning.policies.ranking import FloatArray, IntArray, top_k
+from qortex_mcp.learning.policies.base import Policy as _Policy
+from qortex_mcp.learning.policies.beta import beta_draws
+from qortex_mcp.learning.policies.ranking import (
+    FloatArray,
+    IntArray,
+    mc_slot_propensities,
+    tie_slot_propensities,
+    top_k,
+)
 from qortex_mcp.learning.policies.registry import LEARNER_LAYOUTS
 
-__all__ = ["LEARNER_STRATEGIES", "PolicyChooser", "runnable"]
+__all__ = ["LEARNER_STRATEGIES", "PolicyChooser", "runnable", "thompson_propensities",
+           "thompson_settler"]
 
 _BETA: Final = LEARNER_LAYOUTS[0]  # (successes, failures); the other is (pulls, reward_sum)
 # The learner's prior comes from LearnerConfig.prior / arm_priors, never the policy's own.
@@ -65,6 +74,10 @@ class PolicyChooser:
         self.name = name
         self.params = dict(self.policy.params)
         self._beta = self.policy.stats == _BETA
+        # Strategies that keep the base class's Monte-Carlo propensities (Thompson-type);
+        # the others compute theirs exactly (at least for the first slot).
+        self.monte_carlo = not self.policy.deterministic and (
+            type(self.policy).propensities is _Policy.propensities)
 
     def __repr__(self) -> str:
         return f"PolicyChooser({self.name!r}, {self.params!r})"
@@ -83,7 +96,77 @@ class PolicyChooser:
             return self.policy.estimate(np.array([s, f]), np.array([a0, b0]))
         return self.policy.estimate(np.array([s + f, s]))
 
+    def settler(self, rng: np.random.Generator, draws: int
+                ) -> Callable[..., tuple[float | None, ...]]:
+        """``settle(chosen, s, f, a0, b0, scores)``: ``propensities`` with this generator
+        and number of draws (what the learner's decision log calls)."""
+        if self.name == "thompson":
+            def beta_settle(chosen: list[int], s: FloatArray, f: FloatArray, a0: FloatArray,
+                            b0: FloatArray, scores: FloatArray) -> tuple[float | None, ...]:
+                return thompson_propensities(a0 + s, b0 + f, chosen, rng, draws)
+
+            return beta_settle
+
+        def settle(chosen: list[int], s: FloatArray, f: FloatArray, a0: FloatArray,
+                   b0: FloatArray, scores: FloatArray) -> tuple[float | None, ...]:
+            return self.propensities(s, f, a0, b0, scores, np.asarray(chosen), rng, draws)
+
+        return settle
+
+    def propensities(self, s: FloatArray, f: FloatArray, a0: FloatArray, b0: FloatArray,
+                     scores: FloatArray, chosen: IntArray, rng: np.random.Generator,
+                     draws: int) -> tuple[float | None, ...]:
+        """``P(slot j holds chosen[j])`` per slot, for the state ``select`` scored from
+        (``scores`` are its scores). Exact for deterministic strategies, epsilon-greedy,
+        softmax's first slot and random; a Monte-Carlo estimate with ``draws`` draws plus
+        the select's own for Thompson-type ones, ``(wins + 1) / (draws + 1)``: never 0
+        for an arm that was chosen (None each when ``draws`` is 0)."""
+        policy = self.policy
+        if policy.deterministic:
+            exact: list[float] = tie_slot_propensities(scores, chosen).tolist()
+            return tuple(exact)
+        if self.monte_carlo and draws <= 0:
+            return (None,) * int(chosen.shape[0])
+        if self._beta:
+            p = policy.propensities(np.column_stack((s, f)), chosen, rng,
+                                    prior=np.column_stack((a0, b0)), draws=draws)
+        else:
+            p = policy.propensities(np.column_stack((s + f, s)), chosen, rng, draws=draws)
+        if self.monte_carlo:
+            p = (p * draws + 1.0) / (draws + 1.0)
+        out: list[float] = p.tolist()
+        return tuple(out)
+
     def top(self, scores: FloatArray, k: int, rng: np.random.Generator) -> IntArray:
         """The ``k`` best positions, best first; ties split at random when the policy's
         propensities assume so (its deterministic strategies), else the earlier first."""
         return top_k(scores, k, rng, self.policy.split_ties)
+
+
+def thompson_propensities(alpha: FloatArray, beta: FloatArray, chosen: list[int],
+                          rng: np.random.Generator, draws: int) -> tuple[float | None, ...]:
+    """Thompson sampling's ``propensities`` from the posterior ``alpha``, ``beta`` (the
+    learner's own fast path scores from these): ``draws`` Beta draws per candidate, then
+    per slot j the share of draws in which ``chosen[j]`` ranks j-th, counted with the
+    select's own draw as in ``PolicyChooser.propensities``."""
+    if draws <= 0:
+        return (None,) * len(chosen)
+    k = alpha.shape[0]
+    theta = beta_draws(np.broadcast_to(alpha, (draws, k)), np.broadcast_to(beta, (draws, k)),
+                       rng)
+    if len(chosen) == 1:  # the common case: one argmax per draw
+        wins = int(np.count_nonzero(theta.argmax(axis=1) == chosen[0]))
+        return ((wins + 1.0) / (draws + 1.0),)
+    p = mc_slot_propensities(theta, np.asarray(chosen))
+    out: list[float] = ((p * draws + 1.0) / (draws + 1.0)).tolist()
+    return tuple(out)
+
+
+def thompson_settler(rng: np.random.Generator, draws: int
+                     ) -> Callable[..., tuple[float | None, ...]]:
+    """``settle(chosen, alpha, beta)`` for the learner's own Thompson sampling."""
+    def settle(chosen: list[int], alpha: FloatArray, beta: FloatArray
+               ) -> tuple[float | None, ...]:
+        return thompson_propensities(alpha, beta, chosen, rng, draws)
+
+    return settle

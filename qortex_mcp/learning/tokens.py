@@ -137,6 +137,9 @@ class SelectionClaims:
     history: tuple[str | None, ...] = ()
     """Next-tool only: the (cut, padded) history the suggestion followed; None pads a
     history shorter than the model's order (the session start)."""
+    policy: str | None = None
+    """The strategy version that chose (``LearnerConfig.policy_version``); None in ids
+    issued before 0.2 and in reranks and suggestions."""
 
     def covers(self, arm: str) -> bool:
         """Whether ``arm`` was part of this selection (shown, or offered to the select)."""
@@ -158,6 +161,7 @@ def _payload(
     offered: Sequence[str],
     scaled_means: Sequence[int],
     history: Sequence[str | None] = (),
+    policy: str | None = None,
 ) -> str:
     """The compact JSON payload, exactly as ``json.dumps(body, separators=(",", ":"),
     ensure_ascii=False)`` writes it, built by hand: a quarter of the encoder's cost on
@@ -172,6 +176,8 @@ def _payload(
         parts.append(f',"m":[{",".join(map(str, scaled_means))}]')
     if history:
         parts.append(f',"h":[{",".join("null" if h is None else _str(h) for h in history)}]')
+    if policy is not None:
+        parts.append(f',"v":{_str(policy)}')
     parts.append("}")
     return "".join(parts)
 
@@ -276,12 +282,14 @@ class SelectionSigner:
         offered: Sequence[str] = (),
         *,
         history: Sequence[str | None] = (),
-    ) -> str:
-        """``issue`` without building the claims (``select``'s hot path never reads them)."""
+        policy: str | None = None,
+    ) -> tuple[str, str]:
+        """``issue`` without building the claims (``select``'s hot path never reads them):
+        the id and its nonce (the decision's key)."""
         nonce = _b64(secrets.token_bytes(16))
         issued = int(self.clock() * 1000)
         return self._seal(_payload(learner, nonce, context, arms, issued, kind, offered, (),
-                                   history))
+                                   history, policy)), nonce
 
     def _seal(self, payload: str, compress: bool = False, shown: int = 0) -> str:
         raw = payload.encode("utf-8")
@@ -388,6 +396,7 @@ class SelectionSigner:
                 offered=tuple(str(a) for a in data.get("o", ())),
                 means=tuple(int(q) / _MEAN_SCALE for q in data.get("m", ())),
                 history=tuple(None if h is None else str(h) for h in data.get("h", ())),
+                policy=None if (v := data.get("v")) is None else str(v),
             )
         except (ValueError, KeyError, TypeError, zlib.error):  # signed by us: a format change
             raise InvalidSelection("selection_id payload is not understood") from None

@@ -6,6 +6,7 @@ The format (one JSON object per line, ``"type"`` first)::
     {"type": "learner", "learner": "prompts", "selections": 12, "explored": 3, "answered": 9}
     {"type": "arm", "learner": "prompts", "arm": "concise-v1", "a0": 8.0, "b0": 2.0, ...}
     {"type": "event", "learner": "prompts", "kind": "feedback", "key": ..., "at": ...}
+    {"type": "decision", "learner": "prompts", "key": ..., "chosen": ["concise-v1"], ...}
     {"type": "evidence", "learner": "prompts", "ctx": "", "arm": "concise-v1", "s": ...}
 
 Import is all or nothing, lossless and idempotent. The whole file is validated first (the
@@ -14,8 +15,9 @@ where the store has them (``AtomicStore``). Feedback events are re-applied throu
 ``store.apply`` with their original dedup keys, times, weights, outcomes and context
 bodies, so the target folds exactly the same evidence and a second import finds every one
 a duplicate. Decay and reset events are re-applied in log order unless the target already
-holds the same event. Arm priors and selection counters are raised to the exported
-values (never added twice). Finally the target's evidence is compared with the exported
+holds the same event. Decisions (the decision log; format version 2) are added unless the
+target already logged the same key. Arm priors and selection counters are raised to the
+exported values (never added twice). Finally the target's evidence is compared with the exported
 rows; an import into an empty store matches them exactly. Importing into a store that
 already learned other things merges the two histories (and reports the rows that differ).
 """
@@ -49,7 +51,8 @@ from qortex_mcp.learning.stores.base import (
     LearningStore,
     event_pages,
 )
-from qortex_mcp.learning.types import GLOBAL_CONTEXT, Event, FeedbackRow
+from qortex_mcp.learning.stores.decision_rows import MAX_LOGGED
+from qortex_mcp.learning.types import GLOBAL_CONTEXT, Decision, Event, FeedbackRow
 from qortex_mcp.learning.validation import check_name, check_prior, check_reward, check_weight
 
 __all__ = [
@@ -66,8 +69,11 @@ __all__ = [
 ]
 
 FORMAT: Final = "qortex-mcp-export"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
+"""1: 0.1. 2: decision records, and feedback events' ``propensity`` and ``policy``."""
 _BATCH: Final = 500
+_DECISION_PAGE: Final = 5000
+_MAX_POLICY: Final = 160  # a strategy name and its hash, with room to spare
 _REL_TOL: Final = 1e-9
 
 
@@ -131,9 +137,21 @@ async def _export_pages(
                           # only feedback needs the body (stores differ on the others)
                           "ctx_body": body if kind == "feedback" else None,
                           "reward": reward, "weight": weight,
-                          "outcome": outcome, "at": at, "factor": factor})
-                   for seq, kind, key, arm, ctx, reward, weight, outcome, at, factor, body
-                   in page]
+                          "outcome": outcome, "at": at, "factor": factor,
+                          "propensity": propensity, "policy": policy})
+                   for seq, kind, key, arm, ctx, reward, weight, outcome, at, factor, body,
+                   propensity, policy in page]
+        after = 0
+        while page_of := await store.decisions(name, after, _DECISION_PAGE):
+            yield [_line({"type": "decision", "learner": name, "key": d.key, "kind": d.kind,
+                          "ctx": d.ctx, "at": d.at, "policy": d.policy,
+                          "chosen": list(d.chosen), "propensities": list(d.propensities),
+                          "candidates": None if d.candidates is None else list(d.candidates),
+                          "n_candidates": d.n_candidates})
+                   for d in page_of]
+            if len(page_of) < _DECISION_PAGE:
+                break
+            after = page_of[-1].seq
         yield [_line({"type": "evidence", "learner": name, "ctx": row.ctx, "arm": row.arm,
                       "s": row.s, "f": row.f, "n": row.n, "rsum": row.rsum, "t": row.t})
                for row in sorted(await store.evidence(name), key=lambda r: (r.ctx, r.arm))]
@@ -165,6 +183,8 @@ class ImportReport:
     """Decay and reset events applied (those already present are skipped)."""
     mismatches: tuple[str, ...]
     """Evidence rows that differ from the exported state after the import."""
+    decisions: int = 0
+    """Decision records read (one whose key the target already logged is kept as it was)."""
 
     @property
     def ok(self) -> bool:
@@ -185,6 +205,7 @@ class _Learner:
     seen: Counter[tuple[Any, ...]] = field(default_factory=Counter)
     evidence: dict[tuple[str, str], tuple[float, float, int, float]] = field(
         default_factory=dict)
+    decisions: list[Decision] = field(default_factory=list)
 
 
 class _Importer:
@@ -216,6 +237,12 @@ class _Importer:
         elif kind == "event":
             await self.arms(st)
             await self.event(st, rec, row)
+        elif kind == "decision":
+            await self.arms(st)
+            st.decisions.append(_decision(rec))
+            self.counts["decisions"] += 1
+            if len(st.decisions) >= _BATCH:
+                await self.flush_decisions(st)
         else:
             st.evidence[(rec["ctx"], rec["arm"])] = (_num(rec, "s"), _num(rec, "f"),
                                                      _count(rec, "n"), _num(rec, "rsum"))
@@ -290,11 +317,17 @@ class _Importer:
             self.counts["conflict"] += result.statuses.count("conflict")
             rows = [r for r, s in zip(rows, result.statuses, strict=True) if s != "conflict"]
 
+    async def flush_decisions(self, st: _Learner) -> None:
+        decisions, st.decisions = st.decisions, []
+        if decisions:
+            await self.store.record_selections(st.name, {}, {}, 0, 0, 0, decisions)
+
     async def finish(self) -> list[str]:
         mismatches = []
         for st in self.learners.values():
             await self.arms(st)
             await self.flush(st)
+            await self.flush_decisions(st)
             have = {(r.ctx, r.arm): r for r in await self.store.evidence(st.name)}
             for key, (s, f, n, rsum) in sorted(st.evidence.items()):
                 row = have.get(key)
@@ -378,9 +411,58 @@ def _feedback_row(rec: dict[str, Any], at: float) -> FeedbackRow:
             raise InvalidInput(f"context {preview(ctx)} does not match its body")
     if outcome is not None and not isinstance(outcome, str):
         raise InvalidInput(f"outcome must be text, got {preview(outcome)}")
+    propensity = rec.get("propensity")
     return FeedbackRow(key=key, arm=check_name(rec.get("arm"), "arm id"), ctx=str(ctx),
                        ctx_body=body, reward=check_reward(rec.get("reward")),
-                       weight=check_weight(rec.get("weight")), outcome=outcome, at=at)
+                       weight=check_weight(rec.get("weight")), outcome=outcome, at=at,
+                       propensity=None if propensity is None else
+                       _num(rec, "propensity", 0.0, 1.0),
+                       policy=_policy(rec.get("policy"), optional=True))
+
+
+def _policy(value: object, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= _MAX_POLICY:
+        raise InvalidInput(f"policy must be a strategy version (text of 1-{_MAX_POLICY} "
+                           f"characters), got {preview(value)}")
+    return value
+
+
+def _names(value: object, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise InvalidInput(f"{what} must be a list of arm ids, got {preview(value)}")
+    return tuple(check_name(v, "arm id") for v in value)
+
+
+def _decision(rec: dict[str, Any]) -> Decision:
+    """A decision record as the store logs it (``InvalidInput`` naming what is wrong)."""
+    key, kind = rec.get("key"), rec.get("kind")
+    if not isinstance(key, str) or not 0 < len(key) <= _MAX_POLICY:
+        raise InvalidInput(f"a decision needs its key, got {preview(key)}")
+    if kind not in ("select", "rerank"):
+        raise InvalidInput(f"a decision's kind must be select or rerank, got {preview(kind)}")
+    _ctx_key(rec.get("ctx"), "a decision's ctx")
+    chosen = _names(rec.get("chosen"), "chosen")
+    props = rec.get("propensities")
+    if not isinstance(props, list) or len(props) != len(chosen):
+        raise InvalidInput("propensities must be a list with one value per chosen arm")
+    for p in props:
+        if p is not None and (isinstance(p, bool) or not isinstance(p, int | float)
+                              or not 0.0 <= p <= 1.0):
+            raise InvalidInput(f"a propensity must be null or a number in [0, 1], got "
+                               f"{preview(p)}")
+    cands = rec.get("candidates")
+    candidates = None if cands is None else _names(cands, "candidates")
+    if candidates is not None and len(candidates) > MAX_LOGGED:
+        raise InvalidInput(f"a decision lists at most {MAX_LOGGED} candidates")
+    n = _count(rec, "n_candidates")
+    if n < len(chosen) or (candidates is not None and n != len(candidates)):
+        raise InvalidInput("n_candidates must count the candidates (at least those chosen)")
+    return Decision(key=key, kind=kind, ctx=str(rec["ctx"]), at=_num(rec, "at"),
+                    policy=str(_policy(rec.get("policy"))), chosen=chosen,
+                    propensities=tuple(None if p is None else float(p) for p in props),
+                    candidates=candidates, n_candidates=n)
 
 
 def _check_event(rec: dict[str, Any]) -> FeedbackRow | None:
@@ -404,7 +486,7 @@ def _check_event(rec: dict[str, Any]) -> FeedbackRow | None:
     return None
 
 
-_KINDS: Final = frozenset({"learner", "arm", "event", "evidence"})
+_KINDS: Final = frozenset({"learner", "arm", "event", "decision", "evidence"})
 
 
 def _check(rec: dict[str, Any], begun: set[str]) -> FeedbackRow | None:
@@ -417,6 +499,10 @@ def _check(rec: dict[str, Any], begun: set[str]) -> FeedbackRow | None:
     if kind == "event":
         begun.add(name)
         return _check_event(rec)
+    if kind == "decision":
+        begun.add(name)
+        _decision(rec)
+        return None
     if kind == "evidence":
         _ctx_key(rec.get("ctx"), "an evidence record's ctx")
         check_name(rec.get("arm"), "arm id")
@@ -453,7 +539,12 @@ def _parse(text: str) -> dict[str, Any]:
         raise InvalidInput(f"not valid JSON ({exc})") from None
     if not isinstance(rec, dict):
         raise InvalidInput("a record must be a JSON object")
-    if not _NESTED.isdisjoint(map(type, rec.values())):  # json.loads makes exact types
+    # json.loads makes exact types. Only a decision has lists (of plain values): its
+    # chosen arms, propensities and candidates.
+    if not _NESTED.isdisjoint(map(type, rec.values())) and (
+            rec.get("type") != "decision" or any(
+                type(v) is dict or (type(v) is list and not _NESTED.isdisjoint(map(type, v)))
+                for v in rec.values())):
         raise InvalidInput("a record's fields must be plain values, not objects or lists")
     return rec
 
@@ -531,7 +622,7 @@ async def _import(store: LearningStore, source: LineSource,
         mismatches = await importer.finish()
     c = importer.counts
     return ImportReport(tuple(importer.learners), number, c["applied"], c["duplicate"],
-                        c["conflict"], c["maintenance"], tuple(mismatches))
+                        c["conflict"], c["maintenance"], tuple(mismatches), c["decisions"])
 
 
 async def import_jsonl(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from qortex_mcp.learning.policies.base import Estimate
 
@@ -20,6 +20,7 @@ __all__ = [
     "ArmMetrics",
     "ArmOutcome",
     "ArmRow",
+    "Decision",
     "Event",
     "EventKind",
     "EventRow",
@@ -97,6 +98,13 @@ class ArmOutcome:
     """Evidence weight in (0, 1]: alpha += weight*reward, beta += weight*(1-reward)."""
 
 
+class LazyPropensities(Protocol):
+    """What a ``ScoredArm`` asks for its propensity: the select's propensities, one per
+    chosen arm, computed on first use (the learner's decision log settles them)."""
+
+    def get(self, slot: int) -> float | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ScoredArm:
     """One chosen arm, best first, with the score it was ranked by."""
@@ -109,6 +117,18 @@ class ScoredArm:
     rank: int
     token_cost: float | None = None
     metadata: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
+    lazy: LazyPropensities | None = field(default=None, compare=False, hash=False,
+                                          repr=False)
+    """Where ``propensity`` comes from (set by ``select``)."""
+
+    @property
+    def propensity(self) -> float | None:
+        """The probability the strategy had of choosing this arm in its slot, given the
+        state the select saw (see the decision log in the README): computed on first
+        read, off the select path; None when unknown (decision log off, a token budget,
+        a strategy instance without propensities)."""
+        lazy = self.lazy
+        return None if lazy is None else lazy.get(self.rank - 1)
 
 
 def _slot_setters(cls: type) -> tuple[Any, ...]:
@@ -121,6 +141,7 @@ _SCORED_SET: Final = _slot_setters(ScoredArm)
 def scored_arm(
     id: str, score: float, mean: float, alpha: float, beta: float, rank: int,
     token_cost: float | None, metadata: Mapping[str, Any] | None,
+    lazy: LazyPropensities | None = None,
 ) -> ScoredArm:
     """``ScoredArm(...)`` for the select hot path, without validation.
 
@@ -128,7 +149,7 @@ def scored_arm(
     (about 80 ns a field); writing the slots directly halves building the k results.
     """
     arm: ScoredArm = object.__new__(ScoredArm)
-    s_id, s_score, s_mean, s_alpha, s_beta, s_rank, s_cost, s_meta = _SCORED_SET
+    s_id, s_score, s_mean, s_alpha, s_beta, s_rank, s_cost, s_meta, s_lazy = _SCORED_SET
     s_id(arm, id)
     s_score(arm, score)
     s_mean(arm, mean)
@@ -137,6 +158,7 @@ def scored_arm(
     s_rank(arm, rank)
     s_cost(arm, token_cost)
     s_meta(arm, metadata)
+    s_lazy(arm, lazy)
     return arm
 
 
@@ -321,6 +343,12 @@ class FeedbackRow:
     at: float
     a0: float | None = None
     b0: float | None = None
+    propensity: float | None = None
+    """The probability the strategy had of choosing ``arm`` in its slot (None: unknown, e.g.
+    bare feedback, or a selection whose decision record was lost)."""
+    policy: str | None = None
+    """The strategy version that chose (``LearnerConfig.policy_version``), None without a
+    selection id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,15 +383,44 @@ class Event:
     at: float
     factor: float | None = None
     ctx_body: str | None = None
+    propensity: float | None = None
+    """Feedback only: the chosen arm's propensity (``FeedbackRow.propensity``)."""
+    policy: str | None = None
+    """Feedback only: the strategy version that chose (``FeedbackRow.policy``)."""
 
     def row(self) -> EventRow:
         """The event as a plain tuple in field order (what ``EventRow`` describes)."""
         return (self.seq, self.kind, self.key, self.arm, self.ctx, self.reward, self.weight,
-                self.outcome, self.at, self.factor, self.ctx_body)
+                self.outcome, self.at, self.factor, self.ctx_body, self.propensity,
+                self.policy)
 
 
 EventRow = tuple[int, EventKind, str | None, str, str | None, float | None, float | None,
-                 str | None, float, float | None, str | None]
+                 str | None, float, float | None, str | None, float | None, str | None]
 """An ``Event`` as a plain tuple, fields in the same order: what long scans of the log
 (replay, export) read, because building a million ``Event`` objects costs more than reading
 the rows (and keeps the garbage collector busy)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One recorded ``select`` or ``rerank``: what was offered, what was chosen, and the
+    probability the strategy had of each choice (the decision log; off-policy evaluation
+    reads it). ``seq`` is the store's order (0 before it is written)."""
+
+    key: str
+    """The selection id's nonce: feedback on this decision carries the same key."""
+    kind: Literal["select", "rerank"]
+    ctx: str
+    at: float
+    policy: str
+    """``LearnerConfig.policy_version`` of the learner that decided."""
+    chosen: tuple[str, ...]
+    """Chosen arms, best first (a rerank: the shown order)."""
+    propensities: tuple[float | None, ...]
+    """Per chosen arm, ``P(slot j holds chosen[j])`` under the strategy and state of the
+    moment; None where the strategy gives none (a rerank ranks by mean)."""
+    candidates: tuple[str, ...] | None
+    """Every candidate offered, in the caller's order; None beyond ``MAX_LOGGED``."""
+    n_candidates: int
+    seq: int = 0

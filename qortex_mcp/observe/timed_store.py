@@ -22,6 +22,7 @@ from qortex_mcp.learning.stores.base import (
 from qortex_mcp.learning.types import (
     ApplyResult,
     ArmRow,
+    Decision,
     Event,
     EventRow,
     EvidenceRow,
@@ -58,12 +59,12 @@ class TimedStore:
     async def record_selections(
         self, learner: str, counts: Mapping[str, tuple[int, float]],
         priors: Mapping[str, tuple[float, float]], selections: int, explored: int,
-        answered: int = 0,
+        answered: int = 0, decisions: Sequence[Decision] = (),
     ) -> None:
         started = time.perf_counter()
         try:
             await self.inner.record_selections(learner, counts, priors, selections, explored,
-                                               answered)
+                                               answered, decisions)
         finally:
             self._sink(self.kind, "selections", time.perf_counter() - started)
 
@@ -101,6 +102,12 @@ class TimedStore:
 
     async def events(self, learner: str, after_seq: int = 0, limit: int = 10_000) -> list[Event]:
         return await self.inner.events(learner, after_seq, limit)
+
+    async def decisions(
+        self, learner: str, after_seq: int = 0, limit: int = 10_000, *,
+        keys: Sequence[str] | None = None,
+    ) -> list[Decision]:
+        return await self.inner.decisions(learner, after_seq, limit, keys=keys)
 
     async def event_rows(
         self, learner: str, after_seq: int = 0, limit: int = 10_000, *, bodies: bool = True

@@ -236,7 +236,11 @@ class PosteriorReranker:
         if len(positions) < n:
             for hidden in order[len(positions):].tolist():
                 check_name(ids[hidden], "result id")
-        token, _ = learner.issue_selection(shown_ids, ctx, "rerank", means=mean[shown].tolist())
+        # Without exploration the order is a function of the scores and the evidence: each
+        # shown result was certain to take its place. A Thompson order logs no propensity.
+        token, _ = learner.issue_selection(
+            shown_ids, ctx, "rerank", means=mean[shown].tolist(), candidates=ids,
+            propensities=None if explore else [1.0] * len(shown_ids))
         explanations = None
         if explain:
             alpha, beta = matched_beta(mean, weight, parts)

@@ -25,7 +25,7 @@ from typing import Any, Final
 from qortex_mcp import runtime
 from qortex_mcp.config import Settings
 from qortex_mcp.learning.stores.base import LearningStore
-from qortex_mcp.learning.stores.decisions import ApplyRequest
+from qortex_mcp.learning.stores.dedup import ApplyRequest
 from qortex_mcp.learning.stores.factory import configured_store
 from qortex_mcp.learning.stores.sqlite import SqliteLearningStore
 from qortex_mcp.learning.stores.sqlite.thread import settle

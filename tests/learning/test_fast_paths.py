@@ -101,10 +101,11 @@ text = st.text(max_size=30)
 @given(learner=text, nonce=st.from_regex(r"[A-Za-z0-9_-]{22}", fullmatch=True),
        context=st.none() | text, arms=st.lists(text, max_size=6),
        issued=st.integers(0, 2**53), kind=st.sampled_from(["select", "rerank"]),
-       offered=st.lists(text, max_size=4), means=st.lists(st.integers(0, 10_000), max_size=6))
+       offered=st.lists(text, max_size=4), means=st.lists(st.integers(0, 10_000), max_size=6),
+       policy=st.none() | text)
 def test_payload_is_what_json_dumps_writes(
     learner: str, nonce: str, context: str | None, arms: list[str], issued: int, kind: str,
-    offered: list[str], means: list[int],
+    offered: list[str], means: list[int], policy: str | None,
 ) -> None:
     body: dict[str, object] = {"l": learner, "n": nonce, "c": context, "a": arms, "t": issued,
                                "k": "r" if kind == "rerank" else "s"}
@@ -112,9 +113,11 @@ def test_payload_is_what_json_dumps_writes(
         body["o"] = offered
     if means:
         body["m"] = means
+    if policy is not None:
+        body["v"] = policy
     expected = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
     assert _payload(learner, nonce, context, arms, issued, kind,  # type: ignore[arg-type]
-                    offered, means) == expected
+                    offered, means, policy=policy) == expected
 
 
 def test_scored_arm_equals_the_dataclass_constructor() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import subprocess
@@ -73,7 +74,10 @@ async def state(store: LearningStore) -> dict[str, Any]:
                                 round(r.rsum, 12), r.t) for r in await store.evidence(
                 summary.name)),
             "events": [(e.kind, e.key, e.arm, e.ctx, e.reward, e.weight, e.outcome, e.at,
-                        e.factor) for e in await store.events(summary.name)],
+                        e.factor, e.propensity, e.policy)
+                       for e in await store.events(summary.name)],
+            "decisions": [dataclasses.replace(d, seq=0)
+                          for d in await store.decisions(summary.name)],
         }
     return out
 
@@ -101,7 +105,10 @@ async def test_an_export_imported_into_an_empty_store_is_the_same_state(
         assert report.applied == 2 * 4
         assert report.duplicates == 0
         assert report.maintenance == 2 * 2
-        assert await state(target) == await state(store)
+        source = await state(store)
+        assert len(source["prompts"]["decisions"]) == 2  # the decision log moves too
+        assert source["prompts"]["events"][0][-1] is not None  # with feedback's version
+        assert await state(target) == source
         # and it exports the same records, but for the store kind and sequence numbers
         assert plain(await lines_of(target)) == plain(exported)
     finally:
@@ -210,6 +217,12 @@ def good_events(n: int = 600) -> list[str]:
             '"last_selected":5.0}'] + [feedback(i) for i in range(n)]
 
 
+DECISION = json.dumps({
+    "type": "decision", "learner": "x", "key": "n1", "kind": "select", "ctx": "", "at": 2.0,
+    "policy": "thompson.0123abcd", "chosen": ["a"], "propensities": [0.5],
+    "candidates": ["a", "b"], "n_candidates": 2})
+
+
 # Each: a bad line after 600 good events, the error it raises and the line it names.
 REFUSED = {
     "not JSON": ("{bad", InvalidInput, "not valid JSON"),
@@ -237,6 +250,21 @@ REFUSED = {
     "learner after its events": ('{"type":"learner","learner":"x","selections":1}',
                                  InvalidInput, "learner records must come before"),
     "bad header field": ('{"type":"header"}', InvalidInput, "unknown record type"),
+    "decision propensity": (DECISION.replace('"propensities": [0.5]', '"propensities": [2]'),
+                            InvalidInput, "a propensity must be null or a number in"),
+    "decision propensities": (DECISION.replace('"propensities": [0.5]',
+                                               '"propensities": [0.5, 0.5]'),
+                              InvalidInput, "propensities must be a list with one value"),
+    "decision nested": (DECISION.replace('"chosen": ["a"]', '"chosen": [["a"]]'),
+                        InvalidInput, "a record's fields must be plain values"),
+    "decision kind": (DECISION.replace('"kind": "select"', '"kind": "next"'), InvalidInput,
+                      "a decision.s kind must be select or rerank"),
+    "decision count": (DECISION.replace('"n_candidates": 2', '"n_candidates": 3'),
+                       InvalidInput, "n_candidates must count"),
+    "list outside a decision": (feedback(9999).replace('"arm": "a"', '"arm": ["a"]'),
+                                InvalidInput, "a record's fields must be plain values"),
+    "event propensity": (feedback(9999, propensity=1.5), InvalidInput,
+                         "propensity must be a finite number in"),
 }
 
 

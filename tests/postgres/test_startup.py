@@ -22,6 +22,7 @@ from qortex_mcp.errors import (
     StoreUnavailable,
 )
 from qortex_mcp.learning.postgres import PostgresLearningStore
+from qortex_mcp.learning.stores import SCHEMA_VERSION
 from qortex_mcp.learning.stores.factory import configured_store
 from qortex_mcp.learning.types import FeedbackRow
 from tests.conftest import PG_DSN
@@ -49,7 +50,7 @@ async def test_four_instances_starting_together_create_the_schema_exactly_once()
                     versions = await conn.fetch(f'SELECT value FROM "{schema}".meta')
                 finally:
                     await conn.close()
-                assert [r[0] for r in versions] == ["1"]
+                assert [r[0] for r in versions] == [str(SCHEMA_VERSION)]
                 # every instance works on the one schema
                 results = await asyncio.gather(*(s.apply("L", [row(f"k{i}")], None)
                                                  for i, s in enumerate(stores)))

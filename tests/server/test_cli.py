@@ -67,7 +67,7 @@ def test_status_lists_learners_and_their_counts(
     assert cli.main(["status"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[:4] == ["store: sqlite", f"location: {environment / 'qortex.db'}",
-                       "schema version: 1", "learners: 1"]
+                       "schema version: 2", "learners: 1"]
     assert out[4].split() == ["learner", "arms", "selections", "feedback", "last", "update"]
     assert out[5].split()[:4] == ["prompts", "2", "1", "3"]
 

@@ -28,6 +28,8 @@ async def test_select_chooses_k_candidates_and_signs_the_selection(client: Clien
     assert out["candidates"] == 3
     assert out["strategy"] == "thompson"
     assert out["context_key"].startswith("c")
+    # Each chosen arm's propensity (Thompson: a Monte-Carlo estimate, never 0 once chosen).
+    assert all(0.0 < a["propensity"] <= 1.0 for a in out["selected"])
 
 
 async def test_select_says_when_k_exceeds_the_candidates(client: Client) -> None:
@@ -212,7 +214,7 @@ async def test_status_names_the_store_its_location_and_each_learner(
     assert out["version"] == __version__
     assert out["store"] == "sqlite"
     assert out["location"] == str(settings.sqlite_path)
-    assert out["schema_version"] == 1
+    assert out["schema_version"] == 2
     assert {s["name"]: (s["arms"], s["selections"], s["feedback"]) for s in out["learners"]} \
         == {"x": (1, 0, 1), "y": (1, 1, 0)}  # a select stores the arm it chose
     assert out["summary"] == "2 learner(s), 1 feedback(s) in total"

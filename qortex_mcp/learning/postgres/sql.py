@@ -56,10 +56,18 @@ CREATE TABLE IF NOT EXISTS {s}.events (
     seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, learner text NOT NULL,
     kind text NOT NULL CHECK (kind IN ('feedback', 'decay', 'reset')),
     key text, arm text NOT NULL, ctx text, reward double precision, weight double precision,
-    outcome text, at double precision NOT NULL, factor double precision);
+    outcome text, at double precision NOT NULL, factor double precision,
+    propensity double precision, policy text);
 CREATE UNIQUE INDEX IF NOT EXISTS events_one_answer ON {s}.events (learner, key, arm)
     WHERE kind = 'feedback';
 CREATE INDEX IF NOT EXISTS events_by_learner ON {s}.events (learner, seq);
+CREATE TABLE IF NOT EXISTS {s}.decisions (
+    seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, learner text NOT NULL,
+    key text NOT NULL, kind text NOT NULL CHECK (kind IN ('select', 'rerank')),
+    ctx text NOT NULL, at double precision NOT NULL, policy text NOT NULL,
+    chosen text NOT NULL, propensities text NOT NULL, candidates text,
+    n_candidates bigint NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS decisions_by_key ON {s}.decisions (learner, key);
 CREATE OR REPLACE FUNCTION {s}.mul(x double precision, y double precision)
     RETURNS double precision LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$ SELECT CASE WHEN abs(x) < 1e-160::double precision
@@ -101,11 +109,15 @@ WHERE e.kind = 'feedback'
 _APPLY: Final = """
 WITH input AS (
     SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::float8[],
-                         $7::float8[], $8::text[], $9::float8[], $10::float8[], $11::float8[])
-        WITH ORDINALITY AS i(key, arm, ctx, body, reward, weight, outcome, at, a0, b0, ord)
+                         $7::float8[], $8::text[], $9::float8[], $10::float8[], $11::float8[],
+                         $14::float8[], $15::text[])
+        WITH ORDINALITY AS i(key, arm, ctx, body, reward, weight, outcome, at, a0, b0,
+                             propensity, policy, ord)
 ), ins AS (
-    INSERT INTO {s}.events (learner, kind, key, arm, ctx, reward, weight, outcome, at)
-    SELECT $1, 'feedback', key, arm, ctx, reward, weight, outcome, at FROM input ORDER BY ord
+    INSERT INTO {s}.events (learner, kind, key, arm, ctx, reward, weight, outcome, at,
+                            propensity, policy)
+    SELECT $1, 'feedback', key, arm, ctx, reward, weight, outcome, at, propensity, policy
+    FROM input ORDER BY ord
     ON CONFLICT (learner, key, arm) WHERE kind = 'feedback' DO NOTHING
     RETURNING arm, ctx, reward, weight, at
 ), obs AS (
@@ -154,6 +166,15 @@ WITH head AS (
     UPDATE {s}.learners SET selections = selections + $2, explored = explored + $3,
         answered = answered + $10
     WHERE name = $1
+), logged AS (
+    INSERT INTO {s}.decisions (learner, key, kind, ctx, at, policy, chosen, propensities,
+                               candidates, n_candidates)
+    SELECT $1, key, kind, ctx, at, policy, chosen, props, cands, n
+    FROM unnest($11::text[], $12::text[], $13::text[], $14::float8[], $15::text[],
+                $16::text[], $17::text[], $18::text[], $19::bigint[])
+        WITH ORDINALITY AS d(key, kind, ctx, at, policy, chosen, props, cands, n, ord)
+    ORDER BY ord
+    ON CONFLICT (learner, key) DO NOTHING
 )
 INSERT INTO {s}.arms AS a (learner, arm, a0, b0, selections, last_selected, v)
 SELECT $1, arm, a0, b0, n, last, $4
@@ -209,14 +230,26 @@ FROM {s}.learners l WHERE l.name = $1
 """
 
 _EVENTS: Final = """
-SELECT e.seq, e.kind, e.key, e.arm, e.ctx, e.reward, e.weight, e.outcome, e.at, e.factor, c.body
+SELECT e.seq, e.kind, e.key, e.arm, e.ctx, e.reward, e.weight, e.outcome, e.at, e.factor, c.body,
+       e.propensity, e.policy
 FROM {s}.events e LEFT JOIN {s}.contexts c ON c.learner = e.learner AND c.ctx = e.ctx
 WHERE e.learner = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3
 """
 
 _EVENTS_BARE: Final = """
-SELECT e.seq, e.kind, e.key, e.arm, e.ctx, e.reward, e.weight, e.outcome, e.at, e.factor, NULL
+SELECT e.seq, e.kind, e.key, e.arm, e.ctx, e.reward, e.weight, e.outcome, e.at, e.factor, NULL,
+       e.propensity, e.policy
 FROM {s}.events e WHERE e.learner = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3
+"""
+
+_DECISIONS: Final = """
+SELECT seq, key, kind, ctx, at, policy, chosen, propensities, candidates, n_candidates
+FROM {s}.decisions WHERE learner = $1 AND seq > $2 ORDER BY seq LIMIT $3
+"""
+
+_DECISIONS_BY_KEY: Final = """
+SELECT seq, key, kind, ctx, at, policy, chosen, propensities, candidates, n_candidates
+FROM {s}.decisions WHERE learner = $1 AND key = ANY($2::text[]) ORDER BY seq
 """
 
 _EVIDENCE: Final = "SELECT ctx, arm, s, f, n, rsum, t, v FROM {s}.evidence WHERE learner = $1"
@@ -250,6 +283,14 @@ SELECT value FROM added UNION ALL SELECT value FROM {s}.meta WHERE key = 'select
 LIMIT 1
 """
 
+# Schema 1 -> 2 (after the DDL has created the decisions table): the event columns schema 1
+# lacks, existing rows NULL; then the version. Run under prepare_schema's advisory lock.
+_MIGRATE_1_2: Final = """
+ALTER TABLE {s}.events ADD COLUMN IF NOT EXISTS propensity double precision;
+ALTER TABLE {s}.events ADD COLUMN IF NOT EXISTS policy text;
+UPDATE {s}.meta SET value = '__VERSION__' WHERE key = 'schema_version';
+"""
+
 # Schemas created before the answered counter get the column (0); their data is intact.
 _ADD_ANSWERED: Final = (
     "ALTER TABLE {s}.learners ADD COLUMN IF NOT EXISTS answered bigint NOT NULL DEFAULT 0"
@@ -271,6 +312,8 @@ class Statements:
     since: str
     events: str
     events_bare: str
+    decisions: str
+    decisions_by_key: str
     evidence: str
     learners: str
     contexts: str
@@ -278,6 +321,7 @@ class Statements:
     schema_version: str
     selection_key: str
     add_answered: str
+    migrate_1_2: str
 
     @classmethod
     def for_schema(cls, schema: str, version: int) -> Statements:
@@ -287,11 +331,13 @@ class Statements:
             "lock": _LOCK, "answered": _ANSWERED, "apply": _APPLY,
             "count_selections": _COUNT_SELECTIONS, "decay": _DECAY,
             "reset_match": _RESET_MATCH, "reset_apply": _RESET_APPLY, "since": _SINCE,
-            "events": _EVENTS, "events_bare": _EVENTS_BARE,
+            "events": _EVENTS, "events_bare": _EVENTS_BARE, "decisions": _DECISIONS,
+            "decisions_by_key": _DECISIONS_BY_KEY,
             "evidence": _EVIDENCE, "learners": _LEARNERS,
             "contexts": _CONTEXTS, "ensure_learner": _ENSURE_LEARNER,
             "schema_version": _SCHEMA_VERSION, "selection_key": _SELECTION_KEY,
             "add_answered": _ADD_ANSWERED,
+            "migrate_1_2": _MIGRATE_1_2.replace("__VERSION__", str(int(version))),
         }
         assert set(templates) == {f.name for f in dataclasses.fields(cls)}
         return cls(**{name: text.replace("{s}", quoted) for name, text in templates.items()})

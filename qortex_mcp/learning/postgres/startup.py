@@ -73,12 +73,17 @@ async def prepare_schema(conn: Any, sql: Statements, schema: str) -> bool:
         if found is None or not found.isdigit():
             raise CorruptState(f"PostgreSQL schema {schema!r} has no valid schema version; it "
                                "was not written by qortex-mcp")
-        # Older versions would be migrated here, under the same lock (none yet: v1).
         if int(found) > SCHEMA_VERSION:
             raise SchemaTooNew(
                 f"PostgreSQL schema {schema!r} has schema version {found}, newer than this "
                 f"qortex-mcp understands ({SCHEMA_VERSION}); upgrade qortex-mcp"
             )
+        if int(found) < SCHEMA_VERSION:
+            backup = await _backup_schema(conn, schema, int(found))
+            await conn.execute(sql.ddl)  # the new tables (everything else exists)
+            await conn.execute(sql.migrate_1_2)
+            log.warning("store_migrated", store="postgres", schema=schema,
+                        from_version=int(found), to_version=SCHEMA_VERSION, backup=backup)
         # Checked first: ALTER TABLE would lock the table even when the column exists.
         if not await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = $1 "
@@ -86,6 +91,25 @@ async def prepare_schema(conn: Any, sql: Statements, schema: str) -> bool:
         ):
             await conn.execute(sql.add_answered)
     return created
+
+
+_BACKED_UP: Final = ("meta", "learners", "evidence", "arms", "contexts", "events")
+"""The tables of schema 1, copied before it migrates."""
+
+
+async def _backup_schema(conn: Any, schema: str, version: int) -> str:
+    """Copy the schema's tables into a new schema ``<schema>_schema<N>_bak`` (a numbered
+    one when that exists), inside the migration's transaction: the copy and the migration
+    commit together or not at all. Returns the backup schema's name."""
+    base = f"{schema}_schema{version}_bak"
+    name, n = base, 1
+    while await conn.fetchval("SELECT to_regnamespace($1) IS NOT NULL", name):
+        n += 1
+        name = f"{base}{n}"
+    await conn.execute(f'CREATE SCHEMA "{name}"')
+    for table in _BACKED_UP:
+        await conn.execute(f'CREATE TABLE "{name}".{table} AS TABLE "{schema}".{table}')
+    return name
 
 
 async def durability(conn: Any, location: str) -> str:

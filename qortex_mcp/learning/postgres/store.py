@@ -52,11 +52,13 @@ from qortex_mcp.learning.stores.base import (
     LearnerSummary,
     StoreInfo,
 )
+from qortex_mcp.learning.stores.decision_rows import decision_from_row, decision_values
 from qortex_mcp.learning.stores.dsn import mask_dsn
 from qortex_mcp.learning.types import (
     GLOBAL_CONTEXT,
     ApplyResult,
     ArmRow,
+    Decision,
     Event,
     EventRow,
     EvidenceRow,
@@ -295,9 +297,14 @@ class PostgresLearningStore:
         selections: int,
         explored: int,
         answered: int = 0,
+        decisions: Sequence[Decision] = (),
     ) -> None:
         arms = sorted(set(counts) | set(priors))
         none2: tuple[None, None] = (None, None)
+        # columns of decision_values after the learner: key, kind, ctx, at, policy,
+        # chosen, propensities, candidates, n_candidates
+        logged = list(zip(*(decision_values(learner, d)[1:] for d in decisions),
+                          strict=True)) or [()] * 9
 
         async def run(conn: Any, v: int) -> None:
             await conn.execute(
@@ -305,6 +312,7 @@ class PostgresLearningStore:
                 [priors.get(a, none2)[0] for a in arms], [priors.get(a, none2)[1] for a in arms],
                 [counts.get(a, (0, None))[0] for a in arms],
                 [counts.get(a, (0, None))[1] for a in arms], answered,
+                *(list(column) for column in logged),
             )
 
         await self._write(learner, "recording selections", run)
@@ -381,6 +389,18 @@ class PostgresLearningStore:
             return [tuple(r) for r in rows]
 
         return await self._read("reading events", run)
+
+    async def decisions(
+        self, learner: str, after_seq: int = 0, limit: int = 10_000, *,
+        keys: Sequence[str] | None = None,
+    ) -> list[Decision]:
+        async def run(conn: Any) -> list[Decision]:
+            rows = (await conn.fetch(self._sql.decisions, learner, after_seq, limit)
+                    if keys is None else
+                    await conn.fetch(self._sql.decisions_by_key, learner, list(keys)))
+            return [decision_from_row(r) for r in rows]
+
+        return await self._read("reading decisions", run)
 
     async def evidence(self, learner: str) -> list[EvidenceRow]:
         async def run(conn: Any) -> list[EvidenceRow]:

@@ -4,7 +4,7 @@ still returns only after its COMMIT.
 
 Each batch: lock its learners (``Runner.write``), read the answers already standing for its
 keys (a statement of its own, so under READ COMMITTED it sees everything committed by the
-writers it waited for), decide every row (``stores.decisions``), then one ``sql._APPLY``
+writers it waited for), decide every row (``stores.dedup``), then one ``sql._APPLY``
 statement per (learner, half-life) inserts the events and folds the inserted ones into the
 evidence. A batch with nothing new rolls back (no version, no NOTIFY).
 """
@@ -19,7 +19,7 @@ from qortex_mcp.errors import StoreBusy, StoreError
 from qortex_mcp.learning.postgres.errors import translate
 from qortex_mcp.learning.postgres.runner import Runner
 from qortex_mcp.learning.stores.base import settled
-from qortex_mcp.learning.stores.decisions import ApplyRequest, decide, request_results
+from qortex_mcp.learning.stores.dedup import ApplyRequest, decide, request_results
 from qortex_mcp.learning.tasks import stop_tasks
 from qortex_mcp.learning.types import ApplyResult, EvidenceRow, FeedbackRow
 from qortex_mcp.logging import get_logger
@@ -144,10 +144,10 @@ class FeedbackWriter:
         answered = await conn.fetch(self._sql.answered, [p[0] for p in pairs],
                                     [p[1] for p in pairs])
         standing = {(r[0], r[1], r[2]): float(r[3]) for r in answered}
-        decisions = decide([(req.learner, req.rows) for req in batch], standing)
+        verdicts = decide([(req.learner, req.rows) for req in batch], standing)
         # 2. One statement per (learner, half-life) group of fresh rows.
         groups: dict[tuple[str, float | None], list[FeedbackRow]] = {}
-        for req, d in zip(batch, decisions, strict=True):
+        for req, d in zip(batch, verdicts, strict=True):
             groups.setdefault((req.learner, req.half_life_s), []).extend(d.fresh)
         committed: dict[str, dict[tuple[str, str], EvidenceRow]] = {}
         for (learner, half_life), fresh in groups.items():
@@ -158,6 +158,7 @@ class FeedbackWriter:
                 [r.ctx for r in fresh], [r.ctx_body for r in fresh], [r.reward for r in fresh],
                 [r.weight for r in fresh], [r.outcome for r in fresh], [r.at for r in fresh],
                 [r.a0 for r in fresh], [r.b0 for r in fresh], versions[learner], half_life,
+                [r.propensity for r in fresh], [r.policy for r in fresh],
             )
             if int(rec["inserted"]) != len(fresh):
                 # Only a writer that skipped the learner lock can get here; nothing is kept.
@@ -167,4 +168,4 @@ class FeedbackWriter:
             for r in rec["rows"] or ():
                 table[(r[0], r[1])] = EvidenceRow(*r)
         # 3. What each request left, as committed.
-        return request_results(batch, decisions, committed), bool(committed)
+        return request_results(batch, verdicts, committed), bool(committed)

@@ -25,6 +25,7 @@ from typing import Protocol, Self, runtime_checkable
 from qortex_mcp.learning.types import (
     ApplyResult,
     ArmRow,
+    Decision,
     Event,
     EventRow,
     EvidenceRow,
@@ -46,7 +47,9 @@ __all__ = [
     "read_event_rows",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: 0.1. 2: the decision log (a ``decisions`` table) and feedback events carrying their
+propensity and strategy version. Stores of schema 1 migrate when opened."""
 
 
 def fold(
@@ -145,9 +148,19 @@ class LearningStore(Protocol):
         selections: int,
         explored: int,
         answered: int = 0,
+        decisions: Sequence[Decision] = (),
     ) -> None:
-        """Add selection counters (write-behind statistics) and stored arm priors;
-        ``answered`` counts selections that got their first feedback."""
+        """Add selection counters (write-behind statistics) and stored arm priors, and
+        append ``decisions`` to the decision log (one already logged under its key is
+        kept); ``answered`` counts selections that got their first feedback."""
+        ...
+
+    async def decisions(
+        self, learner: str, after_seq: int = 0, limit: int = 10_000, *,
+        keys: Sequence[str] | None = None,
+    ) -> list[Decision]:
+        """The decision log in ``seq`` order after ``after_seq``; with ``keys``, only the
+        decisions logged under those keys."""
         ...
 
     async def decay(

@@ -16,7 +16,9 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -35,9 +37,19 @@ from qortex_mcp.learning.stores.base import (
     StoreInfo,
 )
 from qortex_mcp.learning.stores.tables import Tables
-from qortex_mcp.learning.types import ApplyResult, ArmRow, Event, EvidenceRow, FeedbackRow
+from qortex_mcp.learning.types import (
+    ApplyResult,
+    ArmRow,
+    Decision,
+    Event,
+    EvidenceRow,
+    FeedbackRow,
+)
+from qortex_mcp.logging import get_logger
 
 __all__ = ["JsonLearningStore"]
+
+log = get_logger(__name__)
 
 T = TypeVar("T")
 _Stamp = tuple[int, int, int]
@@ -270,7 +282,24 @@ class JsonLearningStore:
                     stale.unlink()
 
         await self._run(clean)
+        backup = await self._run(self._backup_before_migration, write=lambda b: b is not None)
+        if backup is not None:
+            log.warning("store_migrated", store="json", path=str(self.path),
+                        to_version=SCHEMA_VERSION, backup=str(backup))
         self._open = True
+
+    def _backup_before_migration(self, tables: Tables) -> Path | None:
+        """A file of an older schema is copied beside itself (``<name>.schema<N>.bak``)
+        and then rewritten in the current one (under the lock: all or nothing, as every
+        write of this store). None when the file is current (or there is none)."""
+        if self._stamp is None or tables.version >= SCHEMA_VERSION:
+            return None
+        target = self.path.with_name(f"{self.path.name}.schema{tables.version}.bak")
+        if target.exists():
+            target = self.path.with_name(
+                f"{self.path.name}.schema{tables.version}.{int(time.time())}.bak")
+        shutil.copy2(self.path, target)
+        return target
 
     async def close(self) -> None:
         self._closed = True
@@ -306,10 +335,11 @@ class JsonLearningStore:
         selections: int,
         explored: int,
         answered: int = 0,
+        decisions: Sequence[Decision] = (),
     ) -> None:
         await self._run(
             lambda t: t.record_selections(learner, counts, priors, selections, explored,
-                                          answered),
+                                          answered, decisions),
             write=True,
         )
 
@@ -327,6 +357,12 @@ class JsonLearningStore:
 
     async def events(self, learner: str, after_seq: int = 0, limit: int = 10_000) -> list[Event]:
         return await self._run(lambda t: t.event_page(learner, after_seq, limit))
+
+    async def decisions(
+        self, learner: str, after_seq: int = 0, limit: int = 10_000, *,
+        keys: Sequence[str] | None = None,
+    ) -> list[Decision]:
+        return await self._run(lambda t: t.decision_page(learner, after_seq, limit, keys))
 
     async def evidence(self, learner: str) -> list[EvidenceRow]:
         return await self._run(lambda t: t.evidence(learner))

@@ -16,7 +16,14 @@ from qortex_mcp.learning.stores.base import (
     StoreInfo,
 )
 from qortex_mcp.learning.stores.tables import Tables
-from qortex_mcp.learning.types import ApplyResult, ArmRow, Event, EvidenceRow, FeedbackRow
+from qortex_mcp.learning.types import (
+    ApplyResult,
+    ArmRow,
+    Decision,
+    Event,
+    EvidenceRow,
+    FeedbackRow,
+)
 
 __all__ = ["MemoryLearningStore"]
 
@@ -106,9 +113,10 @@ class MemoryLearningStore:
         selections: int,
         explored: int,
         answered: int = 0,
+        decisions: Sequence[Decision] = (),
     ) -> None:
         (await self._writable()).record_selections(learner, counts, priors, selections, explored,
-                                                   answered)
+                                                   answered, decisions)
 
     async def decay(
         self, learner: str, arm: str, factor: float, at: float, reason: str | None = None
@@ -124,6 +132,12 @@ class MemoryLearningStore:
 
     async def events(self, learner: str, after_seq: int = 0, limit: int = 10_000) -> list[Event]:
         return self._t().event_page(learner, after_seq, limit)
+
+    async def decisions(
+        self, learner: str, after_seq: int = 0, limit: int = 10_000, *,
+        keys: Sequence[str] | None = None,
+    ) -> list[Decision]:
+        return self._t().decision_page(learner, after_seq, limit, keys)
 
     async def evidence(self, learner: str) -> list[EvidenceRow]:
         return self._t().evidence(learner)

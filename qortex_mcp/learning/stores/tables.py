@@ -7,6 +7,7 @@ The caller holds whatever lock makes a call atomic.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,11 +19,12 @@ from qortex_mcp.learning.stores.base import (
     LearnerSummary,
     fold,
 )
-from qortex_mcp.learning.stores.decisions import decide
+from qortex_mcp.learning.stores.dedup import decide
 from qortex_mcp.learning.types import (
     GLOBAL_CONTEXT,
     ApplyResult,
     ArmRow,
+    Decision,
     Event,
     EvidenceRow,
     FeedbackRow,
@@ -47,6 +49,9 @@ class _Learner:
     answered_selections: int = 0
     # the keys of ``answered`` (not stored: rebuilt on parse)
     keys: set[str] = field(default_factory=set)
+    decisions: list[Decision] = field(default_factory=list)
+    # the keys of ``decisions`` (not stored: rebuilt on parse)
+    decided: set[str] = field(default_factory=set)
 
 
 class Tables:
@@ -56,6 +61,9 @@ class Tables:
         self.learners: dict[str, _Learner] = {}
         self.events: dict[str, list[Event]] = {}
         self.seq = 0
+        self.decision_seq = 0
+        self.version = SCHEMA_VERSION
+        """The schema version the tables were read as (``dump`` writes the current one)."""
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -159,7 +167,7 @@ class Tables:
                     rec.contexts.setdefault(row.ctx, row.ctx_body)
                 self._log(learner, kind="feedback", key=row.key, arm=row.arm, ctx=row.ctx,
                           reward=row.reward, weight=row.weight, outcome=row.outcome, at=row.at,
-                          ctx_body=row.ctx_body)
+                          ctx_body=row.ctx_body, propensity=row.propensity, policy=row.policy)
         return ApplyResult(tuple(statuses), tuple(d.standing),
                            tuple(self._ev(k, r) for k, r in touched.items()), new_keys)
 
@@ -171,8 +179,14 @@ class Tables:
         selections: int,
         explored: int,
         answered: int = 0,
+        decisions: Sequence[Decision] = (),
     ) -> None:
         rec = self._get(learner)
+        for d in decisions:
+            if d.key not in rec.decided:
+                rec.decided.add(d.key)
+                self.decision_seq += 1
+                rec.decisions.append(dataclasses.replace(d, seq=self.decision_seq))
         v = self._bump(rec)
         rec.selections += selections
         rec.explored += explored
@@ -230,6 +244,16 @@ class Tables:
     def event_page(self, learner: str, after_seq: int, limit: int) -> list[Event]:
         return [e for e in self.events.get(learner, []) if e.seq > after_seq][:limit]
 
+    def decision_page(self, learner: str, after_seq: int, limit: int,
+                      keys: Sequence[str] | None) -> list[Decision]:
+        rec = self.learners.get(learner)
+        if rec is None:
+            return []
+        if keys is not None:
+            wanted = set(keys)
+            return [d for d in rec.decisions if d.key in wanted]
+        return [d for d in rec.decisions if d.seq > after_seq][:limit]
+
     def contexts(self, learner: str, keys: Sequence[str]) -> dict[str, str]:
         rec = self.learners.get(learner)
         return {} if rec is None else {k: rec.contexts[k] for k in keys if k in rec.contexts}
@@ -245,6 +269,7 @@ class Tables:
             "format": "qortex-mcp",
             "schema_version": SCHEMA_VERSION,
             "seq": self.seq,
+            "decision_seq": self.decision_seq,
             "learners": {
                 name: {
                     "config": rec.config,
@@ -256,10 +281,12 @@ class Tables:
                     "arms": [[a, *r] for a, r in rec.arms.items()],
                     "answered": [[k, a, r] for (k, a), r in rec.answered.items()],
                     "contexts": rec.contexts,
-                    "events": [
-                        [e.seq, e.kind, e.key, e.arm, e.ctx, e.reward, e.weight, e.outcome,
-                         e.at, e.factor, e.ctx_body]
-                        for e in self.events[name]
+                    "events": [list(e.row()) for e in self.events[name]],
+                    "decisions": [
+                        [d.seq, d.key, d.kind, d.ctx, d.at, d.policy, list(d.chosen),
+                         list(d.propensities),
+                         None if d.candidates is None else list(d.candidates), d.n_candidates]
+                        for d in rec.decisions
                     ],
                 }
                 for name, rec in self.learners.items()
@@ -282,7 +309,9 @@ class Tables:
         if version > SCHEMA_VERSION:
             raise OverflowError(f"schema version {version} is newer than {SCHEMA_VERSION}")
         out = cls()
+        out.version = version
         out.seq = _count(data.get("seq"), "seq")
+        out.decision_seq = _count(data.get("decision_seq", 0), "decision_seq")
         learners = data.get("learners")
         if not isinstance(learners, dict):
             raise ValueError(f"learners must be an object, got {type(learners).__name__}")
@@ -292,6 +321,10 @@ class Tables:
             for e in out.events[name]:
                 if e.seq > out.seq:
                     raise ValueError(f"{where}: event seq {e.seq} is beyond the file's seq")
+            for d in out.learners[name].decisions:
+                if d.seq > out.decision_seq:
+                    raise ValueError(f"{where}: decision seq {d.seq} is beyond the file's "
+                                     "decision_seq")
         return out
 
 
@@ -378,8 +411,35 @@ def _parse_learner(rec: object, where: str) -> tuple[_Learner, list[Event]]:
     if not isinstance(contexts, dict) or not all(isinstance(v, str) for v in contexts.values()):
         raise _fail(f"{where}.contexts", "must map context keys to text", contexts)
     lr.contexts = dict(contexts)
+    # schema 1 files have no decisions
+    for i, row in enumerate(_rows(rec.get("decisions", []), f"{where}.decisions", (10,))):
+        d = _parse_decision(row, f"{where}.decisions[{i}]")
+        lr.decisions.append(d)
+        lr.decided.add(d.key)
     return lr, [_parse_event(row, f"{where}.events[{i}]") for i, row in
-                enumerate(_rows(rec.get("events"), f"{where}.events", (9, 10, 11)))]
+                enumerate(_rows(rec.get("events"), f"{where}.events", (9, 10, 11, 13)))]
+
+
+def _texts(value: object, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _fail(where, "must be a list", value)
+    return tuple(_text(v, where) for v in value)
+
+
+def _parse_decision(row: list[Any], at: str) -> Decision:
+    seq, key, kind, ctx, when, policy, chosen, props, cands, n = row
+    if kind not in ("select", "rerank"):
+        raise _fail(at, "kind must be select or rerank", kind)
+    picked = _texts(chosen, f"{at} chosen")
+    if not isinstance(props, list) or len(props) != len(picked):
+        raise _fail(at, "propensities must be a list, one per chosen arm", props)
+    return Decision(
+        key=_text(key, f"{at} key"), kind=kind, ctx=_text(ctx, f"{at} ctx"),
+        at=_number(when, f"{at} at"), policy=_text(policy, f"{at} policy"), chosen=picked,
+        propensities=tuple(None if p is None else _number(p, f"{at} propensity", 0.0, 1.0)
+                           for p in props),
+        candidates=None if cands is None else _texts(cands, f"{at} candidates"),
+        n_candidates=_count(n, f"{at} n_candidates"), seq=_count(seq, f"{at} seq"))
 
 
 _EVENT_KINDS: Final = ("feedback", "decay", "reset")
@@ -387,7 +447,7 @@ _EVENT_KINDS: Final = ("feedback", "decay", "reset")
 
 def _parse_event(row: list[Any], at: str) -> Event:
     seq, kind, key, arm, ctx, reward, weight, outcome, when, *rest = row
-    factor, body = [*rest, None, None][:2]
+    factor, body, propensity, policy = [*rest, None, None, None, None][:4]
     if kind not in _EVENT_KINDS:
         raise _fail(at, "kind must be feedback, decay or reset", kind)
     return Event(
@@ -398,4 +458,7 @@ def _parse_event(row: list[Any], at: str) -> Event:
                                                    above=True),
         outcome=_maybe_text(outcome, f"{at} outcome"), at=_number(when, f"{at} at"),
         factor=None if factor is None else _number(factor, f"{at} factor", 0.0, 1.0),
-        ctx_body=_maybe_text(body, f"{at} ctx_body"))
+        ctx_body=_maybe_text(body, f"{at} ctx_body"),
+        propensity=None if propensity is None else _number(propensity, f"{at} propensity",
+                                                           0.0, 1.0),
+        policy=_maybe_text(policy, f"{at} policy"))

@@ -31,11 +31,24 @@ CREATE TABLE IF NOT EXISTS contexts (
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, learner TEXT NOT NULL, kind TEXT NOT NULL,
     key TEXT, arm TEXT NOT NULL, ctx TEXT, reward REAL, weight REAL, outcome TEXT,
-    at REAL NOT NULL, factor REAL);
+    at REAL NOT NULL, factor REAL, propensity REAL, policy TEXT);
 CREATE UNIQUE INDEX IF NOT EXISTS events_one_answer ON events (learner, key, arm)
     WHERE kind = 'feedback';
 CREATE INDEX IF NOT EXISTS events_by_learner ON events (learner, seq);
+CREATE TABLE IF NOT EXISTS decisions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, learner TEXT NOT NULL, key TEXT NOT NULL,
+    kind TEXT NOT NULL, ctx TEXT NOT NULL, at REAL NOT NULL, policy TEXT NOT NULL,
+    chosen TEXT NOT NULL, propensities TEXT NOT NULL, candidates TEXT,
+    n_candidates INTEGER NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS decisions_by_key ON decisions (learner, key);
 """
+
+# Schema 1 -> 2: the columns schema 1's events table lacks (the decisions table is new,
+# created by SCHEMA). ALTER TABLE ADD COLUMN leaves every existing row as it was (NULL).
+MIGRATE_1_2: Final = (
+    "ALTER TABLE events ADD COLUMN propensity REAL",
+    "ALTER TABLE events ADD COLUMN policy TEXT",
+)
 
 BUMP: Final = (
     "INSERT INTO learners (name, config, version, created_at) VALUES (?, '{}', 1, ?) "
@@ -46,9 +59,20 @@ ANSWERED: Final = (
     "AND key IN (SELECT value FROM json_each(?))"
 )
 INSERT_EVENT: Final = (
-    "INSERT INTO events (learner, kind, key, arm, ctx, reward, weight, outcome, at, factor) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (learner, kind, key, arm, ctx, reward, weight, outcome, at, factor, "
+    "propensity, policy) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+INSERT_DECISION: Final = (
+    "INSERT OR IGNORE INTO decisions (learner, key, kind, ctx, at, policy, chosen, "
+    "propensities, candidates, n_candidates) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+DECISIONS: Final = (
+    "SELECT seq, key, kind, ctx, at, policy, chosen, propensities, candidates, n_candidates "
+    "FROM decisions WHERE learner = ? AND seq > ? ORDER BY seq LIMIT ?")
+DECISIONS_BY_KEY: Final = (
+    "SELECT seq, key, kind, ctx, at, policy, chosen, propensities, candidates, n_candidates "
+    "FROM decisions WHERE learner = ? AND key IN (SELECT value FROM json_each(?)) "
+    "ORDER BY seq")
 FOLD_PLAIN: Final = (
     "INSERT INTO evidence (learner, ctx, arm, s, f, n, rsum, t, v) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (learner, ctx, arm) DO UPDATE SET "
@@ -100,8 +124,9 @@ RESET_APPLY: Final = (
 
 EVENTS: Final = (
     "SELECT e.seq, e.kind, e.key, e.arm, e.ctx, e.reward, e.weight, e.outcome, e.at, e.factor, "
-    "c.body FROM events e LEFT JOIN contexts c ON c.learner = e.learner AND c.ctx = e.ctx "
+    "c.body, e.propensity, e.policy FROM events e "
+    "LEFT JOIN contexts c ON c.learner = e.learner AND c.ctx = e.ctx "
     "WHERE e.learner = ? AND e.seq > ? ORDER BY e.seq LIMIT ?")
 EVENTS_BARE: Final = (
-    "SELECT seq, kind, key, arm, ctx, reward, weight, outcome, at, factor, NULL FROM events "
-    "WHERE learner = ? AND seq > ? ORDER BY seq LIMIT ?")
+    "SELECT seq, kind, key, arm, ctx, reward, weight, outcome, at, factor, NULL, propensity, "
+    "policy FROM events WHERE learner = ? AND seq > ? ORDER BY seq LIMIT ?")

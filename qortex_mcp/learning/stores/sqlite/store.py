@@ -56,7 +56,8 @@ from qortex_mcp.learning.stores.base import (
     StoreInfo,
     settled,
 )
-from qortex_mcp.learning.stores.decisions import ApplyRequest
+from qortex_mcp.learning.stores.decision_rows import decision_from_row, decision_values
+from qortex_mcp.learning.stores.dedup import ApplyRequest
 from qortex_mcp.learning.stores.sqlite import sql
 from qortex_mcp.learning.stores.sqlite.checks import (
     USER_OBJECTS,
@@ -71,6 +72,7 @@ from qortex_mcp.learning.types import (
     GLOBAL_CONTEXT,
     ApplyResult,
     ArmRow,
+    Decision,
     Event,
     EventRow,
     EvidenceRow,
@@ -220,7 +222,8 @@ class SqliteLearningStore:
                 mode = await self._writer.call(self._enable_wal)
                 if mode is None or str(mode[0]).lower() != "wal":
                     raise StoreUnavailable("SQLite refused WAL mode for the store file")
-                await self._writer.call(self._create_schema)
+                backup = await self._writer.call(self._backup_before_migration)
+                migrated = await self._writer.call(self._create_schema)
                 self._reader = reader
                 await self._reader.start()
             except sqlite3.Error as exc:
@@ -236,6 +239,10 @@ class SqliteLearningStore:
                 await self._close_connections()
                 raise
             self._ready = True
+            if migrated is not None:
+                log.warning("store_migrated", store="sqlite", path=str(self.path),
+                            from_version=migrated, to_version=SCHEMA_VERSION,
+                            backup=None if backup is None else str(backup))
             log.debug("store_opened", store="sqlite", path=str(self.path),
                       synchronous=self.synchronous)
 
@@ -259,7 +266,36 @@ class SqliteLearningStore:
             time.sleep(pause)  # on the writer thread, before the store is usable
             pause = min(pause * 2, 0.1)
 
-    def _create_schema(self, conn: sqlite3.Connection) -> None:
+    def _stored_version(self, conn: sqlite3.Connection) -> int | None:
+        """The file's schema version; None for a new (or foreign) file."""
+        if _one(conn, "SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                "AND name = 'qortex_meta'") is None:
+            return None
+        row = _one(conn, "SELECT value FROM qortex_meta WHERE key = 'schema_version'")
+        return None if row is None else int(row[0])
+
+    def _backup_before_migration(self, conn: sqlite3.Connection) -> Path | None:
+        """A copy of a file of an older schema, beside it, taken before it migrates:
+        ``<name>.schema<N>.bak`` (a consistent snapshot through SQLite's backup API, so
+        another process writing meanwhile is fine). None when nothing will migrate."""
+        version = self._stored_version(conn)
+        if version is None or version >= SCHEMA_VERSION:
+            return None
+        target = self.path.with_name(f"{self.path.name}.schema{version}.bak")
+        if target.exists():  # an earlier attempt's copy stays; this one is dated
+            target = self.path.with_name(
+                f"{self.path.name}.schema{version}.{int(time.time())}.bak")
+        copy = sqlite3.connect(target)
+        try:
+            conn.backup(copy)
+        finally:
+            copy.close()
+        return target
+
+    def _create_schema(self, conn: sqlite3.Connection) -> int | None:
+        """Create the schema, or migrate an older one in the same transaction: returns
+        the version migrated from (None: nothing migrated)."""
+        migrated: int | None = None
         conn.execute("BEGIN IMMEDIATE")
         try:
             names = {str(r[0]) for r in _rows(conn, USER_OBJECTS)}
@@ -285,11 +321,25 @@ class SqliteLearningStore:
                     f"{self.path.name} has schema version {row[0]}, newer than this "
                     f"qortex-mcp understands ({SCHEMA_VERSION}); upgrade qortex-mcp"
                 )
+            elif int(row[0]) < SCHEMA_VERSION:
+                migrated = int(row[0])
+                self._migrate(conn)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        return migrated
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        """Schema 1 to 2, inside ``_create_schema``'s transaction (all of it or none)."""
+        columns = {r[1] for r in _rows(conn, "PRAGMA table_info(events)")}
+        for statement in sql.MIGRATE_1_2:
+            if statement.split()[-2] not in columns:
+                conn.execute(statement)
+        conn.execute("UPDATE qortex_meta SET value = ? WHERE key = 'schema_version'",
+                     (str(SCHEMA_VERSION),))
 
     async def _close_connections(self) -> None:
         for thread in (self._writer, self._reader):
@@ -546,6 +596,7 @@ class SqliteLearningStore:
         selections: int,
         explored: int,
         answered: int = 0,
+        decisions: Sequence[Decision] = (),
     ) -> None:
         def run(conn: sqlite3.Connection) -> None:
             row = _one(conn, sql.BUMP, (learner, time.time()))
@@ -562,6 +613,9 @@ class SqliteLearningStore:
                 a0, b0 = priors.get(arm, (None, None))
                 rows.append((learner, arm, a0, b0, n, last, v))
             conn.executemany(sql.COUNT_SELECTIONS, rows)
+            if decisions:
+                conn.executemany(sql.INSERT_DECISION,
+                                 [decision_values(learner, d) for d in decisions])
 
         await self._submit_job(run, "recording selections")
 
@@ -578,7 +632,7 @@ class SqliteLearningStore:
             )
             conn.execute(
                 sql.INSERT_EVENT,
-                (learner, "decay", None, arm, None, None, None, reason, at, factor),
+                (learner, "decay", None, arm, None, None, None, reason, at, factor, None, None),
             )
             return [EvidenceRow(*r) for r in conn.execute(sql.EVIDENCE_AT, (learner, v))]
 
@@ -606,7 +660,7 @@ class SqliteLearningStore:
                 assert row is not None
                 conn.execute(sql.RESET_APPLY, (learner, wanted, ctx, int(row[0])))
                 conn.executemany(sql.INSERT_EVENT, [
-                    (learner, "reset", None, arm, ctx, None, None, None, at, None)
+                    (learner, "reset", None, arm, ctx, None, None, None, at, None, None, None)
                     for arm in touched
                 ])
             return touched, n, removed
@@ -693,6 +747,16 @@ class SqliteLearningStore:
         # the columns of EventRow
         statement = sql.EVENTS if bodies else sql.EVENTS_BARE
         return await self._query(statement, (learner, after_seq, limit))
+
+    async def decisions(
+        self, learner: str, after_seq: int = 0, limit: int = 10_000, *,
+        keys: Sequence[str] | None = None,
+    ) -> list[Decision]:
+        if keys is None:
+            rows = await self._query(sql.DECISIONS, (learner, after_seq, limit))
+        else:
+            rows = await self._query(sql.DECISIONS_BY_KEY, (learner, json.dumps(list(keys))))
+        return [decision_from_row(r) for r in rows]
 
     async def evidence(self, learner: str) -> list[EvidenceRow]:
         rows = await self._query(

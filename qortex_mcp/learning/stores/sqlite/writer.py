@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from qortex_mcp.learning.stores.decisions import ApplyRequest, decide, request_results
+from qortex_mcp.learning.stores.dedup import ApplyRequest, decide, request_results
 from qortex_mcp.learning.stores.sqlite import sql
 from qortex_mcp.learning.types import GLOBAL_CONTEXT, ApplyResult, EvidenceRow
 
@@ -35,7 +35,7 @@ def apply_batch(conn: sqlite3.Connection, batch: list[ApplyRequest],
                 sql.ANSWERED, (learner, json.dumps(keys[i:i + 500]))
             ):
                 standing[(learner, key, arm)] = reward
-    decisions = decide([(req.learner, req.rows) for req in batch], standing)
+    verdicts = decide([(req.learner, req.rows) for req in batch], standing)
     # 2. Write the fresh rows of every learner, one version per learner, in one
     #    executemany per statement for the whole batch.
     versions: dict[str, int] = {}
@@ -50,7 +50,7 @@ def apply_batch(conn: sqlite3.Connection, batch: list[ApplyRequest],
     # together), else none (the PostgreSQL writer's DISTINCT ON does the same).
     arms: dict[tuple[str, str], tuple[Any, ...]] = {}
     bodies: list[tuple[Any, ...]] = []
-    for req, d in zip(batch, decisions, strict=True):
+    for req, d in zip(batch, verdicts, strict=True):
         if not d.fresh:
             continue
         if req.learner not in versions:
@@ -60,7 +60,7 @@ def apply_batch(conn: sqlite3.Connection, batch: list[ApplyRequest],
         v = versions[req.learner]
         for r in d.fresh:
             events.append((req.learner, "feedback", r.key, r.arm, r.ctx, r.reward, r.weight,
-                           r.outcome, r.at, None))
+                           r.outcome, r.at, None, r.propensity, r.policy))
             cell = (req.learner, r.arm)
             if r.a0 is not None or cell not in arms:
                 arms[cell] = (req.learner, r.arm, r.a0, r.b0, v)
@@ -97,5 +97,5 @@ def apply_batch(conn: sqlite3.Connection, batch: list[ApplyRequest],
     for learner, v in versions.items():
         rows = [EvidenceRow(*r) for r in conn.execute(sql.EVIDENCE_AT, (learner, v))]
         committed[learner] = {(e.ctx, e.arm): e for e in rows}
-    return request_results(batch, decisions, committed)
+    return request_results(batch, verdicts, committed)
 

@@ -17,7 +17,7 @@ from qortex_mcp.learning.types import (
     RowStatus,
 )
 
-__all__ = ["ApplyRequest", "Decision", "decide", "request_results"]
+__all__ = ["ApplyRequest", "Verdict", "decide", "request_results"]
 
 
 @dataclass
@@ -31,7 +31,7 @@ class ApplyRequest:
 
 
 @dataclass
-class Decision:
+class Verdict:
     """One request's per-row statuses, the standing rewards, and the rows to write."""
 
     statuses: list[RowStatus] = field(default_factory=list)
@@ -44,7 +44,7 @@ class Decision:
 def decide(
     requests: Sequence[tuple[str, Sequence[FeedbackRow]]],
     standing: dict[tuple[str, str, str], float],
-) -> list[Decision]:
+) -> list[Verdict]:
     """Statuses for each ``(learner, rows)`` request, in order.
 
     A row whose (learner, key, arm) is unanswered is ``applied``; answered with the same
@@ -53,12 +53,12 @@ def decide(
     ``standing`` is updated in place with them.
 
     ``standing`` must hold every arm answered under the rows' keys (not only the rows'
-    arms) for ``Decision.new_keys`` to be right.
+    arms) for ``Verdict.new_keys`` to be right.
     """
     out = []
     keys = {(learner, key) for learner, key, _ in standing}
     for learner, rows in requests:
-        d = Decision()
+        d = Verdict()
         pending: dict[tuple[str, str, str], float] = {}
         for row in rows:
             k = (learner, row.key, row.arm)
@@ -82,7 +82,7 @@ def decide(
 
 
 def request_results(
-    batch: Sequence[ApplyRequest], decisions: Sequence[Decision],
+    batch: Sequence[ApplyRequest], verdicts: Sequence[Verdict],
     committed: Mapping[str, Mapping[tuple[str, str], EvidenceRow]],
 ) -> list[ApplyResult]:
     """What each request of a committed batch left: its statuses and the evidence rows of
@@ -90,7 +90,7 @@ def request_results(
     read back in the batch's transaction). Cells are looked up, not scanned: a stream
     consumer's batch holds many small requests."""
     out = []
-    for req, d in zip(batch, decisions, strict=True):
+    for req, d in zip(batch, verdicts, strict=True):
         mine = {(GLOBAL_CONTEXT, r.arm) for r in d.fresh} | {(r.ctx, r.arm) for r in d.fresh}
         cells = committed.get(req.learner, {})
         rows = tuple(cells[c] for c in mine if c in cells)
