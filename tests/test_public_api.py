@@ -16,7 +16,8 @@ import qortex_mcp.learning
 
 PACKAGE = ["QortexError", "__version__"]
 LEARNING = [
-    "Arm", "ArmMetrics", "ArmOutcome", "BinaryReward", "FeedbackResult", "JsonLearningStore",
+    "Arm", "ArmMetrics", "ArmOutcome", "BinaryReward", "Decision", "FeedbackResult",
+    "JsonLearningStore",
     "Learner", "LearnerConfig", "LearnerMetrics", "LearnerRegistry", "LearningStore",
     "LearningStrategy", "MemoryLearningStore", "NextToolModel", "NextToolResult", "Posterior",
     "PosteriorMean", "ReplayReport", "ResetReport", "RewardModel", "ScoredArm",

@@ -24,7 +24,7 @@ from qortex_mcp.learning import (
     MemoryLearningStore,
     SqliteLearningStore,
 )
-from qortex_mcp.learning.decision_log import DecisionLog
+from qortex_mcp.learning.decisions import DecisionLog
 from qortex_mcp.learning.types import Decision, Event
 from qortex_mcp.rerank import PosteriorReranker
 

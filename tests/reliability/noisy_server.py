@@ -40,8 +40,8 @@ async def _noisy_observe(self: Learner, *args: Any, **kwargs: Any) -> Any:
     return await _observe(self, *args, **kwargs)
 
 
-Learner.select = _noisy_select  # type: ignore[method-assign]
-Learner.batch_observe = _noisy_observe  # type: ignore[method-assign]
+Learner.select = _noisy_select  # type: ignore[method-assign,assignment]
+Learner.batch_observe = _noisy_observe  # type: ignore[method-assign,assignment]
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
