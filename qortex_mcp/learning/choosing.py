@@ -134,13 +134,13 @@ class Choosing(CandidateLookup):
             # The snapshot to compute propensities from later: arrays this call made.
             settle = None if token_budget is not None else self._settle  # a budget fill
             if settle is None:                                          # is no ranking
-                self._log_append((nonce, "select", ctx_key, now, chosen, ids, None))
+                self._log_put(nonce, (nonce, "select", ctx_key, now, chosen, ids, None))
             elif chooser is not None:
-                self._log_append((nonce, "select", ctx_key, now, chosen, ids, settle,
-                                  s, f, a0, b0, scores))
+                self._log_put(nonce, (nonce, "select", ctx_key, now, chosen, ids, settle,
+                                      s, f, a0, b0, scores))
             else:
-                self._log_append((nonce, "select", ctx_key, now, chosen, ids, settle,
-                                  alpha, beta))
+                self._log_put(nonce, (nonce, "select", ctx_key, now, chosen, ids, settle,
+                                      alpha, beta))
             decisions = self._decisions
             decisions.held += count
             if decisions.held > decisions.max_pending:
@@ -244,18 +244,20 @@ class Choosing(CandidateLookup):
                 check_name(arm_id, "arm id")
         shown = list(arm_ids)
         chosen_kind: Literal["select", "rerank"] = "rerank" if kind == "rerank" else "select"
+        # Checked before signing: a refused call issues no id.
+        known = None if propensities is None else tuple(propensities)
+        if known is not None and len(known) != len(shown):
+            raise InvalidInput("propensities must give one value per arm shown")
+        offered = shown if candidates is None else list(candidates)
+        where = {arm: i for i, arm in enumerate(offered)}
+        if len(where) != len(offered) or any(arm not in where for arm in shown):
+            raise InvalidInput("candidates must be distinct and include every arm shown")
         token, claims = self._signer.issue(self.name, ctx.body if ctx else None, shown,
                                            chosen_kind, means=means)
         if shown and self._logging:
-            known = None if propensities is None else tuple(propensities)
-            if known is not None and len(known) != len(shown):
-                raise InvalidInput("propensities must give one value per arm shown")
-            offered = shown if candidates is None else list(candidates)
-            where = {arm: i for i, arm in enumerate(offered)}
-            positions = [where[arm] for arm in shown]  # KeyError: not among the candidates
-            self._log_append((claims.nonce, chosen_kind, ctx.key if ctx else GLOBAL_CONTEXT,
-                              self._now(), positions, offered,
-                              None if known is None else known_propensities, known))
-            self._decisions.held += len(offered)
+            self._decisions.add((claims.nonce, chosen_kind,
+                                 ctx.key if ctx else GLOBAL_CONTEXT, self._now(),
+                                 [where[arm] for arm in shown], offered,
+                                 None if known is None else known_propensities, known))
         return token, claims
 

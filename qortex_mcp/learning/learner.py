@@ -203,6 +203,8 @@ class Learner(Inspecting):
                 await self._flush()
             except QortexError as exc:
                 log.warning("learner_flush_failed", learner=self.name, code=exc.code)
+            except Exception:  # a bug must not end the flushes: say so, and go on
+                log.exception("learner_flush_crashed", learner=self.name)
 
     async def flush(self) -> None:
         """Write pending selection statistics now."""

@@ -34,6 +34,7 @@ from qortex_mcp.learning.policies.ranking import (
     top_k,
 )
 from qortex_mcp.learning.policies.registry import LEARNER_LAYOUTS
+from qortex_mcp.learning.policies.simple import LogitPolicy
 
 __all__ = ["LEARNER_STRATEGIES", "PolicyChooser", "runnable", "thompson_propensities",
            "thompson_settler"]
@@ -74,10 +75,15 @@ class PolicyChooser:
         self.name = name
         self.params = dict(self.policy.params)
         self._beta = self.policy.stats == _BETA
-        # Strategies that keep the base class's Monte-Carlo propensities (Thompson-type);
-        # the others compute theirs exactly (at least for the first slot).
-        self.monte_carlo = not self.policy.deterministic and (
-            type(self.policy).propensities is _Policy.propensities)
+        # The first slot whose propensity is a Monte-Carlo estimate: 0 for the strategies
+        # that keep the base class's (Thompson-type), 1 for softmax (exact in the first
+        # slot), None where every slot is exact (deterministic, eps_greedy, random).
+        self.mc_from: int | None = None
+        if not self.policy.deterministic:
+            if type(self.policy).propensities is _Policy.propensities:
+                self.mc_from = 0
+            elif isinstance(self.policy, LogitPolicy):
+                self.mc_from = 1
 
     def __repr__(self) -> str:
         return f"PolicyChooser({self.name!r}, {self.params!r})"
@@ -118,22 +124,28 @@ class PolicyChooser:
                      draws: int) -> tuple[float | None, ...]:
         """``P(slot j holds chosen[j])`` per slot, for the state ``select`` scored from
         (``scores`` are its scores). Exact for deterministic strategies, epsilon-greedy,
-        softmax's first slot and random; a Monte-Carlo estimate with ``draws`` draws plus
-        the select's own for Thompson-type ones, ``(wins + 1) / (draws + 1)``: never 0
-        for an arm that was chosen (None each when ``draws`` is 0)."""
+        softmax's first slot and random; elsewhere (Thompson-type strategies, softmax's
+        later slots) a Monte-Carlo estimate from ``draws`` draws plus the select's own,
+        ``(wins + 1) / (draws + 1)``: never 0 for an arm that was chosen (None when
+        ``draws`` is 0)."""
         policy = self.policy
         if policy.deterministic:
             exact: list[float] = tie_slot_propensities(scores, chosen).tolist()
             return tuple(exact)
-        if self.monte_carlo and draws <= 0:
-            return (None,) * int(chosen.shape[0])
+        k, mc_from = int(chosen.shape[0]), self.mc_from
+        if mc_from is not None and draws <= 0:
+            if mc_from == 0:
+                return (None,) * k
+            # softmax: its exact first slot (one slot needs no draw), None after
+            return self.propensities(s, f, a0, b0, scores, chosen[:1], rng, 1) + (
+                (None,) * (k - 1))
         if self._beta:
             p = policy.propensities(np.column_stack((s, f)), chosen, rng,
                                     prior=np.column_stack((a0, b0)), draws=draws)
         else:
             p = policy.propensities(np.column_stack((s + f, s)), chosen, rng, draws=draws)
-        if self.monte_carlo:
-            p = (p * draws + 1.0) / (draws + 1.0)
+        if mc_from is not None:
+            p[mc_from:] = (p[mc_from:] * draws + 1.0) / (draws + 1.0)
         out: list[float] = p.tolist()
         return tuple(out)
 

@@ -129,7 +129,7 @@ class LearnerState:
         self._strategy_name = config.strategy_name()
         self._decisions = DecisionLog(config.policy_version())
         self._logging = config.decision_log
-        self._log_append = self._decisions.pending.append
+        self._log_put = self._decisions.pending.__setitem__
         # Propensities draw from a generator of their own: the selections' stream (and so
         # the decisions of a seeded learner) stays what it was without a decision log.
         prop_rng = np.random.default_rng(None if config.seed is None else [config.seed, 0x5EED])
@@ -182,6 +182,7 @@ class LearnerState:
         self._listeners: list[weakref.WeakMethod[Callable[[Sequence[EvidenceRow]], None]]] = []
         # Bumped whenever an arm's prior changes (the next-tool model's memo checks it).
         self._priors_changed = 0
+        self._flush_lock = asyncio.Lock()
         self._sync_lock = asyncio.Lock()
         self._cached_ids = 0
         # What this learner counts against the (maybe shared) budget; released at close.
@@ -373,9 +374,16 @@ class LearnerState:
             self._cursor = cursor
 
     async def _flush(self) -> None:
+        # One flush at a time (the loop, flush(), close and a registry's eviction may
+        # overlap): each takes what is pending when it starts.
+        async with self._flush_lock:
+            await self._flush_once()
+
+    async def _flush_once(self) -> None:
         if not (self._pending or self._pending_priors or self._pending_selections
                 or self._pending_answered or len(self._decisions)):
             return
+        dropped = self._decisions.dropped
         decisions = await self._decisions.take()
         pending, priors = self._pending, self._pending_priors
         sels, expl, answered = (self._pending_selections, self._pending_explored,
@@ -390,6 +398,7 @@ class LearnerState:
                 {self._ids[s]: p for s, p in priors.items()}, sels, expl, answered,
                 decisions,
             )
+            self._decisions.written(decisions)
         except BaseException:
             # Keep the counts for the next flush (merged with what arrived meanwhile).
             self._decisions.put_back(decisions)
@@ -400,6 +409,11 @@ class LearnerState:
             self._pending_selections += sels
             self._pending_explored += expl
             self._pending_answered += answered
+            if self._decisions.dropped > dropped:
+                log.warning("decisions_dropped", learner=self.name,
+                            dropped=self._decisions.dropped - dropped,
+                            reason="the store refused the flushes; the oldest unwritten "
+                            "decisions were dropped")
             raise
 
     def _posterior(self, slot: int, ctx: CanonicalContext | None, now: float) -> Posterior:

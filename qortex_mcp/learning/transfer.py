@@ -29,6 +29,7 @@ import functools
 import json
 import math
 import os
+import re
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
@@ -38,6 +39,7 @@ from typing import IO, Any, Final
 from qortex_mcp.errors import (
     InvalidContext,
     InvalidInput,
+    InvalidName,
     LimitExceeded,
     SchemaTooNew,
     UnknownLearner,
@@ -73,7 +75,10 @@ FORMAT_VERSION: Final = 2
 """1: 0.1. 2: decision records, and feedback events' ``propensity`` and ``policy``."""
 _BATCH: Final = 500
 _DECISION_PAGE: Final = 5000
-_MAX_POLICY: Final = 160  # a strategy name and its hash, with room to spare
+# A selection nonce (base64url; room for other encodings) and a context key ("" or "c" and
+# hex digits, as canonical_context makes them).
+_DECISION_KEY: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_CONTEXT_KEY: Final = re.compile(r"(c[0-9a-f]{1,63})?")
 _REL_TOL: Final = 1e-9
 
 
@@ -423,10 +428,10 @@ def _feedback_row(rec: dict[str, Any], at: float) -> FeedbackRow:
 def _policy(value: object, *, optional: bool = False) -> str | None:
     if value is None and optional:
         return None
-    if not isinstance(value, str) or not 0 < len(value) <= _MAX_POLICY:
-        raise InvalidInput(f"policy must be a strategy version (text of 1-{_MAX_POLICY} "
-                           f"characters), got {preview(value)}")
-    return value
+    try:
+        return check_name(value, "policy")  # what a strategy name and its hash satisfy
+    except InvalidName as exc:
+        raise InvalidInput(f"policy must be a strategy version: {exc.message}") from None
 
 
 def _names(value: object, what: str) -> tuple[str, ...]:
@@ -437,12 +442,13 @@ def _names(value: object, what: str) -> tuple[str, ...]:
 
 def _decision(rec: dict[str, Any]) -> Decision:
     """A decision record as the store logs it (``InvalidInput`` naming what is wrong)."""
-    key, kind = rec.get("key"), rec.get("kind")
-    if not isinstance(key, str) or not 0 < len(key) <= _MAX_POLICY:
-        raise InvalidInput(f"a decision needs its key, got {preview(key)}")
+    key, kind, ctx = rec.get("key"), rec.get("kind"), rec.get("ctx")
+    if not isinstance(key, str) or not _DECISION_KEY.fullmatch(key):
+        raise InvalidInput(f"a decision needs its key (a selection nonce), got {preview(key)}")
     if kind not in ("select", "rerank"):
         raise InvalidInput(f"a decision's kind must be select or rerank, got {preview(kind)}")
-    _ctx_key(rec.get("ctx"), "a decision's ctx")
+    if not isinstance(ctx, str) or not _CONTEXT_KEY.fullmatch(ctx):
+        raise InvalidInput(f"a decision's ctx must be a context key, got {preview(ctx)}")
     chosen = _names(rec.get("chosen"), "chosen")
     props = rec.get("propensities")
     if not isinstance(props, list) or len(props) != len(chosen):
@@ -456,10 +462,14 @@ def _decision(rec: dict[str, Any]) -> Decision:
     candidates = None if cands is None else _names(cands, "candidates")
     if candidates is not None and len(candidates) > MAX_LOGGED:
         raise InvalidInput(f"a decision lists at most {MAX_LOGGED} candidates")
+    if len(set(chosen)) != len(chosen) or (candidates is not None and (
+            len(set(candidates)) != len(candidates) or not set(chosen) <= set(candidates))):
+        raise InvalidInput("a decision's chosen arms must be distinct and among its "
+                           "candidates")
     n = _count(rec, "n_candidates")
     if n < len(chosen) or (candidates is not None and n != len(candidates)):
         raise InvalidInput("n_candidates must count the candidates (at least those chosen)")
-    return Decision(key=key, kind=kind, ctx=str(rec["ctx"]), at=_num(rec, "at"),
+    return Decision(key=key, kind=kind, ctx=ctx, at=_num(rec, "at"),
                     policy=str(_policy(rec.get("policy"))), chosen=chosen,
                     propensities=tuple(None if p is None else float(p) for p in props),
                     candidates=candidates, n_candidates=n)

@@ -129,8 +129,8 @@ async def test_thompson_propensities_are_monte_carlo_estimates_never_zero() -> N
 
 async def test_the_decision_log_leaves_seeded_thompson_decisions_as_they_were() -> None:
     picks = []
-    for draws in (0, 32):
-        learner = await make(MemoryLearningStore(), propensity_draws=draws)
+    for log_on in (False, True):
+        learner = await make(MemoryLearningStore(), decision_log=log_on)
         await teach(learner, "a", 0.6, 5)
         picks.append([(await learner.select(ARMS, k=2)).selected[0].id for _ in range(50)])
         await learner.flush()  # settling draws from its own generator
@@ -256,15 +256,15 @@ async def test_a_rerank_is_logged(store: LearningStore) -> None:
 
 
 def test_pending_snapshots_are_bounded_and_findable() -> None:
-    log = DecisionLog("mean.00000000", max_pending=3)
+    log = DecisionLog("mean.00000000", max_pending=5)
     calls: list[list[int]] = []
 
     def settle(chosen: list[int], p: float) -> tuple[float | None, ...]:
         calls.append(chosen)
         return (p,)
 
-    log.pending.append(("k1", "select", "", 1.0, [1], ["a", "b"], settle, 0.5))
-    log.pending.append(("k2", "select", "", 2.0, [0], ["a", "b"], settle, 0.25))
+    log.add(("k1", "select", "", 1.0, [1], ["a", "b"], settle, 0.5))
+    log.add(("k2", "select", "", 2.0, [0], ["a", "b"], settle, 0.25))
     found = log.find("k2")  # settled on demand, alone
     assert isinstance(found, Decision)
     assert (found.chosen, found.propensities, found.candidates) == (("a",), (0.25,),
@@ -272,9 +272,12 @@ def test_pending_snapshots_are_bounded_and_findable() -> None:
     assert calls == [[0]]
     assert log.find("k2") is found  # remembered
     assert log.find("nope") is None
-    log.settle_all()
-    assert calls == [[0], [1]]
-    assert log.pending == []
+    log.add(("k3", "select", "", 3.0, [0], ["a", "b"], settle, 0.75))  # k1, k3: 4 held
+    assert calls == [[0]]
+    log.add(("k4", "select", "", 4.0, [1], ["a", "b"], settle, 0.5))  # 6 held > 5
+    assert calls == [[0], [1], [0], [1]]  # past the bound: every pending one settled
+    assert log.pending == {}
+    assert log.held == 0
 
 
 async def test_a_failed_flush_keeps_its_decisions_for_the_next(tmp_path: Path) -> None:
@@ -337,3 +340,60 @@ async def test_every_chosen_arm_carries_its_propensity() -> None:
     assert (await off.select(ARMS)).selected[0].propensity is None
     for lrn in (learner, thompson, off):
         await lrn.close()
+
+
+async def test_softmax_later_slots_are_estimates_never_zero() -> None:
+    store = MemoryLearningStore()
+    arms = [f"x{i}" for i in range(20)]
+    none = await make(store, name="none", strategy="softmax", propensity_draws=0)
+    some = await make(store, name="some", strategy="softmax")
+    for _ in range(50):
+        await none.select(arms, k=2)
+        await some.select(arms, k=2)
+    await none.flush()
+    await some.flush()
+    for d in await store.decisions("none"):
+        first, second = d.propensities
+        assert first == pytest.approx(1 / 20)  # every arm untried: a uniform softmax
+        assert second is None  # an estimate needs draws
+    for d in await store.decisions("some"):
+        assert all(p is not None and 0.0 < p <= 1.0 for p in d.propensities)
+    await none.close()
+    await some.close()
+
+
+async def test_overlapping_flushes_write_every_decision_once() -> None:
+    store = MemoryLearningStore()
+    learner = await make(store, propensity_draws=256)  # slow settling: flushes yield
+    arms = [f"x{i}" for i in range(50)]
+    keys = []
+
+    async def selects(n: int) -> None:
+        for _ in range(n):
+            sel = await learner.select(arms)
+            keys.append(learner.verify_selection(sel.selection_id).nonce)
+            await asyncio.sleep(0)
+
+    await selects(300)
+    await asyncio.gather(learner.flush(), learner.flush(), selects(200), learner.flush())
+    learner._decisions.max_pending = 500  # and selects that settle at once, past the bound
+    await selects(100)
+    await learner.flush()
+    written = [d.key for d in await store.decisions("log")]
+    assert sorted(written) == sorted(keys)
+    assert learner._decisions.held == 0
+    await learner.close()
+
+
+def test_unwritten_decisions_stay_findable() -> None:
+    log = DecisionLog("mean.00000000", remembered=2)
+    for i in range(5):
+        log.add((f"k{i}", "select", "", float(i), [0], ["a", "b"], None))
+    taken = asyncio.run(log.take())
+    log.put_back(taken)  # the store refused them
+    assert all(log.find(f"k{i}") is not None for i in range(5))
+    written = asyncio.run(log.take())
+    log.written(written)
+    assert [d.key for d in written] == [f"k{i}" for i in range(5)]
+    assert log.find("k0") is None  # written and no longer remembered: the store has it
+    assert log.find("k4") is not None

@@ -297,7 +297,7 @@ class JsonLearningStore:
         target = self.path.with_name(f"{self.path.name}.schema{tables.version}.bak")
         if target.exists():
             target = self.path.with_name(
-                f"{self.path.name}.schema{tables.version}.{int(time.time())}.bak")
+                f"{self.path.name}.schema{tables.version}.{time.time_ns()}-{os.getpid()}.bak")
         shutil.copy2(self.path, target)
         return target
 

@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import os
 import queue
 import sqlite3
 import time
@@ -284,7 +285,7 @@ class SqliteLearningStore:
         target = self.path.with_name(f"{self.path.name}.schema{version}.bak")
         if target.exists():  # an earlier attempt's copy stays; this one is dated
             target = self.path.with_name(
-                f"{self.path.name}.schema{version}.{int(time.time())}.bak")
+                f"{self.path.name}.schema{version}.{time.time_ns()}-{os.getpid()}.bak")
         copy = sqlite3.connect(target)
         try:
             conn.backup(copy)
