@@ -292,8 +292,8 @@ def print_propensity(res: dict[str, Any], sz: Sizes) -> list[str]:
     return []
 
 
-async def _learner(name: str, K: int) -> tuple[Learner, list[str]]:
-    learner = await Learner.create(LearnerConfig(name="b", strategy=name, seed=2),
+async def _learner(name: str, K: int, **options: Any) -> tuple[Learner, list[str]]:
+    learner = await Learner.create(LearnerConfig(name="b", strategy=name, seed=2, **options),
                                    MemoryLearningStore())
     arms = [f"a{i}" for i in range(K)]
     g = np.random.default_rng(5)
@@ -384,14 +384,7 @@ LOGGED_SELECTS = 200
 
 
 async def _logged(name: str, K: int, log: bool) -> tuple[Learner, list[str]]:
-    learner = await Learner.create(LearnerConfig(name="b", strategy=name, seed=2,
-                                                 decision_log=log), MemoryLearningStore())
-    arms = [f"a{i}" for i in range(K)]
-    g = np.random.default_rng(5)
-    picks = [*range(K), *g.integers(0, K, 5 * K).tolist()]
-    await learner.observe_many([[ArmOutcome(arms[a], reward=float(g.random() < 0.4),
-                                            idempotency_key=f"k{i}")]
-                                for i, a in enumerate(picks)])
+    learner, arms = await _learner(name, K, decision_log=log)
     await learner.flush()
     return learner, arms
 
