@@ -181,3 +181,38 @@ async def test_an_export_of_01_imports(tmp_path: Path) -> None:
     assert report.applied > 0
     assert report.decisions == 0
     await assert_learned_what_01_reported(target, EXPECTED["sqlite"])
+
+
+async def test_a_write_between_backup_and_migration_is_in_the_backup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another process commits after the backup and before the migration: that backup is
+    dropped and taken again, so the backup holds exactly what was migrated."""
+    path = fixture_copy("store.sqlite3", tmp_path)
+    original = SqliteLearningStore._backup_before_migration
+    calls = []
+
+    def backup_then_another_write(self: SqliteLearningStore,
+                                  conn: sqlite3.Connection) -> tuple[Path | None, int | None]:
+        taken = original(self, conn)
+        calls.append(taken[0])
+        if len(calls) == 1:  # another process (0.1 still running) commits right now
+            other = sqlite3.connect(path)
+            other.execute("INSERT INTO qortex_meta (key, value) VALUES ('late', 'write')")
+            other.commit()
+            other.close()
+        return taken
+
+    monkeypatch.setattr(SqliteLearningStore, "_backup_before_migration",
+                        backup_then_another_write)
+    async with SqliteLearningStore(path) as store:
+        assert (await store.info()).schema_version == 2
+    assert len(calls) == 2  # the first backup missed the write: taken again
+    backup = tmp_path / "store.sqlite3.schema1.bak"
+    assert backups(tmp_path, "store.sqlite3") == [backup.name]
+    conn = sqlite3.connect(backup)
+    try:
+        assert conn.execute("SELECT value FROM qortex_meta WHERE key = 'late'").fetchone() \
+            == ("write",)
+    finally:
+        conn.close()

@@ -41,11 +41,12 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Final, Literal, Self, TypeVar
 
 from qortex_mcp.errors import (
     ClosedError,
     SchemaTooNew,
+    StoreBusy,
     StoreError,
     StoreInaccessible,
     StoreUnavailable,
@@ -86,6 +87,7 @@ __all__ = ["SqliteLearningStore"]
 log = get_logger(__name__)
 
 T = TypeVar("T")
+_MIGRATION_TRIES: Final = 5
 
 def _rows(conn: sqlite3.Connection, statement: str,
           args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -223,8 +225,7 @@ class SqliteLearningStore:
                 mode = await self._writer.call(self._enable_wal)
                 if mode is None or str(mode[0]).lower() != "wal":
                     raise StoreUnavailable("SQLite refused WAL mode for the store file")
-                backup = await self._writer.call(self._backup_before_migration)
-                migrated = await self._writer.call(self._create_schema)
+                backup, migrated = await self._open_schema(self._writer)
                 self._reader = reader
                 await self._reader.start()
             except sqlite3.Error as exc:
@@ -275,13 +276,35 @@ class SqliteLearningStore:
         row = _one(conn, "SELECT value FROM qortex_meta WHERE key = 'schema_version'")
         return None if row is None else int(row[0])
 
-    def _backup_before_migration(self, conn: sqlite3.Connection) -> Path | None:
+    async def _open_schema(self, writer: DbThread[ApplyRequest]) -> tuple[Path | None,
+                                                                        int | None]:
+        """Back up a file of an older schema, then create or migrate the schema: the
+        backup and the version migrated from (None, None: nothing migrated).
+
+        The backup cannot be taken inside the migration's transaction (SQLite's backup of a
+        connection's own open write transaction waits on itself), so it is taken just
+        before, and the migration checks that no other process committed in between (a
+        ``data_version`` that moved): then that backup is dropped and both are done again.
+        """
+        for _ in range(_MIGRATION_TRIES):
+            backup, mark = await writer.call(self._backup_before_migration)
+            migrated, stale = await writer.call(functools.partial(self._create_schema, mark=mark))
+            if not stale:
+                return backup, migrated
+            if backup is not None:
+                backup.unlink(missing_ok=True)
+        raise StoreBusy(f"{self.path.name} kept changing while it was to be migrated; "
+                        "retry when its other writers are quieter")
+
+    def _backup_before_migration(self, conn: sqlite3.Connection) -> tuple[Path | None,
+                                                                           int | None]:
         """A copy of a file of an older schema, beside it, taken before it migrates:
-        ``<name>.schema<N>.bak`` (a consistent snapshot through SQLite's backup API, so
-        another process writing meanwhile is fine). None when nothing will migrate."""
+        ``<name>.schema<N>.bak`` (a consistent snapshot through SQLite's backup API), and
+        the file's ``data_version`` right after it. (None, None) when nothing will
+        migrate."""
         version = self._stored_version(conn)
         if version is None or version >= SCHEMA_VERSION:
-            return None
+            return None, None
         target = self.path.with_name(f"{self.path.name}.schema{version}.bak")
         if target.exists():  # an earlier attempt's copy stays; this one is dated
             target = self.path.with_name(
@@ -291,14 +314,22 @@ class SqliteLearningStore:
             conn.backup(copy)
         finally:
             copy.close()
-        return target
+        mark = _one(conn, "PRAGMA data_version")
+        assert mark is not None
+        return target, int(mark[0])
 
-    def _create_schema(self, conn: sqlite3.Connection) -> int | None:
+    def _create_schema(self, conn: sqlite3.Connection,
+                       mark: int | None = None) -> tuple[int | None, bool]:
         """Create the schema, or migrate an older one in the same transaction: returns
-        the version migrated from (None: nothing migrated)."""
+        the version migrated from (None: nothing migrated), and True (having changed
+        nothing) when another process committed since the backup taken at ``mark``."""
         migrated: int | None = None
         conn.execute("BEGIN IMMEDIATE")
         try:
+            now = _one(conn, "PRAGMA data_version")
+            if mark is not None and now is not None and int(now[0]) != mark:
+                conn.execute("ROLLBACK")
+                return None, True
             names = {str(r[0]) for r in _rows(conn, USER_OBJECTS)}
             if names and "qortex_meta" not in names:
                 raise foreign(self.path, names)  # rolled back below: nothing created
@@ -330,7 +361,7 @@ class SqliteLearningStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        return migrated
+        return migrated, False
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
