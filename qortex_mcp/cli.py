@@ -105,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("learner")
     inspect.add_argument("--context", metavar="JSON", help="posteriors in this context")
     inspect.add_argument("--limit", type=_positive, default=50, help="most arms to show")
+    decisions = command("decisions", "a learner's decision log: what each select and rerank "
+                        "offered and chose, with propensities")
+    decisions.add_argument("learner")
+    decisions.add_argument("--after", type=int, default=0, metavar="SEQ",
+                           help="only decisions after this one (the last line names the next)")
+    decisions.add_argument("--limit", type=_positive, default=50,
+                           help="most decisions to show (default 50)")
     export = command("export", "write all events and state as JSON lines")
     export.add_argument("--learner", action="append", metavar="NAME",
                         help="only this learner (repeatable)")

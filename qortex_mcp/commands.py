@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 import anyio
 
 from qortex_mcp.config import Settings
-from qortex_mcp.errors import InvalidContext, InvalidInput, QortexError
+from qortex_mcp.errors import (
+    InvalidContext,
+    InvalidInput,
+    QortexError,
+    UnknownLearner,
+    preview,
+)
 from qortex_mcp.learning import LearnerConfig, LearnerRegistry, LearningStore, SelectionSigner
 from qortex_mcp.learning.stores.factory import configured_store
 from qortex_mcp.learning.transfer import export_chunks, import_file
@@ -56,6 +62,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         return code
     if command == "inspect":
         return await inspect(settings, args.learner, args.context, args.limit, out)
+    if command == "decisions":
+        return await decisions(settings, args.learner, args.after, args.limit, out)
     if command == "export":
         return await export(settings, args.learner, args.output, out)
     if command == "import":
@@ -329,6 +337,31 @@ async def inspect(settings: Settings, name: str, context: str | None, limit: int
             for p in arms], out)
     if len(metrics.arms) > len(arms):
         print(f"({len(metrics.arms) - len(arms)} more arm(s); raise --limit)", file=out)
+    return 0
+
+
+def _propensity(p: float | None) -> str:
+    return "-" if p is None else f"{p:.3f}"
+
+
+async def decisions(settings: Settings, name: str, after: int, limit: int,
+                    out: TextIO) -> int:
+    """The learner's decision log from ``after`` on, ``limit`` of them, oldest first."""
+    async with _store(settings) as store:
+        if name not in {s.name for s in await store.learners()}:
+            raise UnknownLearner(f"no learner named {preview(name)} in the store")
+        logged = await store.decisions(name, max(after, 0), limit)
+    if not logged:
+        print(f"learner {name!r}: no decisions after {after}", file=out)
+        return 0
+    print(f"learner {name!r}: decisions {logged[0].seq} to {logged[-1].seq}", file=out)
+    _table(["seq", "time", "kind", "context", "chosen (propensity)", "of", "strategy"],
+           [[str(d.seq), _when(d.at), d.kind, d.ctx or "global",
+             ", ".join(f"{arm} ({_propensity(p)})"
+                       for arm, p in zip(d.chosen, d.propensities, strict=True)),
+             str(d.n_candidates), d.policy] for d in logged], out)
+    if len(logged) == limit:
+        print(f"(more may follow: --after {logged[-1].seq})", file=out)
     return 0
 
 

@@ -90,6 +90,26 @@ def test_inspect_prints_a_table_of_posteriors(
     assert out[3] == "(1 more arm(s); raise --limit)"
 
 
+def test_decisions_lists_the_log_page_by_page(
+    environment: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    seed(environment)
+    assert cli.main(["decisions", "prompts"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "learner 'prompts': decisions 1 to 1"
+    assert out[1].split()[:4] == ["seq", "time", "kind", "context"]
+    row = out[2]
+    assert row.split()[0] == "1"
+    assert " select " in row
+    assert "concise (" in row
+    assert "detailed (" in row
+    assert row.split()[-2:] == ["2", LearnerConfig(name="prompts", seed=1).policy_version()]
+    assert cli.main(["decisions", "prompts", "--after", "1"]) == 0
+    assert capsys.readouterr().out.strip() == "learner 'prompts': no decisions after 1"
+    assert cli.main(["decisions", "nobody"]) == 1
+    assert capsys.readouterr().err.startswith("qortex-mcp: UNKNOWN_LEARNER: ")
+
+
 def test_inspect_of_an_unknown_learner_exits_1(
     environment: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
