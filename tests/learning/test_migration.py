@@ -7,6 +7,7 @@ The files in ``tests/fixtures/v1/`` were written by 0.1.0 itself
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import sqlite3
@@ -216,3 +217,20 @@ async def test_a_write_between_backup_and_migration_is_in_the_backup(
             == ("write",)
     finally:
         conn.close()
+
+
+async def test_two_stores_opening_a_01_file_together_migrate_it_once(tmp_path: Path) -> None:
+    path = fixture_copy("store.sqlite3", tmp_path)
+    first, second = SqliteLearningStore(path), SqliteLearningStore(path)
+    try:
+        await asyncio.gather(first.initialize(), second.initialize())
+        assert schema_of(path)[0] == "2"
+        # Both took a backup; the one that lost the race saw the file change under its
+        # own, dropped it and found the file migrated: one backup stays (plain or dated,
+        # depending on who took its backup first; the store_migrated line names it).
+        (kept,) = backups(tmp_path, "store.sqlite3")
+        assert schema_of(tmp_path / kept)[0] == "1"
+        await assert_learned_what_01_reported(second, EXPECTED["sqlite"])
+    finally:
+        await first.close()
+        await second.close()

@@ -4,6 +4,7 @@ transaction, under the schema lock, with a copy of its tables in a backup schema
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -86,3 +87,17 @@ async def test_a_failed_migration_changes_nothing(
     monkeypatch.undo()
     async with PostgresLearningStore(PG_DSN, schema=v1_schema) as store:
         await assert_learned_what_01_reported(store, EXPECTED["postgres"])
+
+
+async def test_instances_starting_together_migrate_once(v1_schema: str) -> None:
+    stores = [PostgresLearningStore(PG_DSN, schema=v1_schema) for _ in range(3)]
+    try:
+        await asyncio.gather(*(s.initialize() for s in stores))
+        assert await version_of(v1_schema) == "2"
+        backups = await fetch(f"SELECT nspname FROM pg_namespace WHERE nspname LIKE "
+                              f"'{v1_schema}_schema1_bak%'")
+        assert [r[0] for r in backups] == [f"{v1_schema}_schema1_bak"]  # one migration
+        await assert_learned_what_01_reported(stores[1], EXPECTED["postgres"])
+    finally:
+        for s in stores:
+            await s.close()

@@ -289,10 +289,14 @@ class SqliteLearningStore:
         for _ in range(_MIGRATION_TRIES):
             backup, mark = await writer.call(self._backup_before_migration)
             migrated, stale = await writer.call(functools.partial(self._create_schema, mark=mark))
-            if not stale:
+            if not stale and (migrated is not None or backup is None):
                 return backup, migrated
+            # Stale, or another process migrated between the version read and the backup
+            # (which then copied the migrated file): this backup is not one to keep.
             if backup is not None:
                 backup.unlink(missing_ok=True)
+            if not stale:
+                return None, None
         raise StoreBusy(f"{self.path.name} kept changing while it was to be migrated; "
                         "retry when its other writers are quieter")
 
@@ -306,7 +310,9 @@ class SqliteLearningStore:
         if version is None or version >= SCHEMA_VERSION:
             return None, None
         target = self.path.with_name(f"{self.path.name}.schema{version}.bak")
-        if target.exists():  # an earlier attempt's copy stays; this one is dated
+        try:  # claimed, so that two processes never write (or drop) one copy
+            os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:  # an earlier attempt's (or another process's): dated
             target = self.path.with_name(
                 f"{self.path.name}.schema{version}.{time.time_ns()}-{os.getpid()}.bak")
         copy = sqlite3.connect(target)
