@@ -49,9 +49,8 @@ class _Learner:
     answered_selections: int = 0
     # the keys of ``answered`` (not stored: rebuilt on parse)
     keys: set[str] = field(default_factory=set)
-    decisions: list[Decision] = field(default_factory=list)
-    # the keys of ``decisions`` (not stored: rebuilt on parse)
-    decided: set[str] = field(default_factory=set)
+    # key -> decision, in log order (the first one logged under a key stays)
+    decisions: dict[str, Decision] = field(default_factory=dict)
 
 
 class Tables:
@@ -183,10 +182,9 @@ class Tables:
     ) -> None:
         rec = self._get(learner)
         for d in decisions:
-            if d.key not in rec.decided:
-                rec.decided.add(d.key)
+            if d.key not in rec.decisions:
                 self.decision_seq += 1
-                rec.decisions.append(dataclasses.replace(d, seq=self.decision_seq))
+                rec.decisions[d.key] = dataclasses.replace(d, seq=self.decision_seq)
         v = self._bump(rec)
         rec.selections += selections
         rec.explored += explored
@@ -251,8 +249,9 @@ class Tables:
             return []
         if keys is not None:
             wanted = set(keys)
-            return [d for d in rec.decisions if d.key in wanted]
-        return [d for d in rec.decisions if d.seq > after_seq][:limit]
+            return sorted((rec.decisions[k] for k in wanted if k in rec.decisions),
+                          key=lambda d: d.seq)
+        return [d for d in rec.decisions.values() if d.seq > after_seq][:limit]
 
     def contexts(self, learner: str, keys: Sequence[str]) -> dict[str, str]:
         rec = self.learners.get(learner)
@@ -286,7 +285,7 @@ class Tables:
                         [d.seq, d.key, d.kind, d.ctx, d.at, d.policy, list(d.chosen),
                          list(d.propensities),
                          None if d.candidates is None else list(d.candidates), d.n_candidates]
-                        for d in rec.decisions
+                        for d in rec.decisions.values()
                     ],
                 }
                 for name, rec in self.learners.items()
@@ -321,7 +320,7 @@ class Tables:
             for e in out.events[name]:
                 if e.seq > out.seq:
                     raise ValueError(f"{where}: event seq {e.seq} is beyond the file's seq")
-            for d in out.learners[name].decisions:
+            for d in out.learners[name].decisions.values():
                 if d.seq > out.decision_seq:
                     raise ValueError(f"{where}: decision seq {d.seq} is beyond the file's "
                                      "decision_seq")
@@ -414,8 +413,7 @@ def _parse_learner(rec: object, where: str) -> tuple[_Learner, list[Event]]:
     # schema 1 files have no decisions
     for i, row in enumerate(_rows(rec.get("decisions", []), f"{where}.decisions", (10,))):
         d = _parse_decision(row, f"{where}.decisions[{i}]")
-        lr.decisions.append(d)
-        lr.decided.add(d.key)
+        lr.decisions.setdefault(d.key, d)
     return lr, [_parse_event(row, f"{where}.events[{i}]") for i, row in
                 enumerate(_rows(rec.get("events"), f"{where}.events", (9, 10, 11, 13)))]
 
