@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, Self, runtime_checkable
 
 from qortex_mcp.learning.types import (
@@ -42,6 +45,7 @@ __all__ = [
     "LearningStore",
     "StoreInfo",
     "apply_many",
+    "claim_backup",
     "event_pages",
     "fold",
     "read_event_rows",
@@ -63,6 +67,20 @@ def fold(
         return s * d + ws, f * d + wf, at
     d = math.pow(0.5, (t - at) / half_life_s)
     return s + ws * d, f + wf * d, t
+
+
+def claim_backup(path: Path, version: int) -> Path:
+    """A new, empty file beside ``path`` for its copy before a migration from schema
+    ``version``: ``<name>.schema<N>.bak``, or a dated name when that exists (an earlier
+    attempt's copy stays). Created exclusively, so two processes never share one copy."""
+    target = path.with_name(f"{path.name}.schema{version}.bak")
+    try:
+        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        target = path.with_name(f"{path.name}.schema{version}.{time.time_ns()}-"
+                                f"{os.getpid()}.bak")
+        os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    return target
 
 
 @dataclass(frozen=True, slots=True)

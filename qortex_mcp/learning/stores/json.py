@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -35,6 +34,7 @@ from qortex_mcp.learning.stores.base import (
     LearnerSnapshot,
     LearnerSummary,
     StoreInfo,
+    claim_backup,
 )
 from qortex_mcp.learning.stores.tables import Tables
 from qortex_mcp.learning.types import (
@@ -294,10 +294,7 @@ class JsonLearningStore:
         write of this store). None when the file is current (or there is none)."""
         if self._stamp is None or tables.version >= SCHEMA_VERSION:
             return None
-        target = self.path.with_name(f"{self.path.name}.schema{tables.version}.bak")
-        if target.exists():
-            target = self.path.with_name(
-                f"{self.path.name}.schema{tables.version}.{time.time_ns()}-{os.getpid()}.bak")
+        target = claim_backup(self.path, tables.version)
         shutil.copy2(self.path, target)
         return target
 

@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import os
 import queue
 import sqlite3
 import time
@@ -56,6 +55,7 @@ from qortex_mcp.learning.stores.base import (
     LearnerSnapshot,
     LearnerSummary,
     StoreInfo,
+    claim_backup,
     settled,
 )
 from qortex_mcp.learning.stores.decision_rows import decision_from_row, decision_values
@@ -309,12 +309,7 @@ class SqliteLearningStore:
         version = self._stored_version(conn)
         if version is None or version >= SCHEMA_VERSION:
             return None, None
-        target = self.path.with_name(f"{self.path.name}.schema{version}.bak")
-        try:  # claimed, so that two processes never write (or drop) one copy
-            os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        except FileExistsError:  # an earlier attempt's (or another process's): dated
-            target = self.path.with_name(
-                f"{self.path.name}.schema{version}.{time.time_ns()}-{os.getpid()}.bak")
+        target = claim_backup(self.path, version)  # never another process's copy
         copy = sqlite3.connect(target)
         try:
             conn.backup(copy)
