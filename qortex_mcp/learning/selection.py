@@ -145,7 +145,7 @@ class PolicyChooser:
         else:
             p = policy.propensities(np.column_stack((s + f, s)), chosen, rng, draws=draws)
         if mc_from is not None:
-            p[mc_from:] = (p[mc_from:] * draws + 1.0) / (draws + 1.0)
+            p[mc_from:] = _counting_own_draw(p[mc_from:], draws)
         out: list[float] = p.tolist()
         return tuple(out)
 
@@ -166,12 +166,16 @@ def thompson_propensities(alpha: FloatArray, beta: FloatArray, chosen: list[int]
     k = alpha.shape[0]
     theta = beta_draws(np.broadcast_to(alpha, (draws, k)), np.broadcast_to(beta, (draws, k)),
                        rng)
-    if len(chosen) == 1:  # the common case: one argmax per draw
-        wins = int(np.count_nonzero(theta.argmax(axis=1) == chosen[0]))
-        return ((wins + 1.0) / (draws + 1.0),)
-    p = mc_slot_propensities(theta, np.asarray(chosen))
-    out: list[float] = ((p * draws + 1.0) / (draws + 1.0)).tolist()
+    out: list[float] = _counting_own_draw(mc_slot_propensities(theta, np.asarray(chosen)),
+                                         draws).tolist()
     return tuple(out)
+
+
+def _counting_own_draw(p: FloatArray, draws: int) -> FloatArray:
+    """Monte-Carlo shares from ``draws`` fresh draws, counted together with the select's
+    own draw (which put each chosen arm in its slot): ``(wins + 1) / (draws + 1)``."""
+    out: FloatArray = (p * draws + 1.0) / (draws + 1.0)
+    return out
 
 
 def thompson_settler(rng: np.random.Generator, draws: int

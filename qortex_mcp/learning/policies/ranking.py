@@ -100,6 +100,9 @@ def tie_slot_propensities(scores: FloatArray, chosen: IntArray) -> FloatArray:
 def mc_slot_propensities(draws: FloatArray, chosen: IntArray) -> FloatArray:
     """Monte-Carlo slot propensities from ``N`` independent score vectors ``(N, K)``: the
     share of draws in which ``chosen[j]`` ranks exactly ``j``-th."""
+    if chosen.shape[0] == 1:  # the common case: no draw beats it (a max, not a K x K count)
+        first: FloatArray = np.mean(draws.max(axis=1) <= draws[:, chosen[0]], keepdims=True)
+        return first
     mine = draws[:, chosen]
     ranks = np.count_nonzero(draws[:, :, None] > mine[:, None, :], axis=1)
     out: FloatArray = np.mean(ranks == np.arange(chosen.shape[0]), axis=0)
